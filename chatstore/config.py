@@ -1,0 +1,61 @@
+"""Settings from the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatstore.models import DEFAULT_MAX_CONTENT_CHARS
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # None means: run on the embedded PostgreSQL cluster under data_dir.
+    database_url: str | None = None
+    auth_secret: str | None = None
+    data_dir: Path = field(default_factory=lambda: Path(".chatstore"))
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    # 0 behind PgBouncer in transaction mode (unless PgBouncer >= 1.21 with
+    # max_prepared_statements), where a prepared statement may land on
+    # another server connection.
+    statement_cache_size: int = 256
+    # Server-side statement_timeout in milliseconds (0 = none): a stalled
+    # statement becomes a clean error instead of holding a connection.
+    statement_timeout_ms: int = 30_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
+    responder: str = "echo"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        return cls(
+            database_url=env.get("CHATSTORE_DATABASE_URL") or env.get("DATABASE_URL") or None,
+            auth_secret=env.get("BETTER_AUTH_SECRET") or None,
+            data_dir=Path(env.get("CHATSTORE_DATA_DIR") or ".chatstore"),
+            pool_min_size=_int(env, "CHATSTORE_POOL_MIN_SIZE", 2),
+            pool_max_size=_int(env, "CHATSTORE_POOL_MAX_SIZE", 10, minimum=1),
+            statement_cache_size=_int(env, "CHATSTORE_STATEMENT_CACHE_SIZE", 256),
+            statement_timeout_ms=_int(env, "CHATSTORE_STATEMENT_TIMEOUT_MS", 30_000),
+            max_body_bytes=_int(env, "CHATSTORE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1),
+            max_content_chars=_int(
+                env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1
+            ),
+            responder=env.get("CHATSTORE_RESPONDER") or "echo",
+        )

@@ -1,0 +1,97 @@
+"""Schema migrations: yoyo over psycopg 3, kept off the event loop by callers.
+
+yoyo is synchronous; async callers run these functions in a thread
+(``asyncio.to_thread``). The same migrations/ folder works with the plain
+``yoyo apply --database postgresql+psycopg://... migrations`` CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from yoyo import get_backend, read_migrations
+from yoyo.backends import DatabaseBackend
+from yoyo.exceptions import LockTimeout
+from yoyo.migrations import MigrationList
+
+from chatstore.resources import migrations_dir
+
+LOCK_TIMEOUT_SECONDS = 60
+
+
+class MigrationLocked(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationState:
+    id: str
+    applied: bool
+
+
+def yoyo_url(url: str) -> str:
+    """The same database URL with the scheme yoyo uses for psycopg 3."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
+        raise ValueError(f"not a PostgreSQL URL: scheme {parts.scheme!r}")
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def _migrations() -> MigrationList:
+    return read_migrations(str(migrations_dir()))
+
+
+@contextmanager
+def _locked(url: str) -> Iterator[DatabaseBackend]:
+    backend = get_backend(yoyo_url(url))
+    try:
+        with backend.lock(timeout=LOCK_TIMEOUT_SECONDS):
+            yield backend
+    except LockTimeout as error:
+        raise MigrationLocked(
+            f"another migration holds the lock ({error}); if no migration is running, "
+            "a killed one left it behind: run `chatstore migrate break-lock`"
+        ) from error
+    finally:
+        backend.connection.close()
+
+
+def apply(url: str) -> list[str]:
+    with _locked(url) as backend:
+        pending = backend.to_apply(_migrations())
+        backend.apply_migrations(pending)
+        return [migration.id for migration in pending]
+
+
+def rollback(url: str, count: int | None = None) -> list[str]:
+    """Roll back the newest ``count`` applied migrations (all when None)."""
+    with _locked(url) as backend:
+        applied = backend.to_rollback(_migrations())
+        chosen = applied if count is None else applied[:count]
+        backend.rollback_migrations(chosen)
+        return [migration.id for migration in chosen]
+
+
+def status(url: str) -> list[MigrationState]:
+    backend = get_backend(yoyo_url(url))
+    try:
+        migrations = _migrations()
+        applied = {m.id for m in migrations if backend.is_applied(m)}
+        return [MigrationState(m.id, m.id in applied) for m in migrations]
+    finally:
+        backend.connection.close()
+
+
+def pending(url: str) -> list[str]:
+    return [state.id for state in status(url) if not state.applied]
+
+
+def break_lock(url: str) -> None:
+    backend = get_backend(yoyo_url(url))
+    try:
+        backend.break_lock()
+    finally:
+        backend.connection.close()

@@ -1,0 +1,252 @@
+"""The shapes chatstore accepts and returns, with every input rule of the contract.
+
+Inputs are strict (no coercion: ``"seq": "1"`` is not an int) and closed
+(unknown fields are rejected). Outputs are built from database rows without
+re-validation: the schema's CHECK constraints already hold them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Protocol, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_MAX_CONTENT_CHARS = 1_000_000
+MAX_BATCH = 100
+MAX_METADATA_KEYS = 16
+
+class Row(Protocol):
+    """A database row (asyncpg.Record) read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refuse it here as a 422 rather
+    # than let the database answer with an error.
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Identifier = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+MetadataKey = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[Text, StringConstraints(max_length=512)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
+Title = Annotated[Text, StringConstraints(max_length=200)]
+ToolCallId = Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+
+_INPUT = ConfigDict(extra="forbid", strict=True)
+_OUTPUT = ConfigDict(extra="forbid")
+
+
+def _max_content(info: ValidationInfo) -> int:
+    context = info.context
+    if isinstance(context, Mapping):
+        return int(context.get("max_content_chars", DEFAULT_MAX_CONTENT_CHARS))
+    return DEFAULT_MAX_CONTENT_CHARS
+
+
+class ToolFunction(BaseModel):
+    model_config = _INPUT
+
+    name: Identifier
+    arguments: Text
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments_within_cap(cls, value: str, info: ValidationInfo) -> str:
+        if len(value) > _max_content(info):
+            raise ValueError(f"must be at most {_max_content(info)} characters")
+        return value
+
+
+class ToolCall(BaseModel):
+    model_config = _INPUT
+
+    id: ToolCallId
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class MessageInput(BaseModel):
+    """One message as a client sends it (OpenAI chat-completions shape)."""
+
+    model_config = _INPUT
+
+    role: Role
+    content: Text | None = None
+    name: Identifier | None = None
+    tool_calls: Annotated[list[ToolCall], Field(min_length=1)] | None = None
+    tool_call_id: ToolCallId | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("content")
+    @classmethod
+    def _content_within_cap(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and len(value) > _max_content(info):
+            raise ValueError(f"must be at most {_max_content(info)} characters")
+        return value
+
+    @model_validator(mode="after")
+    def _role_rules(self) -> Self:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("tool_calls is only allowed on assistant messages")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("tool_call_id is required on tool messages")
+        if self.role != "tool" and self.tool_call_id is not None:
+            raise ValueError("tool_call_id is only allowed on tool messages")
+        if self.content is None and self.tool_calls is None:
+            raise ValueError("content is required unless an assistant message has tool_calls")
+        if self.tool_calls is not None:
+            ids = [call.id for call in self.tool_calls]
+            if len(set(ids)) != len(ids):
+                raise ValueError("tool call ids must be unique within a message")
+        return self
+
+
+class MessageBatch(BaseModel):
+    """The list form of an append: atomic, optionally guarded by expected_last_seq."""
+
+    model_config = _INPUT
+
+    messages: Annotated[list[MessageInput], Field(min_length=1, max_length=MAX_BATCH)]
+    expected_last_seq: Annotated[int, Field(ge=0)] | None = None
+
+
+class ConversationInput(BaseModel):
+    model_config = _INPUT
+
+    title: Title | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ConversationPatch(BaseModel):
+    """PATCH body: only the fields present are changed (``model_fields_set``)."""
+
+    model_config = _INPUT
+
+    title: Title | None = None
+    metadata: Metadata | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_not_null(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            raise ValueError("metadata must be an object; send {} to clear it")
+        return value
+
+
+class ChatMessageInput(BaseModel):
+    """Body of POST /api/chat/{session_id}/message."""
+
+    model_config = _INPUT
+
+    content: Text
+
+    @field_validator("content")
+    @classmethod
+    def _content_within_cap(cls, value: str, info: ValidationInfo) -> str:
+        if len(value) > _max_content(info):
+            raise ValueError(f"must be at most {_max_content(info)} characters")
+        return value
+
+
+class Conversation(BaseModel):
+    model_config = _OUTPUT
+
+    id: uuid.UUID
+    title: str | None
+    metadata: dict[str, str]
+    message_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Conversation:
+        return cls.model_construct(
+            id=row["id"],
+            title=row["title"],
+            metadata=row["metadata"],
+            message_count=row["message_count"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+class Message(BaseModel):
+    model_config = _OUTPUT
+
+    conversation_id: uuid.UUID
+    seq: int
+    role: Role
+    content: str | None
+    name: str | None
+    tool_calls: list[ToolCall] | None
+    tool_call_id: str | None
+    metadata: dict[str, str]
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Message:
+        calls = row["tool_calls"]
+        return cls.model_construct(
+            conversation_id=row["conversation_id"],
+            seq=row["seq"],
+            role=row["role"],
+            content=row["content"],
+            name=row["name"],
+            tool_calls=None if calls is None else [_tool_call(call) for call in calls],
+            tool_call_id=row["tool_call_id"],
+            metadata=row["metadata"],
+            created_at=row["created_at"],
+        )
+
+
+def _tool_call(call: Mapping[str, Any]) -> ToolCall:
+    function = call["function"]
+    return ToolCall.model_construct(
+        id=call["id"],
+        type=call["type"],
+        function=ToolFunction.model_construct(
+            name=function["name"], arguments=function["arguments"]
+        ),
+    )
+
+
+class ConversationPage(BaseModel):
+    model_config = _OUTPUT
+
+    data: list[Conversation]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    model_config = _OUTPUT
+
+    data: list[Message]
+    has_more: bool
+    first_seq: int | None
+    last_seq: int | None
+
+
+class MessageList(BaseModel):
+    model_config = _OUTPUT
+
+    data: list[Message]

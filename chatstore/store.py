@@ -1,0 +1,404 @@
+"""ChatStore: every operation of the contract as a plain async call.
+
+Every operation takes the acting user's id first and filters by it in SQL:
+another user's conversation raises NotFound, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from chatstore import cursor as cursor_module
+from chatstore.config import Settings
+from chatstore.dberrors import translate_errors
+from chatstore.errors import NotFound, SeqConflict, ValidationError
+from chatstore.models import (
+    MAX_BATCH,
+    Conversation,
+    ConversationInput,
+    ConversationPage,
+    ConversationPatch,
+    Message,
+    MessageInput,
+    MessagePage,
+)
+from chatstore.pool import Pool, create_pool, dumps
+from chatstore.queries import Queries
+from chatstore.resources import sql_dir
+from chatstore.validation import validate_model
+
+# Exclusive seq bounds meaning "no bound": seq is a positive bigint.
+_NO_AFTER = 0
+_NO_BEFORE = 2**63 - 1
+
+Order = Literal["asc", "desc"]
+ConversationId = uuid.UUID | str
+MessageLike = MessageInput | Mapping[str, Any]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+def conversation_uuid(value: ConversationId) -> uuid.UUID:
+    """A malformed id names nothing: it is NotFound, like an unknown one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        raise NotFound("conversation") from None
+
+
+class ChatStore:
+    """The Python API. Use as ``async with ChatStore(dsn) as store: ...``."""
+
+    queries = Queries.load(sql_dir())
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        settings: Settings | None = None,
+        pool: Pool | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._dsn = dsn or self.settings.database_url
+        self._pool = pool
+        self._owns_pool = pool is None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._pool is None:
+            assert self._dsn is not None, "ChatStore needs a dsn, a pool or a database URL"
+            with translate_errors():
+                self._pool = await create_pool(self._dsn, self.settings)
+
+    async def close(self) -> None:
+        if self._pool is not None and self._owns_pool:
+            await self._pool.close()
+            self._pool = None
+
+    @property
+    def pool(self) -> Pool:
+        assert self._pool is not None, "ChatStore is not open"
+        return self._pool
+
+    # -- conversations -------------------------------------------------------
+
+    async def create_conversation(
+        self, user_id: str, *, title: str | None = None, metadata: Mapping[str, str] | None = None
+    ) -> Conversation:
+        data = validate_model(
+            ConversationInput, {"title": title, "metadata": dict(metadata or {})}, self.settings
+        )
+        with translate_errors():
+            row = await self.queries.one(
+                self.pool,
+                "create_conversation",
+                user_id=user_id,
+                title=data.title,
+                metadata=data.metadata,
+            )
+        assert row is not None
+        return Conversation.from_row(row)
+
+    async def get_conversation(self, user_id: str, conversation_id: ConversationId) -> Conversation:
+        with translate_errors():
+            row = await self.queries.one(
+                self.pool,
+                "get_conversation",
+                user_id=user_id,
+                id=conversation_uuid(conversation_id),
+            )
+        if row is None:
+            raise NotFound("conversation")
+        return Conversation.from_row(row)
+
+    async def list_conversations(
+        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+    ) -> ConversationPage:
+        if not 1 <= limit <= 100:
+            raise ValidationError.at(["query", "limit"], "limit must be between 1 and 100")
+        with translate_errors():
+            if cursor is None:
+                rows = await self.queries.many(
+                    self.pool, "list_conversations_first", user_id=user_id, limit=limit + 1
+                )
+            else:
+                updated_at, id = cursor_module.decode(cursor)
+                rows = await self.queries.many(
+                    self.pool,
+                    "list_conversations_after",
+                    user_id=user_id,
+                    cursor_updated_at=updated_at,
+                    cursor_id=id,
+                    limit=limit + 1,
+                )
+        page = [Conversation.from_row(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = page[-1]
+            next_cursor = cursor_module.encode(last.updated_at, last.id)
+        return ConversationPage(data=page, next_cursor=next_cursor)
+
+    async def update_conversation(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        *,
+        title: str | None = UNSET,
+        metadata: Mapping[str, str] = UNSET,
+    ) -> Conversation:
+        """Change only what is passed; ``title=None`` clears the title."""
+        given: dict[str, Any] = {}
+        if title is not UNSET:
+            given["title"] = title
+        if metadata is not UNSET:
+            given["metadata"] = dict(metadata)
+        patch = validate_model(ConversationPatch, given, self.settings)
+        return await self.patch_conversation(user_id, conversation_id, patch)
+
+    async def patch_conversation(
+        self, user_id: str, conversation_id: ConversationId, patch: ConversationPatch
+    ) -> Conversation:
+        """Apply a validated PATCH body: only its fields_set change."""
+        fields = patch.model_fields_set
+        with translate_errors():
+            row = await self.queries.one(
+                self.pool,
+                "update_conversation",
+                user_id=user_id,
+                id=conversation_uuid(conversation_id),
+                set_title="title" in fields,
+                title=patch.title,
+                set_metadata="metadata" in fields,
+                metadata=patch.metadata,
+            )
+        if row is None:
+            raise NotFound("conversation")
+        return Conversation.from_row(row)
+
+    async def delete_conversation(self, user_id: str, conversation_id: ConversationId) -> None:
+        with translate_errors():
+            deleted = await self.queries.execrows(
+                self.pool,
+                "delete_conversation",
+                user_id=user_id,
+                id=conversation_uuid(conversation_id),
+            )
+        if deleted == 0:
+            raise NotFound("conversation")
+
+    # -- messages ------------------------------------------------------------
+
+    async def append_message(
+        self, user_id: str, conversation_id: ConversationId, message: MessageLike
+    ) -> Message:
+        (stored,) = await self.append_messages(user_id, conversation_id, [message])
+        return stored
+
+    async def append_messages(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        messages: Sequence[MessageLike],
+        *,
+        expected_last_seq: int | None = None,
+    ) -> list[Message]:
+        """Append atomically: consecutive seqs in the given order, or nothing."""
+        conversation = conversation_uuid(conversation_id)
+        batch = self.validate_messages(messages)
+        if expected_last_seq is not None and expected_last_seq < 0:
+            raise ValidationError.at(["expected_last_seq"], "must be 0 or more")
+        params = _batch_params(batch)
+        with translate_errors():
+            # A second attempt only when nothing explains the first refusal:
+            # a tool call it needed was appended concurrently in between.
+            for _attempt in range(2):
+                rows = await self.queries.many(
+                    self.pool,
+                    "append_messages",
+                    user_id=user_id,
+                    conversation_id=conversation,
+                    expected_last_seq=expected_last_seq,
+                    **params,
+                )
+                if rows:
+                    return [Message.from_row(row) for row in rows]
+                refusal = await self._why_not_appended(
+                    user_id, conversation, batch, expected_last_seq
+                )
+                if refusal is not None:
+                    raise refusal
+        raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+
+    def validate_messages(self, messages: Sequence[MessageLike]) -> list[MessageInput]:
+        if not 1 <= len(messages) <= MAX_BATCH:
+            raise ValidationError.at(["messages"], f"an append carries 1 to {MAX_BATCH} messages")
+        batch = [
+            validate_model(MessageInput, message, self.settings, loc=("messages", index))
+            for index, message in enumerate(messages)
+        ]
+        seen: set[str] = set()
+        for index, message in enumerate(batch):
+            for call in message.tool_calls or ():
+                if call.id in seen:
+                    raise ValidationError.at(
+                        ["messages", index, "tool_calls"],
+                        f"tool call id {call.id!r} is used twice in this batch",
+                    )
+                seen.add(call.id)
+        return batch
+
+    async def _why_not_appended(
+        self,
+        user_id: str,
+        conversation: uuid.UUID,
+        batch: Sequence[MessageInput],
+        expected_last_seq: int | None,
+    ) -> Exception | None:
+        call_ids = [m.tool_call_id for m in batch if m.tool_call_id is not None]
+        row = await self.queries.one(
+            self.pool,
+            "diagnose_append",
+            user_id=user_id,
+            conversation_id=conversation,
+            tool_call_ids=call_ids,
+        )
+        if row is None:
+            return NotFound("conversation")
+        last_seq: int = row["last_seq"]
+        if expected_last_seq is not None and last_seq != expected_last_seq:
+            return SeqConflict(expected_last_seq, last_seq)
+        known = set(row["known_call_ids"])
+        for index, message in enumerate(batch):
+            if message.tool_call_id is not None and message.tool_call_id not in known:
+                return ValidationError.at(
+                    ["messages", index, "tool_call_id"],
+                    f"tool_call_id {message.tool_call_id!r} does not answer a tool call "
+                    "of an earlier assistant message in this conversation",
+                )
+            known.update(call.id for call in message.tool_calls or ())
+        return None
+
+    async def get_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
+        with translate_errors():
+            row = await self.queries.one(
+                self.pool,
+                "get_message",
+                user_id=user_id,
+                conversation_id=conversation_uuid(conversation_id),
+                seq=_seq(seq),
+            )
+        if row is None:
+            raise NotFound("message")
+        return Message.from_row(row)
+
+    async def list_messages(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        *,
+        limit: int = 100,
+        order: Order = "asc",
+        after: int | None = None,
+        before: int | None = None,
+    ) -> MessagePage:
+        if not 1 <= limit <= 1000:
+            raise ValidationError.at(["query", "limit"], "limit must be between 1 and 1000")
+        if order not in ("asc", "desc"):
+            raise ValidationError.at(["query", "order"], "order must be 'asc' or 'desc'")
+        for name, bound in (("after", after), ("before", before)):
+            if bound is not None and not 0 <= bound <= _NO_BEFORE:
+                raise ValidationError.at(["query", name], f"{name} must be a seq (0 or more)")
+        with translate_errors():
+            rows = await self.queries.many(
+                self.pool,
+                f"list_messages_{order}",
+                user_id=user_id,
+                conversation_id=conversation_uuid(conversation_id),
+                after=_NO_AFTER if after is None else after,
+                before=_NO_BEFORE if before is None else before,
+                limit=limit + 1,
+            )
+        if not rows:
+            raise NotFound("conversation")
+        found = [Message.from_row(row) for row in rows if row["seq"] is not None]
+        page = found[:limit]
+        return MessagePage(
+            data=page,
+            has_more=len(found) > limit,
+            first_seq=page[0].seq if page else None,
+            last_seq=page[-1].seq if page else None,
+        )
+
+    async def delete_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> None:
+        with translate_errors():
+            deleted = await self.queries.execrows(
+                self.pool,
+                "delete_message",
+                user_id=user_id,
+                conversation_id=conversation_uuid(conversation_id),
+                seq=_seq(seq),
+            )
+        if deleted == 0:
+            raise NotFound("message")
+
+    async def truncate_messages(
+        self, user_id: str, conversation_id: ConversationId, from_seq: int
+    ) -> int:
+        """Delete every message with ``seq >= from_seq``; return how many went."""
+        if from_seq < 1:
+            raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
+        with translate_errors():
+            deleted: int | None = await self.queries.scalar(
+                self.pool,
+                "truncate_messages",
+                user_id=user_id,
+                conversation_id=conversation_uuid(conversation_id),
+                from_seq=min(from_seq, _NO_BEFORE),
+            )
+        if deleted is None:
+            raise NotFound("conversation")
+        return deleted
+
+
+def _seq(seq: int) -> int:
+    # A seq outside bigint names no message; keep it from overflowing the
+    # parameter encoder.
+    return seq if 0 <= seq <= _NO_BEFORE else 0
+
+
+def _batch_params(batch: Sequence[MessageInput]) -> dict[str, list[Any]]:
+    # One array per column (see append_messages in sql/messages.sql); JSON
+    # columns travel as JSON text.
+    return {
+        "roles": [m.role for m in batch],
+        "contents": [m.content for m in batch],
+        "names": [m.name for m in batch],
+        "tool_calls": [
+            None if m.tool_calls is None else dumps([c.model_dump() for c in m.tool_calls])
+            for m in batch
+        ],
+        "tool_call_ids": [m.tool_call_id for m in batch],
+        "metadatas": [dumps(m.metadata) for m in batch],
+    }
