@@ -27,6 +27,7 @@ DEFAULT_MAX_CONTENT_CHARS = 1_000_000
 MAX_BATCH = 100
 MAX_METADATA_KEYS = 16
 
+
 class Row(Protocol):
     """A database row (asyncpg.Record) read by column name."""
 
