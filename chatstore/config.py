@@ -41,6 +41,8 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     responder: str = "echo"
+    # How long a checked session is trusted in-process (chatstore/http/auth.py).
+    auth_cache_seconds: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +60,5 @@ class Settings:
                 env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1
             ),
             responder=env.get("CHATSTORE_RESPONDER") or "echo",
+            auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
         )

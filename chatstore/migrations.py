@@ -7,6 +7,7 @@ yoyo is synchronous; async callers run these functions in a thread
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,6 +84,12 @@ def status(url: str) -> list[MigrationState]:
         return [MigrationState(m.id, m.id in applied) for m in migrations]
     finally:
         backend.connection.close()
+
+
+@functools.cache
+def known_ids() -> tuple[str, ...]:
+    """The ids of every migration this chatstore ships."""
+    return tuple(migration.id for migration in _migrations())
 
 
 def pending(url: str) -> list[str]:

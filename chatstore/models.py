@@ -8,6 +8,7 @@ re-validation: the schema's CHECK constraints already hold them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Protocol, Self
@@ -37,15 +38,22 @@ class Row(Protocol):
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-def _no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold U+0000: refuse it here as a 422 rather
-    # than let the database answer with an error.
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (U+0000)")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000, and a lone surrogate (which JSON's
+    # "\ud800" escape can produce) is not UTF-8: refuse both here as a 422
+    # rather than let the database or the driver fail on them.
+    found = _UNSTORABLE.search(value)
+    if found is not None:
+        if found.group() == "\x00":
+            raise ValueError("must not contain the NUL character (U+0000)")
+        raise ValueError("must not contain a lone UTF-16 surrogate")
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+Text = Annotated[str, AfterValidator(_storable)]
 Identifier = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 MetadataKey = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[Text, StringConstraints(max_length=512)]
@@ -251,3 +259,31 @@ class MessageList(BaseModel):
     model_config = _OUTPUT
 
     data: list[Message]
+
+
+class ChatStart(BaseModel):
+    model_config = _OUTPUT
+
+    session_id: uuid.UUID
+    conversation: Conversation
+
+
+class ChatExchange(BaseModel):
+    model_config = _OUTPUT
+
+    user_message: Message
+    reply: Message
+
+
+class ChatHistory(BaseModel):
+    model_config = _OUTPUT
+
+    session_id: uuid.UUID
+    messages: list[Message]
+    has_more: bool
+
+
+class Deleted(BaseModel):
+    model_config = _OUTPUT
+
+    deleted: int

@@ -28,7 +28,7 @@ from chatstore.models import (
 from chatstore.pool import Pool, create_pool, dumps
 from chatstore.queries import Queries
 from chatstore.resources import sql_dir
-from chatstore.validation import validate_model
+from chatstore.validation import check_content_cap, validate_model
 
 # Exclusive seq bounds meaning "no bound": seq is a positive bigint.
 _NO_AFTER = 0
@@ -254,10 +254,15 @@ class ChatStore:
     def validate_messages(self, messages: Sequence[MessageLike]) -> list[MessageInput]:
         if not 1 <= len(messages) <= MAX_BATCH:
             raise ValidationError.at(["messages"], f"an append carries 1 to {MAX_BATCH} messages")
-        batch = [
-            validate_model(MessageInput, message, self.settings, loc=("messages", index))
-            for index, message in enumerate(messages)
-        ]
+        batch = []
+        for index, message in enumerate(messages):
+            if isinstance(message, MessageInput):
+                check_content_cap(message, self.settings.max_content_chars, ("messages", index))
+            else:
+                message = validate_model(
+                    MessageInput, message, self.settings, loc=("messages", index)
+                )
+            batch.append(message)
         seen: set[str] = set()
         for index, message in enumerate(batch):
             for call in message.tool_calls or ():

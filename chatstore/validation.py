@@ -9,6 +9,7 @@ import pydantic
 
 from chatstore.config import Settings
 from chatstore.errors import ValidationError
+from chatstore.models import MessageInput
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -16,13 +17,10 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 def validate_model(
     model: type[M], data: Any, settings: Settings, *, loc: Sequence[str | int] = ()
 ) -> M:
-    """Validate ``data`` (a mapping or an instance) against ``model``.
-
-    An instance is validated again too: the content cap is a setting of the
-    store, not of the model's defaults.
-    """
+    """Validate ``data`` against ``model``; an instance was validated when it
+    was made and is returned as it is (see ``check_content_cap``)."""
     if isinstance(data, model):
-        data = data.model_dump(exclude_unset=True)
+        return data
     try:
         return model.model_validate(data, context={"max_content_chars": settings.max_content_chars})
     except pydantic.ValidationError as error:
@@ -45,3 +43,16 @@ def _message(item: Any) -> str:
     message = str(item["msg"])
     # pydantic prefixes errors raised by our validators; the prefix adds nothing.
     return message.removeprefix("Value error, ")
+
+
+def check_content_cap(message: MessageInput, max_chars: int, loc: Sequence[str | int] = ()) -> None:
+    """The one rule that depends on settings, for messages built in Python
+    (validated against the default cap, which the store's may undercut)."""
+    if message.content is not None and len(message.content) > max_chars:
+        raise ValidationError.at([*loc, "content"], f"must be at most {max_chars} characters")
+    for index, call in enumerate(message.tool_calls or ()):
+        if len(call.function.arguments) > max_chars:
+            raise ValidationError.at(
+                [*loc, "tool_calls", index, "function", "arguments"],
+                f"must be at most {max_chars} characters",
+            )

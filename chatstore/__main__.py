@@ -1,0 +1,3 @@
+from chatstore.cli import main
+
+main()

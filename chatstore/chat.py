@@ -1,0 +1,81 @@
+"""The chatbot's own flow on top of the store: history windows and exchanges."""
+
+from __future__ import annotations
+
+from chatstore.dberrors import translate_errors
+from chatstore.errors import NotFound, ValidationError
+from chatstore.models import ChatMessageInput, Message, MessageInput
+from chatstore.responder import Responder
+from chatstore.store import ChatStore, ConversationId, conversation_uuid
+from chatstore.validation import validate_model
+
+# How much history a responder sees by default.
+RESPONDER_HISTORY = 50
+MAX_HISTORY = 1000
+_NO_BEFORE = 2**63 - 1
+
+
+class History:
+    __slots__ = ("has_more", "messages")
+
+    def __init__(self, messages: list[Message], has_more: bool) -> None:
+        self.messages = messages
+        self.has_more = has_more
+
+
+class Exchange:
+    __slots__ = ("reply", "user_message")
+
+    def __init__(self, user_message: Message, reply: Message) -> None:
+        self.user_message = user_message
+        self.reply = reply
+
+
+async def history(
+    store: ChatStore,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    limit: int = 50,
+    before: int | None = None,
+) -> History:
+    """The latest ``limit`` messages before ``before``, oldest first, widened
+    back so that no tool message is cut off from its assistant message."""
+    if not 1 <= limit <= MAX_HISTORY:
+        raise ValidationError.at(["query", "limit"], f"limit must be between 1 and {MAX_HISTORY}")
+    if before is not None and not 1 <= before <= _NO_BEFORE:
+        raise ValidationError.at(["query", "before"], "before must be a seq (1 or more)")
+    with translate_errors():
+        rows = await store.queries.many(
+            store.pool,
+            "chat_history",
+            user_id=user_id,
+            conversation_id=conversation_uuid(conversation_id),
+            before=_NO_BEFORE if before is None else before,
+            limit=limit,
+        )
+    if not rows:
+        raise NotFound("conversation")
+    messages = [Message.from_row(row) for row in rows if row["seq"] is not None]
+    return History(messages, bool(rows[0]["has_more"]))
+
+
+async def exchange(
+    store: ChatStore,
+    responder: Responder,
+    user_id: str,
+    conversation_id: ConversationId,
+    content: str,
+) -> Exchange:
+    """Store the user's message and the responder's reply in one transaction."""
+    data = validate_model(ChatMessageInput, {"content": content}, store.settings)
+    message = MessageInput(role="user", content=data.content)
+    recent = await history(store, user_id, conversation_id, limit=RESPONDER_HISTORY)
+    reply = await responder.respond(recent.messages, message)
+    if reply.role != "assistant":
+        raise TypeError(f"a responder must reply as the assistant, not {reply.role!r}")
+    stored = await store.append_messages(user_id, conversation_id, [message, reply])
+    return Exchange(stored[0], stored[1])
+
+
+__all__ = ["Exchange", "History", "exchange", "history"]

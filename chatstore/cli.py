@@ -1,0 +1,131 @@
+"""The `chatstore` command: serve, migrate, token, queries."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from chatstore import migrations
+from chatstore.cluster import ClusterError
+from chatstore.config import Settings
+from chatstore.database import database_url
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    with database_url(settings) as url:
+        applied = migrations.apply(url)
+        if applied:
+            print(f"chatstore: applied migrations {', '.join(applied)}", file=sys.stderr)
+        # Workers are separate processes: they find the database in their
+        # environment, whether it is the configured one or the embedded one.
+        os.environ["CHATSTORE_DATABASE_URL"] = url
+        # uvicorn re-raises the SIGTERM it handled once it has shut down;
+        # turning it into SystemExit lets the embedded cluster stop cleanly.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        uvicorn.run(
+            "chatstore.http.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> None:
+    with database_url(settings) as url:
+        if args.action == "apply":
+            done = migrations.apply(url)
+            print(f"applied: {', '.join(done)}" if done else "nothing to apply")
+        elif args.action == "rollback":
+            done = migrations.rollback(url, None if args.all else args.count)
+            print(f"rolled back: {', '.join(done)}" if done else "nothing to roll back")
+        elif args.action == "break-lock":
+            migrations.break_lock(url)
+            print("migration lock removed")
+        else:
+            for state in migrations.status(url):
+                print(f"{'applied' if state.applied else 'pending'}  {state.id}")
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> None:
+    from chatstore import sessions
+    from chatstore.store import ChatStore
+
+    async def make(url: str) -> str:
+        async with ChatStore(url, settings=settings) as store:
+            _user_id, token = await sessions.create_session(store, args.email, name=args.name)
+            return token
+
+    with database_url(settings) as url:
+        migrations.apply(url)
+        print(asyncio.run(make(url)))
+
+
+def _queries(args: argparse.Namespace, settings: Settings) -> None:
+    from chatstore.queries import Queries
+    from chatstore.resources import sql_dir
+
+    print("\n".join(Queries.load(sql_dir()).describe()))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="chatstore", description="PostgreSQL persistence for LLM chatbots."
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="apply, roll back or list migrations")
+    migrate.add_argument(
+        "action", nargs="?", default="status", choices=["apply", "rollback", "status", "break-lock"]
+    )
+    how_many = migrate.add_mutually_exclusive_group()
+    how_many.add_argument("--count", type=int, default=1, help="rollback: how many (default 1)")
+    how_many.add_argument("--all", action="store_true", help="rollback: every migration")
+    migrate.set_defaults(run=_migrate)
+
+    token = commands.add_parser("token", help="print a bearer token for a (new) user")
+    token.add_argument("--email", required=True)
+    token.add_argument("--name", default=None)
+    token.set_defaults(run=_token)
+
+    queries = commands.add_parser("queries", help="list every named SQL query")
+    queries.set_defaults(run=_queries)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        args.run(args, settings)
+    except (ClusterError, migrations.MigrationLocked, ValueError) as error:
+        # One clear sentence, no traceback: these are the user's to fix.
+        print(f"chatstore: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The HTTP surface: a thin Starlette app over ChatStore (http-api.md)."""

@@ -1,0 +1,70 @@
+"""The Starlette app: routes, error handlers, and a lifespan owning the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from chatstore.config import Settings
+from chatstore.http.auth import Authenticator
+from chatstore.http.context import Context
+from chatstore.http.errors import EXCEPTION_HANDLERS
+from chatstore.http.openapi import openapi_document
+from chatstore.http.routes import chat, conversations, messages, service
+from chatstore.responder import Responder, load_responder
+from chatstore.store import ChatStore
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: ChatStore | None = None,
+    responder: Responder | None = None,
+) -> Starlette:
+    """The HTTP API. Without ``store``, the lifespan opens one on
+    ``settings.database_url`` and closes it on shutdown."""
+    settings = settings or Settings.from_env()
+    if store is None and settings.database_url is None:
+        raise ValueError(
+            "set CHATSTORE_DATABASE_URL (or run `chatstore serve`, which starts "
+            "an embedded PostgreSQL when no URL is given)"
+        )
+    chosen_responder = responder or load_responder(settings.responder)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened = store or ChatStore(settings.database_url, settings=settings)
+        await opened.open()
+        try:
+            app.state.context = Context(
+                settings=settings,
+                store=opened,
+                auth=Authenticator(
+                    opened, settings.auth_secret, cache_seconds=settings.auth_cache_seconds
+                ),
+                responder=chosen_responder,
+            )
+            yield
+        finally:
+            if store is None:
+                await opened.close()
+
+    app = Starlette(
+        routes=[
+            *service.routes,
+            *conversations.routes,
+            *messages.routes,
+            *chat.routes,
+        ],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        lifespan=lifespan,
+    )
+    app.state.openapi = openapi_document()
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn workers: ``chatstore.http.app:app_from_env``."""
+    return create_app(Settings.from_env())

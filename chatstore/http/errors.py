@@ -1,0 +1,115 @@
+"""Every error leaves the app in the contract's body, from this one module."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chatstore.errors import (
+    ChatStoreError,
+    IdempotencyConflict,
+    NotFound,
+    SeqConflict,
+    Unavailable,
+    ValidationError,
+)
+
+log = logging.getLogger("chatstore.http")
+
+RETRY_AFTER_SECONDS = "1"
+
+_STATUS: dict[type[ChatStoreError], int] = {
+    NotFound: 404,
+    SeqConflict: 409,
+    IdempotencyConflict: 409,
+    ValidationError: 422,
+    Unavailable: 503,
+}
+
+# Starlette's own HTTP errors (routing, methods) in the contract's vocabulary.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class HTTPError(Exception):
+    """An error the HTTP layer itself finds (auth, media type, size, JSON)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def unauthorized(message: str = "a valid session is required") -> HTTPError:
+    return HTTPError(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = list(details)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPError)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChatStoreError)
+    status = _STATUS.get(type(exc), 500)
+    if isinstance(exc, ValidationError):
+        return error_response(status, exc.code, str(exc), details=exc.details)
+    if isinstance(exc, Unavailable):
+        log.warning("database unavailable: %r", exc.__cause__)
+        return error_response(
+            status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    return error_response(status, exc.code, str(exc))
+
+
+async def handle_starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # A bug: log it with its traceback; the client gets the contract's body.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+EXCEPTION_HANDLERS = {
+    HTTPError: handle_http_error,
+    ChatStoreError: handle_store_error,
+    HTTPException: handle_starlette_error,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,64 @@
+"""The chatbot's own flow: start, send a message and get the reply, history."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatstore import chat
+from chatstore.http.body import read_json
+from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.params import MAX_SEQ, query_int
+from chatstore.models import (
+    ChatExchange,
+    ChatHistory,
+    ChatMessageInput,
+    ChatStart,
+    ConversationInput,
+)
+from chatstore.store import conversation_uuid
+
+
+@authenticated
+async def start(request: Request, ctx: Context, user_id: str) -> Response:
+    body = await read_json(request, ctx.settings.max_body_bytes, empty={})
+    data = body_model(ConversationInput, body, ctx.settings)
+    conversation = await ctx.store.create_conversation(
+        user_id, title=data.title, metadata=data.metadata
+    )
+    return render(ChatStart(session_id=conversation.id, conversation=conversation), 201)
+
+
+@authenticated
+async def message(request: Request, ctx: Context, user_id: str) -> Response:
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    data = body_model(ChatMessageInput, body, ctx.settings)
+    done = await chat.exchange(
+        ctx.store, ctx.responder, user_id, request.path_params["session_id"], data.content
+    )
+    return render(ChatExchange(user_message=done.user_message, reply=done.reply), 201)
+
+
+@authenticated
+async def history(request: Request, ctx: Context, user_id: str) -> Response:
+    session_id = conversation_uuid(request.path_params["session_id"])
+    limit = query_int(request, "limit", default=50, minimum=1, maximum=chat.MAX_HISTORY)
+    assert limit is not None
+    window = await chat.history(
+        ctx.store,
+        user_id,
+        session_id,
+        limit=limit,
+        before=query_int(request, "before", default=None, minimum=1, maximum=MAX_SEQ),
+    )
+    return render(
+        ChatHistory(session_id=session_id, messages=window.messages, has_more=window.has_more)
+    )
+
+
+routes = [
+    Route("/api/chat/start", start, methods=["POST"]),
+    Route("/api/chat/{session_id}/message", message, methods=["POST"]),
+    Route("/api/chat/{session_id}/history", history, methods=["GET"]),
+]

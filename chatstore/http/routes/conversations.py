@@ -1,0 +1,61 @@
+"""Conversations: create, list, get, update, delete."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatstore.http.body import read_json
+from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.params import query_int
+from chatstore.models import ConversationInput, ConversationPatch
+
+
+@authenticated
+async def create_conversation(request: Request, ctx: Context, user_id: str) -> Response:
+    body = await read_json(request, ctx.settings.max_body_bytes, empty={})
+    data = body_model(ConversationInput, body, ctx.settings)
+    conversation = await ctx.store.create_conversation(
+        user_id, title=data.title, metadata=data.metadata
+    )
+    return render(conversation, 201)
+
+
+@authenticated
+async def list_conversations(request: Request, ctx: Context, user_id: str) -> Response:
+    limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
+    assert limit is not None
+    page = await ctx.store.list_conversations(
+        user_id, limit=limit, cursor=request.query_params.get("cursor")
+    )
+    return render(page)
+
+
+@authenticated
+async def get_conversation(request: Request, ctx: Context, user_id: str) -> Response:
+    conversation = await ctx.store.get_conversation(user_id, request.path_params["id"])
+    return render(conversation)
+
+
+@authenticated
+async def update_conversation(request: Request, ctx: Context, user_id: str) -> Response:
+    body = await read_json(request, ctx.settings.max_body_bytes)
+    patch = body_model(ConversationPatch, body, ctx.settings)
+    conversation = await ctx.store.patch_conversation(user_id, request.path_params["id"], patch)
+    return render(conversation)
+
+
+@authenticated
+async def delete_conversation(request: Request, ctx: Context, user_id: str) -> Response:
+    await ctx.store.delete_conversation(user_id, request.path_params["id"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/conversations", create_conversation, methods=["POST"]),
+    Route("/api/conversations", list_conversations, methods=["GET"]),
+    Route("/api/conversations/{id}", get_conversation, methods=["GET"]),
+    Route("/api/conversations/{id}", update_conversation, methods=["PATCH"]),
+    Route("/api/conversations/{id}", delete_conversation, methods=["DELETE"]),
+]

@@ -1,0 +1,77 @@
+"""Messages: append (one or a batch), list, get, delete one, truncate."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatstore.errors import ValidationError
+from chatstore.http.body import read_json
+from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.params import MAX_SEQ, path_seq, query_choice, query_int
+from chatstore.models import Deleted, MessageBatch, MessageInput, MessageList
+
+
+@authenticated
+async def append_messages(request: Request, ctx: Context, user_id: str) -> Response:
+    body: Any = await read_json(request, ctx.settings.max_body_bytes)
+    conversation_id = request.path_params["id"]
+    if isinstance(body, dict) and "messages" in body:
+        batch = body_model(MessageBatch, body, ctx.settings)
+        stored = await ctx.store.append_messages(
+            user_id, conversation_id, batch.messages, expected_last_seq=batch.expected_last_seq
+        )
+        return render(MessageList(data=stored), 201)
+    message = body_model(MessageInput, body, ctx.settings)
+    return render(await ctx.store.append_message(user_id, conversation_id, message), 201)
+
+
+@authenticated
+async def list_messages(request: Request, ctx: Context, user_id: str) -> Response:
+    limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
+    assert limit is not None
+    order = cast(Literal["asc", "desc"], query_choice(request, "order", ("asc", "desc"), "asc"))
+    page = await ctx.store.list_messages(
+        user_id,
+        request.path_params["id"],
+        limit=limit,
+        order=order,
+        after=query_int(request, "after", default=None, minimum=0, maximum=MAX_SEQ),
+        before=query_int(request, "before", default=None, minimum=0, maximum=MAX_SEQ),
+    )
+    return render(page)
+
+
+@authenticated
+async def get_message(request: Request, ctx: Context, user_id: str) -> Response:
+    message = await ctx.store.get_message(user_id, request.path_params["id"], path_seq(request))
+    return render(message)
+
+
+@authenticated
+async def delete_message(request: Request, ctx: Context, user_id: str) -> Response:
+    await ctx.store.delete_message(user_id, request.path_params["id"], path_seq(request))
+    return Response(status_code=204)
+
+
+@authenticated
+async def truncate_messages(request: Request, ctx: Context, user_id: str) -> Response:
+    from_seq = query_int(request, "from_seq", default=None, minimum=1, maximum=MAX_SEQ)
+    if from_seq is None:
+        raise ValidationError.at(
+            ["query", "from_seq"], "from_seq is required: every message with seq >= it is deleted"
+        )
+    deleted = await ctx.store.truncate_messages(user_id, request.path_params["id"], from_seq)
+    return render(Deleted(deleted=deleted))
+
+
+routes = [
+    Route("/api/conversations/{id}/messages", append_messages, methods=["POST"]),
+    Route("/api/conversations/{id}/messages", list_messages, methods=["GET"]),
+    Route("/api/conversations/{id}/messages", truncate_messages, methods=["DELETE"]),
+    Route("/api/conversations/{id}/messages/{seq}", get_message, methods=["GET"]),
+    Route("/api/conversations/{id}/messages/{seq}", delete_message, methods=["DELETE"]),
+]
