@@ -47,7 +47,7 @@ async def history(
         raise ValidationError.at(["query", "before"], "before must be a seq (1 or more)")
     with translate_errors():
         rows = await store.queries.many(
-            store.pool,
+            store.executor,
             "chat_history",
             user_id=user_id,
             conversation_id=conversation_uuid(conversation_id),
@@ -65,10 +65,11 @@ async def exchange(
     responder: Responder,
     user_id: str,
     conversation_id: ConversationId,
-    content: str,
+    content: str | ChatMessageInput,
 ) -> Exchange:
     """Store the user's message and the responder's reply in one transaction."""
-    data = validate_model(ChatMessageInput, {"content": content}, store.settings)
+    given = {"content": content} if isinstance(content, str) else content
+    data = validate_model(ChatMessageInput, given, store.settings)
     message = MessageInput(role="user", content=data.content)
     recent = await history(store, user_id, conversation_id, limit=RESPONDER_HISTORY)
     reply = await responder.respond(recent.messages, message)

@@ -41,6 +41,9 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     responder: str = "echo"
+    # Text-search configuration for new messages and for queries; 'simple'
+    # works for every language (no stemming, no stop words).
+    search_config: str = "simple"
     # How long a checked session is trusted in-process (chatstore/http/auth.py).
     auth_cache_seconds: int = 5
 
@@ -60,5 +63,6 @@ class Settings:
                 env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1
             ),
             responder=env.get("CHATSTORE_RESPONDER") or "echo",
+            search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
         )

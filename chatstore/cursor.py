@@ -30,10 +30,15 @@ def decode(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         updated_at_text, id_text = json.loads(raw)
+        if not isinstance(updated_at_text, str) or not isinstance(id_text, str):
+            raise invalid
         updated_at = dt.datetime.fromisoformat(updated_at_text)
+        if updated_at.tzinfo is None:
+            raise invalid
+        # In UTC here, as the database will: an instant off the calendar
+        # there (year 1 at +14:00) must fail now, not in the driver.
+        updated_at = updated_at.astimezone(dt.UTC)
         id = uuid.UUID(id_text)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, OverflowError):
         raise invalid from None
-    if updated_at.tzinfo is None:
-        raise invalid
     return updated_at, id

@@ -287,3 +287,38 @@ class Deleted(BaseModel):
     model_config = _OUTPUT
 
     deleted: int
+
+
+class SearchHit(BaseModel):
+    model_config = _OUTPUT
+
+    conversation_id: uuid.UUID
+    seq: int
+    role: Role
+    # HTML-safe: the content is escaped; matches are wrapped in <mark></mark>.
+    snippet: str
+    created_at: dt.datetime
+
+
+class SearchResults(BaseModel):
+    model_config = _OUTPUT
+
+    data: list[SearchHit]
+
+
+class OpenAIMessage(BaseModel):
+    """A chat-completions ``messages`` item; absent fields are left out."""
+
+    model_config = _OUTPUT
+
+    role: Role
+    content: str | None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class OpenAIExport(BaseModel):
+    model_config = _OUTPUT
+
+    messages: list[OpenAIMessage]

@@ -16,7 +16,7 @@ from chatstore.store import ChatStore
 async def session_user(store: ChatStore, token: str) -> SessionUser | None:
     """The user behind a live session token, in one round trip."""
     with translate_errors():
-        row = await store.queries.one(store.pool, "session_user", token=token)
+        row = await store.queries.one(store.executor, "session_user", token=token)
     if row is None:
         return None
     return SessionUser(user_id=row["user_id"], expires_at=row["expires_at"])
@@ -31,8 +31,8 @@ async def create_session(
 ) -> tuple[str, str]:
     """Find or create the user with ``email`` and open a session; returns
     (user_id, raw token) — the way to try the API by hand."""
-    with translate_errors():
-        async with store.pool.acquire() as connection, connection.transaction():
+    async with store.transaction() as connection:
+        with translate_errors():
             user_id: str = await store.queries.scalar(
                 connection,
                 "upsert_user_by_email",

@@ -7,11 +7,16 @@ another user's conversation raises NotFound, exactly like a missing one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from pydantic import TypeAdapter
+
 from chatstore import cursor as cursor_module
+from chatstore import idempotency
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, SeqConflict, ValidationError
@@ -25,10 +30,18 @@ from chatstore.models import (
     MessageInput,
     MessagePage,
 )
-from chatstore.pool import Pool, create_pool, dumps
-from chatstore.queries import Queries
+from chatstore.pool import Pool, PoolConnection, create_pool, dumps
+from chatstore.queries import Executor, Queries
 from chatstore.resources import sql_dir
 from chatstore.validation import check_content_cap, validate_model
+
+# The connection of the transaction open in this task, if any (transaction()).
+_transaction_connection: ContextVar[PoolConnection | None] = ContextVar(
+    "chatstore_transaction", default=None
+)
+
+_CONVERSATION = TypeAdapter(Conversation)
+_MESSAGES = TypeAdapter(list[Message])
 
 # Exclusive seq bounds meaning "no bound": seq is a positive bigint.
 _NO_AFTER = 0
@@ -98,33 +111,87 @@ class ChatStore:
             self._pool = None
 
     @property
+    def dsn(self) -> str:
+        assert self._dsn is not None, "ChatStore was given a pool, not a dsn"
+        return self._dsn
+
+    @property
     def pool(self) -> Pool:
         assert self._pool is not None, "ChatStore is not open"
         return self._pool
 
+    @property
+    def executor(self) -> Executor:
+        """Where queries run: the open transaction's connection, else the pool."""
+        connection = _transaction_connection.get()
+        return self.pool if connection is None else connection
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """Run the store's operations inside one transaction::
+
+            async with store.transaction():
+                await store.append_message(...)
+                await store.update_conversation(...)
+
+        Operations called inside the block (in this task) share its
+        connection; a nested block becomes a savepoint.
+        """
+        current = _transaction_connection.get()
+        if current is not None:
+            async with current.transaction():
+                yield current
+            return
+        with translate_errors():
+            connection = await self.pool.acquire()
+        try:
+            async with connection.transaction():
+                token = _transaction_connection.set(connection)
+                try:
+                    yield connection
+                finally:
+                    _transaction_connection.reset(token)
+        finally:
+            await self.pool.release(connection)
+
     # -- conversations -------------------------------------------------------
 
     async def create_conversation(
-        self, user_id: str, *, title: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        user_id: str,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Conversation:
         data = validate_model(
             ConversationInput, {"title": title, "metadata": dict(metadata or {})}, self.settings
         )
-        with translate_errors():
-            row = await self.queries.one(
-                self.pool,
-                "create_conversation",
-                user_id=user_id,
-                title=data.title,
-                metadata=data.metadata,
-            )
-        assert row is not None
-        return Conversation.from_row(row)
+
+        async def create() -> Conversation:
+            with translate_errors():
+                row = await self.queries.one(
+                    self.executor,
+                    "create_conversation",
+                    user_id=user_id,
+                    title=data.title,
+                    metadata=data.metadata,
+                )
+            assert row is not None
+            return Conversation.from_row(row)
+
+        if idempotency_key is None:
+            return await create()
+        request = idempotency.fingerprint("create_conversation", data.model_dump())
+        created, _ = await idempotency.run_once(
+            self, user_id, idempotency_key, request, create, _CONVERSATION
+        )
+        return created
 
     async def get_conversation(self, user_id: str, conversation_id: ConversationId) -> Conversation:
         with translate_errors():
             row = await self.queries.one(
-                self.pool,
+                self.executor,
                 "get_conversation",
                 user_id=user_id,
                 id=conversation_uuid(conversation_id),
@@ -141,12 +208,12 @@ class ChatStore:
         with translate_errors():
             if cursor is None:
                 rows = await self.queries.many(
-                    self.pool, "list_conversations_first", user_id=user_id, limit=limit + 1
+                    self.executor, "list_conversations_first", user_id=user_id, limit=limit + 1
                 )
             else:
                 updated_at, id = cursor_module.decode(cursor)
                 rows = await self.queries.many(
-                    self.pool,
+                    self.executor,
                     "list_conversations_after",
                     user_id=user_id,
                     cursor_updated_at=updated_at,
@@ -184,7 +251,7 @@ class ChatStore:
         fields = patch.model_fields_set
         with translate_errors():
             row = await self.queries.one(
-                self.pool,
+                self.executor,
                 "update_conversation",
                 user_id=user_id,
                 id=conversation_uuid(conversation_id),
@@ -200,7 +267,7 @@ class ChatStore:
     async def delete_conversation(self, user_id: str, conversation_id: ConversationId) -> None:
         with translate_errors():
             deleted = await self.queries.execrows(
-                self.pool,
+                self.executor,
                 "delete_conversation",
                 user_id=user_id,
                 id=conversation_uuid(conversation_id),
@@ -211,9 +278,16 @@ class ChatStore:
     # -- messages ------------------------------------------------------------
 
     async def append_message(
-        self, user_id: str, conversation_id: ConversationId, message: MessageLike
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        message: MessageLike,
+        *,
+        idempotency_key: str | None = None,
     ) -> Message:
-        (stored,) = await self.append_messages(user_id, conversation_id, [message])
+        (stored,) = await self.append_messages(
+            user_id, conversation_id, [message], idempotency_key=idempotency_key
+        )
         return stored
 
     async def append_messages(
@@ -223,23 +297,49 @@ class ChatStore:
         messages: Sequence[MessageLike],
         *,
         expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
     ) -> list[Message]:
         """Append atomically: consecutive seqs in the given order, or nothing."""
         conversation = conversation_uuid(conversation_id)
         batch = self.validate_messages(messages)
         if expected_last_seq is not None and expected_last_seq < 0:
             raise ValidationError.at(["expected_last_seq"], "must be 0 or more")
+
+        async def append() -> list[Message]:
+            return await self._append(user_id, conversation, batch, expected_last_seq)
+
+        if idempotency_key is None:
+            return await append()
+        request = idempotency.fingerprint(
+            "append_messages",
+            str(conversation),
+            [m.model_dump(exclude_unset=True) for m in batch],
+            expected_last_seq,
+        )
+        stored, _ = await idempotency.run_once(
+            self, user_id, idempotency_key, request, append, _MESSAGES
+        )
+        return stored
+
+    async def _append(
+        self,
+        user_id: str,
+        conversation: uuid.UUID,
+        batch: list[MessageInput],
+        expected_last_seq: int | None,
+    ) -> list[Message]:
         params = _batch_params(batch)
         with translate_errors():
             # A second attempt only when nothing explains the first refusal:
             # a tool call it needed was appended concurrently in between.
             for _attempt in range(2):
                 rows = await self.queries.many(
-                    self.pool,
+                    self.executor,
                     "append_messages",
                     user_id=user_id,
                     conversation_id=conversation,
                     expected_last_seq=expected_last_seq,
+                    search_config=self.settings.search_config,
                     **params,
                 )
                 if rows:
@@ -283,7 +383,7 @@ class ChatStore:
     ) -> Exception | None:
         call_ids = [m.tool_call_id for m in batch if m.tool_call_id is not None]
         row = await self.queries.one(
-            self.pool,
+            self.executor,
             "diagnose_append",
             user_id=user_id,
             conversation_id=conversation,
@@ -308,7 +408,7 @@ class ChatStore:
     async def get_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
         with translate_errors():
             row = await self.queries.one(
-                self.pool,
+                self.executor,
                 "get_message",
                 user_id=user_id,
                 conversation_id=conversation_uuid(conversation_id),
@@ -337,7 +437,7 @@ class ChatStore:
                 raise ValidationError.at(["query", name], f"{name} must be a seq (0 or more)")
         with translate_errors():
             rows = await self.queries.many(
-                self.pool,
+                self.executor,
                 f"list_messages_{order}",
                 user_id=user_id,
                 conversation_id=conversation_uuid(conversation_id),
@@ -359,7 +459,7 @@ class ChatStore:
     async def delete_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> None:
         with translate_errors():
             deleted = await self.queries.execrows(
-                self.pool,
+                self.executor,
                 "delete_message",
                 user_id=user_id,
                 conversation_id=conversation_uuid(conversation_id),
@@ -376,7 +476,7 @@ class ChatStore:
             raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
         with translate_errors():
             deleted: int | None = await self.queries.scalar(
-                self.pool,
+                self.executor,
                 "truncate_messages",
                 user_id=user_id,
                 conversation_id=conversation_uuid(conversation_id),

@@ -61,12 +61,15 @@ conversation AS (
     RETURNING c.id, c.user_id, c.last_seq - cardinality(:roles::text[]) AS base_seq
 ),
 inserted AS (
+    -- search_vector with the configured text-search configuration
+    -- (migrations/0004.search.sql).
     INSERT INTO messages
         (conversation_id, seq, user_id, role, content, name,
-         tool_calls, tool_call_id, metadata)
+         tool_calls, tool_call_id, metadata, search_vector)
     SELECT conversation.id, conversation.base_seq + batch.ord, conversation.user_id,
            batch.role, batch.content, batch.name,
-           batch.tool_calls, batch.tool_call_id, batch.metadata
+           batch.tool_calls, batch.tool_call_id, batch.metadata,
+           to_tsvector(:search_config::regconfig, coalesce(batch.content, ''))
     FROM conversation
     CROSS JOIN batch
     RETURNING conversation_id, seq, role, content, name,

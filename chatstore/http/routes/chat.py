@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -9,6 +10,7 @@ from starlette.routing import Route
 from chatstore import chat
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.once import respond_once
 from chatstore.http.params import MAX_SEQ, query_int
 from chatstore.models import (
     ChatExchange,
@@ -19,25 +21,36 @@ from chatstore.models import (
 )
 from chatstore.store import conversation_uuid
 
+_START = TypeAdapter(ChatStart)
+_EXCHANGE = TypeAdapter(ChatExchange)
+
 
 @authenticated
 async def start(request: Request, ctx: Context, user_id: str) -> Response:
     body = await read_json(request, ctx.settings.max_body_bytes, empty={})
     data = body_model(ConversationInput, body, ctx.settings)
-    conversation = await ctx.store.create_conversation(
-        user_id, title=data.title, metadata=data.metadata
-    )
-    return render(ChatStart(session_id=conversation.id, conversation=conversation), 201)
+
+    async def create() -> ChatStart:
+        conversation = await ctx.store.create_conversation(
+            user_id, title=data.title, metadata=data.metadata
+        )
+        return ChatStart(session_id=conversation.id, conversation=conversation)
+
+    return await respond_once(request, ctx, user_id, body, create, _START)
 
 
 @authenticated
 async def message(request: Request, ctx: Context, user_id: str) -> Response:
     body = await read_json(request, ctx.settings.max_body_bytes)
     data = body_model(ChatMessageInput, body, ctx.settings)
-    done = await chat.exchange(
-        ctx.store, ctx.responder, user_id, request.path_params["session_id"], data.content
-    )
-    return render(ChatExchange(user_message=done.user_message, reply=done.reply), 201)
+
+    async def send() -> ChatExchange:
+        done = await chat.exchange(
+            ctx.store, ctx.responder, user_id, request.path_params["session_id"], data
+        )
+        return ChatExchange(user_message=done.user_message, reply=done.reply)
+
+    return await respond_once(request, ctx, user_id, body, send, _EXCHANGE)
 
 
 @authenticated

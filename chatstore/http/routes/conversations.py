@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.once import respond_once
 from chatstore.http.params import query_int
-from chatstore.models import ConversationInput, ConversationPatch
+from chatstore.models import Conversation, ConversationInput, ConversationPatch
+
+_CONVERSATION = TypeAdapter(Conversation)
 
 
 @authenticated
 async def create_conversation(request: Request, ctx: Context, user_id: str) -> Response:
     body = await read_json(request, ctx.settings.max_body_bytes, empty={})
     data = body_model(ConversationInput, body, ctx.settings)
-    conversation = await ctx.store.create_conversation(
-        user_id, title=data.title, metadata=data.metadata
-    )
-    return render(conversation, 201)
+
+    async def create() -> Conversation:
+        return await ctx.store.create_conversation(
+            user_id, title=data.title, metadata=data.metadata
+        )
+
+    return await respond_once(request, ctx, user_id, body, create, _CONVERSATION)
 
 
 @authenticated

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, cast
 
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,8 +12,12 @@ from starlette.routing import Route
 from chatstore.errors import ValidationError
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.once import respond_once
 from chatstore.http.params import MAX_SEQ, path_seq, query_choice, query_int
-from chatstore.models import Deleted, MessageBatch, MessageInput, MessageList
+from chatstore.models import Deleted, Message, MessageBatch, MessageInput, MessageList
+
+_MESSAGE = TypeAdapter(Message)
+_MESSAGE_LIST = TypeAdapter(MessageList)
 
 
 @authenticated
@@ -21,12 +26,20 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
     conversation_id = request.path_params["id"]
     if isinstance(body, dict) and "messages" in body:
         batch = body_model(MessageBatch, body, ctx.settings)
-        stored = await ctx.store.append_messages(
-            user_id, conversation_id, batch.messages, expected_last_seq=batch.expected_last_seq
-        )
-        return render(MessageList(data=stored), 201)
+
+        async def append_batch() -> MessageList:
+            stored = await ctx.store.append_messages(
+                user_id, conversation_id, batch.messages, expected_last_seq=batch.expected_last_seq
+            )
+            return MessageList(data=stored)
+
+        return await respond_once(request, ctx, user_id, body, append_batch, _MESSAGE_LIST)
     message = body_model(MessageInput, body, ctx.settings)
-    return render(await ctx.store.append_message(user_id, conversation_id, message), 201)
+
+    async def append_one() -> Message:
+        return await ctx.store.append_message(user_id, conversation_id, message)
+
+    return await respond_once(request, ctx, user_id, body, append_one, _MESSAGE)
 
 
 @authenticated

@@ -23,7 +23,7 @@ async def readyz(request: Request) -> Response:
     store = context(request).store
     try:
         with translate_errors():
-            rows = await store.queries.many(store.pool, "applied_migrations")
+            rows = await store.queries.many(store.executor, "applied_migrations")
     except Unavailable:
         return _not_ready("the database does not answer")
     except asyncpg.UndefinedTableError:

@@ -1,0 +1,28 @@
+-- Full-text search over a user's own messages.
+--
+-- The tsvector is computed at append time with the configured text-search
+-- configuration (CHATSTORE_SEARCH_CONFIG, default 'simple', which works for
+-- every language) and stored, so the configuration is a setting rather than
+-- part of the index definition.
+--
+-- The index is a GIN over (user_id, search_vector) (btree_gin gives GIN a
+-- btree-like operator class for text): one index scan answers "this user's
+-- messages matching these words", and GIN's AND-scan skips through the long
+-- posting lists of common words guided by the user's own, so a user's search
+-- does not cost in proportion to everyone's messages.
+-- depends: 0003.idempotency-keys
+
+CREATE EXTENSION IF NOT EXISTS btree_gin;
+
+ALTER TABLE messages
+    ADD COLUMN search_vector tsvector;
+
+-- Rows stored before this migration, with the default configuration.
+UPDATE messages
+SET search_vector = to_tsvector('simple'::regconfig, coalesce(content, ''));
+
+ALTER TABLE messages
+    ALTER COLUMN search_vector SET NOT NULL;
+
+CREATE INDEX messages_search_idx
+    ON messages USING gin (user_id, search_vector);

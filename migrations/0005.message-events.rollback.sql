@@ -1,0 +1,2 @@
+DROP TRIGGER messages_notify_appended ON messages;
+DROP FUNCTION chatstore_notify_messages();
