@@ -44,6 +44,8 @@ class Settings:
     # Text-search configuration for new messages and for queries; 'simple'
     # works for every language (no stemming, no stop words).
     search_config: str = "simple"
+    # Seconds between heartbeat comments on an idle event stream.
+    heartbeat_seconds: float = 15.0
     # How long a checked session is trusted in-process (chatstore/http/auth.py).
     auth_cache_seconds: int = 5
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from starlette.applications import Starlette
 
+from chatstore import idempotency
 from chatstore.config import Settings
+from chatstore.errors import Unavailable
+from chatstore.events import MessageEvents
 from chatstore.http.auth import Authenticator
 from chatstore.http.context import Context
 from chatstore.http.errors import EXCEPTION_HANDLERS
 from chatstore.http.openapi import openapi_document
-from chatstore.http.routes import chat, conversations, messages, service
+from chatstore.http.routes import chat, conversations, export, messages, search, service
 from chatstore.responder import Responder, load_responder
 from chatstore.store import ChatStore
 
@@ -37,6 +42,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = store or ChatStore(settings.database_url, settings=settings)
         await opened.open()
+        hub = MessageEvents(opened)
+        purger = asyncio.create_task(purge_idempotency_keys(opened), name="chatstore-purge")
         try:
             app.state.context = Context(
                 settings=settings,
@@ -45,9 +52,14 @@ def create_app(
                     opened, settings.auth_secret, cache_seconds=settings.auth_cache_seconds
                 ),
                 responder=chosen_responder,
+                events=hub,
             )
             yield
         finally:
+            purger.cancel()
+            with suppress(asyncio.CancelledError):
+                await purger
+            await hub.stop()
             if store is None:
                 await opened.close()
 
@@ -57,12 +69,33 @@ def create_app(
             *conversations.routes,
             *messages.routes,
             *chat.routes,
+            *search.routes,
+            *export.routes,
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )
     app.state.openapi = openapi_document()
     return app
+
+
+PURGE_EVERY_SECONDS = 60.0
+
+log = logging.getLogger("chatstore.http")
+
+
+async def purge_idempotency_keys(store: ChatStore) -> None:
+    """Expired idempotency keys, a bounded batch at a time, off the request
+    path. Every process runs one; SKIP LOCKED keeps them out of each
+    other's way."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
+        try:
+            purged = idempotency.PURGE_BATCH
+            while purged == idempotency.PURGE_BATCH:
+                purged = await idempotency.purge_expired(store)
+        except Unavailable:
+            log.warning("idempotency key purge skipped: database unavailable")
 
 
 def app_from_env() -> Starlette:

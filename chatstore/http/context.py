@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstore.config import Settings
+from chatstore.events import MessageEvents
 from chatstore.http.auth import Authenticator
 from chatstore.responder import Responder
 from chatstore.store import ChatStore
@@ -26,6 +27,7 @@ class Context:
     store: ChatStore
     auth: Authenticator
     responder: Responder
+    events: MessageEvents
 
 
 def context(request: Request) -> Context:
