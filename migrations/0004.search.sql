@@ -17,12 +17,11 @@ CREATE EXTENSION IF NOT EXISTS btree_gin;
 ALTER TABLE messages
     ADD COLUMN search_vector tsvector;
 
--- Rows stored before this migration, with the default configuration.
+-- Rows stored before this migration, with the default configuration. The
+-- column stays nullable: a row written by hand without it is simply not
+-- found by search, rather than refused.
 UPDATE messages
 SET search_vector = to_tsvector('simple'::regconfig, coalesce(content, ''));
-
-ALTER TABLE messages
-    ALTER COLUMN search_vector SET NOT NULL;
 
 CREATE INDEX messages_search_idx
     ON messages USING gin (user_id, search_vector);

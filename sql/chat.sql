@@ -8,16 +8,22 @@
 -- primary key, not by scanning the history). has_more tells whether older
 -- messages remain before the widened window. As in list_messages_*, the
 -- conversation row comes first: no row at all means not the caller's.
+--
+-- Every messages read filters by the parameters and by "seq > 0" (always
+-- true, see messages_seq_positive): it gives the planner a range on
+-- messages_pkey, so each read is an ordered index scan that stops early.
+-- has_more is computed once (MATERIALIZED), not once per output row.
 WITH recent AS (
     SELECT m.seq, m.role, m.tool_call_id
     FROM messages AS m
     WHERE m.conversation_id = :conversation_id
       AND m.user_id = :user_id
+      AND m.seq > 0
       AND m.seq < :before
     ORDER BY m.seq DESC
     LIMIT :limit
 ),
-window_start AS (
+window_start AS MATERIALIZED (
     SELECT least(
         (SELECT min(recent.seq) FROM recent),
         (SELECT min(calls.seq)
@@ -27,25 +33,34 @@ window_start AS (
           AND calls.call_id = recent.tool_call_id
          WHERE recent.role = 'tool')
     ) AS seq
+),
+older AS MATERIALIZED (
+    -- The window's start as a scalar subquery, so it is an index condition
+    -- on messages_pkey, not a join.
+    SELECT EXISTS (
+        SELECT 1
+        FROM messages AS m
+        WHERE m.conversation_id = :conversation_id
+          AND m.user_id = :user_id
+          AND m.seq > 0
+          AND m.seq < (SELECT window_start.seq FROM window_start)
+        ORDER BY m.seq DESC
+        LIMIT 1
+    ) AS has_more
 )
 SELECT c.id AS found,
-       EXISTS (
-           SELECT 1
-           FROM messages AS older
-           WHERE older.conversation_id = c.id
-             AND older.user_id = c.user_id
-             AND older.seq < window_start.seq
-       ) AS has_more,
+       older.has_more,
        m.conversation_id, m.seq, m.role, m.content, m.name,
        m.tool_calls, m.tool_call_id, m.metadata, m.created_at
 FROM conversations AS c
 CROSS JOIN window_start
+CROSS JOIN older
 LEFT JOIN LATERAL (
     SELECT conversation_id, seq, role, content, name,
            tool_calls, tool_call_id, metadata, created_at
     FROM messages
-    WHERE conversation_id = c.id
-      AND user_id = c.user_id
+    WHERE conversation_id = :conversation_id
+      AND user_id = :user_id
       AND seq >= window_start.seq
       AND seq < :before
     ORDER BY seq ASC

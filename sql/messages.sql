@@ -120,7 +120,10 @@ WHERE conversation_id = :conversation_id
 -- the largest bigint when the caller gives none), read from messages_pkey.
 -- The conversation row comes first so that one round trip also tells an
 -- empty conversation (one row of NULL message columns) from a missing or
--- foreign one (no row at all).
+-- foreign one (no row at all). The inner query filters by the parameters,
+-- not by c.id: given the value, the planner walks messages_pkey in order and
+-- stops after :limit rows, whatever the conversation's size (with c.id it
+-- planned for an average conversation and sorted the whole of a big one).
 SELECT c.id AS found,
        m.conversation_id, m.seq, m.role, m.content, m.name,
        m.tool_calls, m.tool_call_id, m.metadata, m.created_at
@@ -129,8 +132,8 @@ LEFT JOIN LATERAL (
     SELECT conversation_id, seq, role, content, name,
            tool_calls, tool_call_id, metadata, created_at
     FROM messages
-    WHERE conversation_id = c.id
-      AND user_id = c.user_id
+    WHERE conversation_id = :conversation_id
+      AND user_id = :user_id
       AND seq > :after
       AND seq < :before
     ORDER BY seq ASC
@@ -150,8 +153,8 @@ LEFT JOIN LATERAL (
     SELECT conversation_id, seq, role, content, name,
            tool_calls, tool_call_id, metadata, created_at
     FROM messages
-    WHERE conversation_id = c.id
-      AND user_id = c.user_id
+    WHERE conversation_id = :conversation_id
+      AND user_id = :user_id
       AND seq > :after
       AND seq < :before
     ORDER BY seq DESC

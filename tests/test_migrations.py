@@ -1,0 +1,723 @@
+"""The migrations: apply, roll back, share a better-auth database, and hold the data rules.
+
+Each test that migrates works on a database of its own (``create_database``),
+dropped afterwards; the constraint tests use the suite's shared migrated
+database with fresh users. The constraint tests insert with raw SQL over a
+plain asyncpg connection (no pool codecs, no pydantic models), so what they
+prove is what the schema itself refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from conftest import create_database
+
+from chatstore import migrations
+from chatstore.auth import new_id, new_token
+from chatstore.config import Settings
+from chatstore.resources import migrations_dir
+from chatstore.store import ChatStore
+
+ROOT = Path(__file__).resolve().parent.parent
+# Every migration in the folder, in order: later migrations join the round trips.
+MIGRATION_IDS = sorted(
+    p.name.removesuffix(".sql")
+    for p in migrations_dir().glob("*.sql")
+    if not p.name.endswith(".rollback.sql")
+)
+BETTER_AUTH_TABLES = {"user", "session", "account", "verification"}
+CHAT_TABLES = {"conversations", "messages", "message_tool_calls"}
+CHATSTORE_TABLES = CHAT_TABLES | BETTER_AUTH_TABLES | {"chatstore_owned_tables"}
+# yoyo's own bookkeeping (applied migrations, log, lock, schema version).
+YOYO_TABLES = {"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"}
+
+
+async def connect(url: str) -> asyncpg.Connection[asyncpg.Record]:
+    return await asyncpg.connect(url)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    conn = await connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    """A brand-new database, not migrated; dropped after the test."""
+    url = await create_database(server_url, "chatstore_migr")
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, url)
+
+
+async def apply(url: str) -> list[str]:
+    return await asyncio.to_thread(migrations.apply, url)
+
+
+async def rollback_all(url: str) -> list[str]:
+    return await asyncio.to_thread(migrations.rollback, url)
+
+
+async def status(url: str) -> dict[str, bool]:
+    states = await asyncio.to_thread(migrations.status, url)
+    return {state.id: state.applied for state in states}
+
+
+async def pending(url: str) -> list[str]:
+    return await asyncio.to_thread(migrations.pending, url)
+
+
+async def tables(url: str) -> set[str]:
+    """The ordinary tables of the public schema, yoyo's bookkeeping left out."""
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+    finally:
+        await conn.close()
+    return {row["tablename"] for row in rows} - YOYO_TABLES
+
+
+async def functions(url: str) -> set[str]:
+    """Functions of the public schema that no extension brought."""
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT p.proname
+            FROM pg_proc AS p
+            WHERE p.pronamespace = 'public'::regnamespace
+              AND NOT EXISTS (
+                  SELECT 1 FROM pg_depend AS d
+                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+              )
+            """
+        )
+    finally:
+        await conn.close()
+    return {row["proname"] for row in rows}
+
+
+# --- snapshots of a table's shape, to compare before and after -----------------
+
+COLUMNS_SQL = """
+SELECT table_name, ordinal_position, column_name, data_type, is_nullable, column_default
+FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = ANY ($1::text[])
+ORDER BY table_name, ordinal_position
+"""
+
+INDEXES_SQL = """
+SELECT tablename, indexname, indexdef
+FROM pg_indexes
+WHERE schemaname = 'public' AND tablename = ANY ($1::text[])
+ORDER BY tablename, indexname
+"""
+
+CONSTRAINTS_SQL = """
+SELECT conrelid::regclass::text AS table_name, conname, pg_get_constraintdef(oid) AS definition
+FROM pg_constraint
+WHERE conrelid IN (SELECT to_regclass(quote_ident(name)) FROM unnest($1::text[]) AS name)
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class Shape:
+    columns: list[tuple[Any, ...]]
+    indexes: list[tuple[Any, ...]]
+    constraints: list[tuple[Any, ...]]
+
+
+async def shape(conn: asyncpg.Connection[asyncpg.Record], names: set[str]) -> Shape:
+    args = sorted(names)
+    return Shape(
+        columns=[tuple(r) for r in await conn.fetch(COLUMNS_SQL, args)],
+        indexes=[tuple(r) for r in await conn.fetch(INDEXES_SQL, args)],
+        constraints=[tuple(r) for r in await conn.fetch(CONSTRAINTS_SQL, args)],
+    )
+
+
+# --- apply and roll back ---------------------------------------------------------
+
+
+async def test_apply_on_empty_database_creates_chat_and_better_auth_tables(
+    empty_database: str,
+) -> None:
+    assert MIGRATION_IDS[:2] == ["0001.better-auth", "0002.conversations-messages"]
+    assert await apply(empty_database) == MIGRATION_IDS
+
+    assert await tables(empty_database) >= CHATSTORE_TABLES
+    assert await status(empty_database) == dict.fromkeys(MIGRATION_IDS, True)
+    assert await pending(empty_database) == []
+    conn = await connect(empty_database)
+    try:
+        owned = {r["name"] for r in await conn.fetch("SELECT name FROM chatstore_owned_tables")}
+    finally:
+        await conn.close()
+    assert owned == BETTER_AUTH_TABLES
+
+
+async def test_apply_twice_is_a_no_op(empty_database: str) -> None:
+    await apply(empty_database)
+    assert await apply(empty_database) == []
+    assert await pending(empty_database) == []
+
+
+async def test_apply_creates_an_index_for_every_access_path(empty_database: str) -> None:
+    await apply(empty_database)
+    conn = await connect(empty_database)
+    try:
+        names = {
+            r["indexname"]
+            for r in await conn.fetch(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+            )
+        }
+    finally:
+        await conn.close()
+    assert {
+        "conversations_pkey",
+        "conversations_id_user_id_key",
+        "conversations_user_activity_idx",
+        "messages_pkey",
+        "message_tool_calls_pkey",
+        "message_tool_calls_message_idx",
+        "session_userId_idx",
+        "account_userId_idx",
+        "verification_identifier_idx",
+    } <= names
+
+
+async def test_every_foreign_key_cascades_and_has_an_index_on_its_leading_column(
+    empty_database: str,
+) -> None:
+    await apply(empty_database)
+    conn = await connect(empty_database)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT con.conname,
+                   con.confdeltype::text AS confdeltype,
+                   EXISTS (
+                       SELECT 1 FROM pg_index AS i
+                       WHERE i.indrelid = con.conrelid AND i.indkey[0] = con.conkey[1]
+                   ) AS indexed
+            FROM pg_constraint AS con
+            WHERE con.contype = 'f' AND con.connamespace = 'public'::regnamespace
+            ORDER BY con.conname
+            """
+        )
+    finally:
+        await conn.close()
+    assert {r["conname"] for r in rows} >= {
+        "account_userId_fkey",
+        "conversations_user_id_fkey",
+        "message_tool_calls_message_fkey",
+        "messages_conversation_fkey",
+        "session_userId_fkey",
+    }
+    assert [r["conname"] for r in rows if r["confdeltype"] != "c"] == []  # c = CASCADE
+    assert [r["conname"] for r in rows if not r["indexed"]] == []
+
+
+async def test_apply_rollback_all_apply_round_trip(empty_database: str, settings: Settings) -> None:
+    assert await apply(empty_database) == MIGRATION_IDS
+    created_tables = await tables(empty_database)
+    created_functions = await functions(empty_database)
+
+    assert await rollback_all(empty_database) == MIGRATION_IDS[::-1]
+    # Nothing of chatstore's is left, better-auth tables made by 0001 included.
+    assert await tables(empty_database) == set()
+    assert await functions(empty_database) == set()
+    assert await status(empty_database) == dict.fromkeys(MIGRATION_IDS, False)
+    assert await pending(empty_database) == MIGRATION_IDS
+
+    assert await apply(empty_database) == MIGRATION_IDS
+    assert await pending(empty_database) == []
+    assert await tables(empty_database) == created_tables
+    assert await functions(empty_database) == created_functions
+    # The re-created schema works end to end.
+    async with ChatStore(empty_database, settings=settings) as store:
+        user_id: str = await store.queries.scalar(
+            store.pool, "upsert_user_by_email", id=new_id(), name="U", email="u@example.test"
+        )
+        conversation = await store.create_conversation(user_id)
+        await store.append_message(user_id, conversation.id, {"role": "user", "content": "hi"})
+        page = await store.list_messages(user_id, conversation.id)
+        assert [m.content for m in page.data] == ["hi"]
+
+
+async def test_rollback_down_to_0001_keeps_the_better_auth_tables(empty_database: str) -> None:
+    await apply(empty_database)
+    after_0001 = MIGRATION_IDS[1:]
+    rolled_back = await asyncio.to_thread(migrations.rollback, empty_database, len(after_0001))
+    assert rolled_back == after_0001[::-1]
+    assert await tables(empty_database) == BETTER_AUTH_TABLES | {"chatstore_owned_tables"}
+    assert await pending(empty_database) == after_0001
+
+
+# --- sharing a database with a better-auth server ------------------------------------
+
+# better-auth's tables as an older release (or its Drizzle/Prisma adapters) made
+# them: `timestamp` without time zone, foreign keys without ON DELETE CASCADE,
+# and columns its plugins add ("user".role from the admin plugin,
+# "session"."impersonatedBy").
+PREEXISTING_BETTER_AUTH = """
+CREATE TABLE "user" (
+    "id"            text      NOT NULL PRIMARY KEY,
+    "name"          text      NOT NULL,
+    "email"         text      NOT NULL UNIQUE,
+    "emailVerified" boolean   NOT NULL,
+    "image"         text,
+    "createdAt"     timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt"     timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "role"          text
+);
+CREATE TABLE "session" (
+    "id"             text      NOT NULL PRIMARY KEY,
+    "expiresAt"      timestamp NOT NULL,
+    "token"          text      NOT NULL UNIQUE,
+    "createdAt"      timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt"      timestamp NOT NULL,
+    "ipAddress"      text,
+    "userAgent"      text,
+    "userId"         text      NOT NULL REFERENCES "user" ("id"),
+    "impersonatedBy" text
+);
+CREATE TABLE "account" (
+    "id"                    text      NOT NULL PRIMARY KEY,
+    "accountId"             text      NOT NULL,
+    "providerId"            text      NOT NULL,
+    "userId"                text      NOT NULL REFERENCES "user" ("id"),
+    "accessToken"           text,
+    "refreshToken"          text,
+    "idToken"               text,
+    "accessTokenExpiresAt"  timestamp,
+    "refreshTokenExpiresAt" timestamp,
+    "scope"                 text,
+    "password"              text,
+    "createdAt"             timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt"             timestamp NOT NULL
+);
+CREATE TABLE "verification" (
+    "id"         text      NOT NULL PRIMARY KEY,
+    "identifier" text      NOT NULL,
+    "value"      text      NOT NULL,
+    "expiresAt"  timestamp NOT NULL,
+    "createdAt"  timestamp DEFAULT CURRENT_TIMESTAMP,
+    "updatedAt"  timestamp DEFAULT CURRENT_TIMESTAMP
+);
+"""
+
+
+@dataclass
+class BetterAuthData:
+    user_id: str
+    token: str
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+
+async def seed_better_auth(conn: asyncpg.Connection[asyncpg.Record]) -> BetterAuthData:
+    """One user with an admin role and one live session, stored as better-auth does."""
+    data = BetterAuthData(user_id=new_id(), token=new_token())
+    # better-auth writes UTC wall-clock time into `timestamp` columns.
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    await conn.execute(
+        """INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt", role)
+           VALUES ($1, 'Ada', 'ada@example.test', true, $2, $2, 'admin')""",
+        data.user_id,
+        now,
+    )
+    await conn.execute(
+        """INSERT INTO "session" (id, "expiresAt", token, "createdAt", "updatedAt", "userId")
+           VALUES ($1, $2, $3, $4, $4, $5)""",
+        new_id(),
+        now + timedelta(days=7),
+        data.token,
+        now,
+        data.user_id,
+    )
+    return data
+
+
+async def better_auth_rows(
+    conn: asyncpg.Connection[asyncpg.Record], names: set[str]
+) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        name: [tuple(r) for r in await conn.fetch(f'SELECT * FROM "{name}" ORDER BY id')]
+        for name in sorted(names)
+    }
+
+
+async def test_apply_leaves_preexisting_better_auth_tables_untouched(
+    empty_database: str, settings: Settings
+) -> None:
+    conn = await connect(empty_database)
+    try:
+        await conn.execute(PREEXISTING_BETTER_AUTH)
+        seeded = await seed_better_auth(conn)
+        before = await shape(conn, BETTER_AUTH_TABLES)
+        rows_before = await better_auth_rows(conn, BETTER_AUTH_TABLES)
+    finally:
+        await conn.close()
+    assert ("user", 8, "role", "text", "YES", None) in before.columns  # the probe is real
+
+    assert await apply(empty_database) == MIGRATION_IDS
+
+    conn = await connect(empty_database)
+    try:
+        after = await shape(conn, BETTER_AUTH_TABLES)
+        assert after == before  # same columns, types, defaults, indexes, constraints
+        assert await better_auth_rows(conn, BETTER_AUTH_TABLES) == rows_before
+        assert await conn.fetchval("SELECT count(*) FROM chatstore_owned_tables") == 0
+    finally:
+        await conn.close()
+
+    # chatstore works with the better-auth user: its session authenticates
+    # ("expiresAt" is a `timestamp` here) and it owns conversations and messages.
+    async with ChatStore(empty_database, settings=settings) as store:
+        session = await store.queries.one(store.pool, "session_user", token=seeded.token)
+        assert session is not None
+        assert session["user_id"] == seeded.user_id
+        conversation = await store.create_conversation(seeded.user_id, title="shared db")
+        await store.append_message(
+            seeded.user_id, conversation.id, {"role": "user", "content": "hi"}
+        )
+        page = await store.list_messages(seeded.user_id, conversation.id)
+        assert [m.content for m in page.data] == ["hi"]
+        listed = await store.list_conversations(seeded.user_id)
+        assert [c.id for c in listed.data] == [conversation.id]
+
+    assert await rollback_all(empty_database) == MIGRATION_IDS[::-1]
+
+    # Rolling chatstore back leaves the better-auth server's tables and rows alone.
+    assert await tables(empty_database) == BETTER_AUTH_TABLES
+    assert await functions(empty_database) == set()
+    conn = await connect(empty_database)
+    try:
+        assert await shape(conn, BETTER_AUTH_TABLES) == before
+        assert await better_auth_rows(conn, BETTER_AUTH_TABLES) == rows_before
+    finally:
+        await conn.close()
+
+
+async def test_rollback_drops_only_the_better_auth_tables_chatstore_created(
+    empty_database: str,
+) -> None:
+    # A database holding only "user" and "session": 0001 adds "account" and
+    # "verification" (referencing the existing "user"), and only those go back.
+    only_user_and_session = PREEXISTING_BETTER_AUTH.split('CREATE TABLE "account"')[0]
+    conn = await connect(empty_database)
+    try:
+        await conn.execute(only_user_and_session)
+        await seed_better_auth(conn)
+        before = await shape(conn, {"user", "session"})
+        rows_before = await better_auth_rows(conn, {"user", "session"})
+    finally:
+        await conn.close()
+
+    await apply(empty_database)
+    conn = await connect(empty_database)
+    try:
+        owned = {r["name"] for r in await conn.fetch("SELECT name FROM chatstore_owned_tables")}
+        assert owned == {"account", "verification"}
+        assert await shape(conn, {"user", "session"}) == before
+    finally:
+        await conn.close()
+
+    await rollback_all(empty_database)
+    assert await tables(empty_database) == {"user", "session"}
+    conn = await connect(empty_database)
+    try:
+        assert await shape(conn, {"user", "session"}) == before
+        assert await better_auth_rows(conn, {"user", "session"}) == rows_before
+    finally:
+        await conn.close()
+
+
+# --- the plain yoyo CLI ---------------------------------------------------------------
+
+
+async def test_plain_yoyo_cli_applies_the_migrations_folder(empty_database: str) -> None:
+    yoyo = Path(sys.executable).parent / "yoyo"
+    command = [
+        str(yoyo),
+        "apply",
+        "--batch",
+        "--no-config-file",
+        "--database",
+        migrations.yoyo_url(empty_database),
+        "migrations",
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert await pending(empty_database) == []
+    assert await tables(empty_database) >= CHATSTORE_TABLES
+    # chatstore's own runner sees the CLI's work as done.
+    assert await apply(empty_database) == []
+
+
+def test_yoyo_url_uses_the_psycopg3_scheme() -> None:
+    assert migrations.yoyo_url("postgresql://u:p@h:5/db?sslmode=require") == (
+        "postgresql+psycopg://u:p@h:5/db?sslmode=require"
+    )
+    assert migrations.yoyo_url("postgres://h/db") == "postgresql+psycopg://h/db"
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        migrations.yoyo_url("mysql://h/db")
+
+
+# --- data rules held by the schema itself ------------------------------------------------
+
+
+@pytest.fixture
+async def raw(database: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    """A plain connection: no codecs, no models, just SQL."""
+    conn = await connect(database)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def new_conversation(conn: asyncpg.Connection[asyncpg.Record], user_id: str) -> uuid.UUID:
+    conversation: uuid.UUID = await conn.fetchval(
+        "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id", user_id
+    )
+    return conversation
+
+
+# search_vector (migrations/0004) is NOT NULL without a default: a raw insert
+# computes it as append_messages does.
+INSERT_MESSAGE = """
+INSERT INTO messages
+    (conversation_id, seq, user_id, role, content, name, tool_calls, tool_call_id, metadata,
+     search_vector)
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, coalesce($9::text::jsonb, '{}'),
+        to_tsvector('simple', coalesce($5, '')))
+"""
+TOOL_CALLS = '[{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]'
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    fields: Mapping[str, object]
+    constraint: str
+    error: type[asyncpg.PostgresError] = asyncpg.CheckViolationError
+
+
+BAD_MESSAGES = {
+    "role outside the set": BadMessage({"role": "robot"}, "messages_role_known"),
+    "tool message without tool_call_id": BadMessage(
+        {"role": "tool"}, "messages_tool_call_id_only_and_always_on_tool"
+    ),
+    "tool_call_id on a user message": BadMessage(
+        {"tool_call_id": "call_1"}, "messages_tool_call_id_only_and_always_on_tool"
+    ),
+    "tool_calls on a user message": BadMessage(
+        {"tool_calls": TOOL_CALLS}, "messages_tool_calls_only_on_assistant"
+    ),
+    "tool_calls an empty array": BadMessage(
+        {"role": "assistant", "tool_calls": "[]"}, "messages_tool_calls_non_empty_array"
+    ),
+    "tool_calls an object": BadMessage(
+        {"role": "assistant", "tool_calls": '{"id": "call_1"}'},
+        "messages_tool_calls_non_empty_array",
+    ),
+    "tool_calls a string": BadMessage(
+        {"role": "assistant", "tool_calls": '"call_1"'}, "messages_tool_calls_non_empty_array"
+    ),
+    "content null without tool_calls": BadMessage(
+        {"content": None}, "messages_content_null_only_with_tool_calls"
+    ),
+    "assistant content null without tool_calls": BadMessage(
+        {"role": "assistant", "content": None}, "messages_content_null_only_with_tool_calls"
+    ),
+    "metadata a JSON array": BadMessage({"metadata": '["a"]'}, "messages_metadata_is_object"),
+    "metadata JSON null": BadMessage({"metadata": "null"}, "messages_metadata_is_object"),
+    "name with a space": BadMessage({"name": "Ada Lovelace"}, "messages_name_format"),
+    "name empty": BadMessage({"name": ""}, "messages_name_format"),
+    "name of 65 chars": BadMessage({"name": "n" * 65}, "messages_name_format"),
+    "seq zero": BadMessage({"seq": 0}, "messages_seq_positive"),
+    "user_id other than the conversation's": BadMessage(
+        {"user_id": "OTHER"}, "messages_conversation_fkey", asyncpg.ForeignKeyViolationError
+    ),
+    "unknown conversation": BadMessage(
+        {"conversation_id": uuid.UUID(int=0)},
+        "messages_conversation_fkey",
+        asyncpg.ForeignKeyViolationError,
+    ),
+}
+
+
+async def insert_message(
+    conn: asyncpg.Connection[asyncpg.Record],
+    conversation: uuid.UUID,
+    user_id: str,
+    fields: Mapping[str, object],
+) -> None:
+    """A valid user message at seq 1, with ``fields`` replacing columns."""
+    row: dict[str, object] = {
+        "conversation_id": conversation,
+        "seq": 1,
+        "user_id": user_id,
+        "role": "user",
+        "content": "hello",
+        "name": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "metadata": None,
+    }
+    unknown = set(fields) - set(row)
+    assert not unknown, unknown
+    row.update(fields)
+    await conn.execute(INSERT_MESSAGE, *row.values())
+
+
+async def test_valid_edge_messages_are_accepted(
+    raw: asyncpg.Connection[asyncpg.Record], user: str
+) -> None:
+    # The control group of the refusals below: at the edge of every rule.
+    conversation = await new_conversation(raw, user)
+    accepted: list[dict[str, object]] = [
+        {"seq": 1, "name": "n" * 64, "metadata": '{"k": "v"}'},
+        {"seq": 2, "role": "assistant", "content": None, "tool_calls": TOOL_CALLS},
+        {"seq": 3, "role": "tool", "tool_call_id": "call_1", "name": "A-z_0-9"},
+        {"seq": 4, "role": "system", "content": ""},
+        {"seq": 5, "role": "developer"},
+        {"seq": 6, "role": "assistant", "content": "text and calls", "tool_calls": TOOL_CALLS},
+    ]
+    for fields in accepted:
+        await insert_message(raw, conversation, user, fields)
+    assert await raw.fetchval(
+        "SELECT count(*) FROM messages WHERE conversation_id = $1", conversation
+    ) == len(accepted)
+
+
+@pytest.mark.parametrize("case", BAD_MESSAGES.values(), ids=BAD_MESSAGES.keys())
+async def test_schema_refuses_invalid_message(
+    raw: asyncpg.Connection[asyncpg.Record], user: str, other_user: str, case: BadMessage
+) -> None:
+    conversation = await new_conversation(raw, user)
+    # "OTHER" stands for a real, different user: the composite key is what refuses.
+    fields = {k: other_user if v == "OTHER" else v for k, v in case.fields.items()}
+    with pytest.raises(case.error) as refused:
+        await insert_message(raw, conversation, user, fields)
+    assert refused.value.constraint_name == case.constraint
+    assert (
+        await raw.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", conversation)
+        == 0
+    )
+
+
+@dataclass(frozen=True)
+class BadConversation:
+    sql: str
+    args: tuple[object, ...]
+    constraint: str
+    error: type[asyncpg.PostgresError] = asyncpg.CheckViolationError
+
+
+BAD_CONVERSATIONS = {
+    "title of 201 chars": BadConversation(
+        "INSERT INTO conversations (user_id, title) VALUES ($1, $2)",
+        ("t" * 201,),
+        "conversations_title_length",
+    ),
+    "metadata a JSON array": BadConversation(
+        "INSERT INTO conversations (user_id, metadata) VALUES ($1, $2::text::jsonb)",
+        ("[]",),
+        "conversations_metadata_is_object",
+    ),
+    "message_count above last_seq": BadConversation(
+        "INSERT INTO conversations (user_id, last_seq, message_count) VALUES ($1, $2, $3)",
+        (1, 2),
+        "conversations_counters_non_negative",
+    ),
+    "negative last_seq": BadConversation(
+        "INSERT INTO conversations (user_id, last_seq) VALUES ($1, $2)",
+        (-1,),
+        "conversations_counters_non_negative",
+    ),
+    "unknown user": BadConversation(
+        "INSERT INTO conversations (user_id) VALUES ($1 || '-nobody')",
+        (),
+        "conversations_user_id_fkey",
+        asyncpg.ForeignKeyViolationError,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONVERSATIONS.values(), ids=BAD_CONVERSATIONS.keys())
+async def test_schema_refuses_invalid_conversation(
+    raw: asyncpg.Connection[asyncpg.Record], user: str, case: BadConversation
+) -> None:
+    with pytest.raises(case.error) as refused:
+        await raw.execute(case.sql, user, *case.args)
+    assert refused.value.constraint_name == case.constraint
+    assert await raw.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1", user) == 0
+
+
+async def test_title_of_200_chars_is_accepted(
+    raw: asyncpg.Connection[asyncpg.Record], user: str
+) -> None:
+    title = await raw.fetchval(
+        "INSERT INTO conversations (user_id, title) VALUES ($1, $2) RETURNING title",
+        user,
+        "t" * 200,
+    )
+    assert title == "t" * 200
+
+
+async def test_tool_call_row_needs_its_message(
+    raw: asyncpg.Connection[asyncpg.Record], user: str
+) -> None:
+    conversation = await new_conversation(raw, user)
+    with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+        await raw.execute(
+            "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'c', 1)",
+            conversation,
+        )
+    assert refused.value.constraint_name == "message_tool_calls_message_fkey"
+
+
+async def test_deleting_a_user_cascades_to_conversations_messages_and_tool_calls(
+    raw: asyncpg.Connection[asyncpg.Record], user: str
+) -> None:
+    conversation = await new_conversation(raw, user)
+    await insert_message(
+        raw, conversation, user, {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
+    )
+    await raw.execute(
+        "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'call_1', 1)",
+        conversation,
+    )
+    await raw.execute('DELETE FROM "user" WHERE id = $1', user)
+    counts = await raw.fetchrow(
+        """SELECT (SELECT count(*) FROM conversations WHERE id = $1) AS conversations,
+                  (SELECT count(*) FROM messages WHERE conversation_id = $1) AS messages,
+                  (SELECT count(*) FROM message_tool_calls WHERE conversation_id = $1) AS calls""",
+        conversation,
+    )
+    assert counts is not None
+    assert dict(counts) == {"conversations": 0, "messages": 0, "calls": 0}
