@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     with database_url(settings) as url:
-        applied = migrations.apply(url)
+        applied = migrations.apply(settings.direct_database_url or url)
         if applied:
             print(f"chatstore: applied migrations {', '.join(applied)}", file=sys.stderr)
         # Workers are separate processes: they find the database in their
@@ -45,7 +45,8 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> None:
-    with database_url(settings) as url:
+    with database_url(settings) as pooled:
+        url = settings.direct_database_url or pooled
         if args.action == "apply":
             done = migrations.apply(url)
             print(f"applied: {', '.join(done)}" if done else "nothing to apply")

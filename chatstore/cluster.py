@@ -63,7 +63,8 @@ def find_bin_dir() -> Path:
             return Path(env)
         raise PostgresNotFound(
             f"CHATSTORE_PG_BIN is set to {env!r}, which holds no executable initdb: point it "
-            "at a PostgreSQL bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it."
+            "at a PostgreSQL bin directory (e.g. /usr/lib/postgresql/15/bin), unset it, "
+            "or set CHATSTORE_DATABASE_URL to an existing database."
         )
     pg_config = shutil.which("pg_config")
     if pg_config:

@@ -27,6 +27,10 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
 class Settings:
     # None means: run on the embedded PostgreSQL cluster under data_dir.
     database_url: str | None = None
+    # A direct (unpooled) URL to the same database, for what a transaction-
+    # mode pooler (PgBouncer, Neon's "-pooler" host) cannot carry: LISTEN for
+    # live updates, and migrations. Defaults to database_url.
+    direct_database_url: str | None = None
     auth_secret: str | None = None
     data_dir: Path = field(default_factory=lambda: Path(".chatstore"))
     pool_min_size: int = 2
@@ -38,6 +42,12 @@ class Settings:
     # Server-side statement_timeout in milliseconds (0 = none): a stalled
     # statement becomes a clean error instead of holding a connection.
     statement_timeout_ms: int = 30_000
+    # Bounded waits: for a new connection, and for a free one from the pool.
+    connect_timeout_seconds: float = 5.0
+    acquire_timeout_seconds: float = 5.0
+    # A request body that has not fully arrived after this long is refused
+    # (408), so a client dripping bytes cannot hold the request forever.
+    body_timeout_seconds: float = 30.0
     max_body_bytes: int = 8 * 1024 * 1024
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     responder: str = "echo"
@@ -54,12 +64,16 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             database_url=env.get("CHATSTORE_DATABASE_URL") or env.get("DATABASE_URL") or None,
+            direct_database_url=env.get("CHATSTORE_DIRECT_DATABASE_URL") or None,
             auth_secret=env.get("BETTER_AUTH_SECRET") or None,
             data_dir=Path(env.get("CHATSTORE_DATA_DIR") or ".chatstore"),
             pool_min_size=_int(env, "CHATSTORE_POOL_MIN_SIZE", 2),
             pool_max_size=_int(env, "CHATSTORE_POOL_MAX_SIZE", 10, minimum=1),
             statement_cache_size=_int(env, "CHATSTORE_STATEMENT_CACHE_SIZE", 256),
             statement_timeout_ms=_int(env, "CHATSTORE_STATEMENT_TIMEOUT_MS", 30_000),
+            connect_timeout_seconds=_int(env, "CHATSTORE_CONNECT_TIMEOUT_SECONDS", 5, minimum=1),
+            acquire_timeout_seconds=_int(env, "CHATSTORE_ACQUIRE_TIMEOUT_SECONDS", 5, minimum=1),
+            body_timeout_seconds=_int(env, "CHATSTORE_BODY_TIMEOUT_SECONDS", 30, minimum=1),
             max_body_bytes=_int(env, "CHATSTORE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1),
             max_content_chars=_int(
                 env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1

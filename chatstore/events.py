@@ -80,8 +80,11 @@ class MessageEvents:
     async def _keep_listening(self) -> None:
         while True:
             try:
+                settings = self._store.settings
                 self._connection = await asyncpg.connect(
-                    self._store.dsn, server_settings=server_settings(self._store.settings)
+                    settings.direct_database_url or self._store.dsn,
+                    server_settings=server_settings(settings),
+                    timeout=settings.connect_timeout_seconds,
                 )
                 self._lost.clear()
                 self._connection.add_termination_listener(lambda _c: self._lost.set())

@@ -22,7 +22,7 @@ PREFETCH = 1000
 
 async def _rows(store: ChatStore, user_id: str, conversation: uuid.UUID) -> AsyncIterator[Row]:
     with translate_errors():
-        async with store.pool.acquire() as connection, connection.transaction():
+        async with store.connection() as connection, connection.transaction():
             cursor = store.queries.cursor(
                 connection,
                 "export_messages",

@@ -20,7 +20,13 @@ from yoyo.migrations import MigrationList
 
 from chatstore.resources import migrations_dir
 
-LOCK_TIMEOUT_SECONDS = 60
+# Concurrent `chatstore migrate` runs queue on a session advisory lock,
+# which PostgreSQL releases by itself when a killed process's connection
+# goes, so it can never be left behind. Under it, yoyo's own lock (a row in
+# yoyo_lock, which a killed process does leave behind) is only contended by
+# a plain `yoyo` run or by such a leftover: a short wait, then an explanation.
+ADVISORY_LOCK_KEY = 0x63686174  # "chat"
+YOYO_LOCK_TIMEOUT_SECONDS = 10
 
 
 class MigrationLocked(RuntimeError):
@@ -49,12 +55,14 @@ def _migrations() -> MigrationList:
 def _locked(url: str) -> Iterator[DatabaseBackend]:
     backend = get_backend(yoyo_url(url))
     try:
-        with backend.lock(timeout=LOCK_TIMEOUT_SECONDS):
+        backend.connection.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        with backend.lock(timeout=YOYO_LOCK_TIMEOUT_SECONDS):
             yield backend
     except LockTimeout as error:
         raise MigrationLocked(
-            f"another migration holds the lock ({error}); if no migration is running, "
-            "a killed one left it behind: run `chatstore migrate break-lock`"
+            f"yoyo's migration lock is held ({error}): if no `yoyo` command is running "
+            "against this database, a killed migration left it behind; remove it with "
+            "`chatstore migrate break-lock` and run the migration again"
         ) from error
     finally:
         backend.connection.close()

@@ -27,6 +27,8 @@ from pydantic import (
 DEFAULT_MAX_CONTENT_CHARS = 1_000_000
 MAX_BATCH = 100
 MAX_METADATA_KEYS = 16
+# seq is a bigint.
+MAX_SEQ = 2**63 - 1
 
 
 class Row(Protocol):
@@ -136,7 +138,7 @@ class MessageBatch(BaseModel):
     model_config = _INPUT
 
     messages: Annotated[list[MessageInput], Field(min_length=1, max_length=MAX_BATCH)]
-    expected_last_seq: Annotated[int, Field(ge=0)] | None = None
+    expected_last_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
 
 
 class ConversationInput(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -30,7 +30,7 @@ from chatstore.models import (
     MessageInput,
     MessagePage,
 )
-from chatstore.pool import Pool, PoolConnection, create_pool, dumps
+from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool, dumps
 from chatstore.queries import Executor, Queries
 from chatstore.resources import sql_dir
 from chatstore.validation import check_content_cap, validate_model
@@ -60,14 +60,15 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
-def conversation_uuid(value: ConversationId) -> uuid.UUID:
-    """A malformed id names nothing: it is NotFound, like an unknown one."""
+def conversation_uuid(value: ConversationId, what: str = "conversation") -> uuid.UUID:
+    """A malformed id names nothing: it is NotFound (of ``what`` was asked
+    for), exactly like an unknown one."""
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(value)
     except (ValueError, TypeError, AttributeError):
-        raise NotFound("conversation") from None
+        raise NotFound(what) from None
 
 
 class ChatStore:
@@ -86,6 +87,7 @@ class ChatStore:
         self._dsn = dsn or self.settings.database_url
         self._pool = pool
         self._owns_pool = pool is None
+        self._pool_executor: PoolExecutor | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -104,6 +106,7 @@ class ChatStore:
             assert self._dsn is not None, "ChatStore needs a dsn, a pool or a database URL"
             with translate_errors():
                 self._pool = await create_pool(self._dsn, self.settings)
+        self._pool_executor = PoolExecutor(self.pool, self.settings.acquire_timeout_seconds)
 
     async def close(self) -> None:
         if self._pool is not None and self._owns_pool:
@@ -124,7 +127,16 @@ class ChatStore:
     def executor(self) -> Executor:
         """Where queries run: the open transaction's connection, else the pool."""
         connection = _transaction_connection.get()
-        return self.pool if connection is None else connection
+        if connection is not None:
+            return connection
+        assert self._pool_executor is not None, "ChatStore is not open"
+        return self._pool_executor
+
+    def connection(self) -> AbstractAsyncContextManager[PoolConnection]:
+        """A connection of the pool for a block (bounded wait; heals the pool
+        when the connection turns out dead)."""
+        assert self._pool_executor is not None, "ChatStore is not open"
+        return self._pool_executor.connection()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
@@ -143,16 +155,12 @@ class ChatStore:
                 yield current
             return
         with translate_errors():
-            connection = await self.pool.acquire()
-        try:
-            async with connection.transaction():
+            async with self.connection() as connection, connection.transaction():
                 token = _transaction_connection.set(connection)
                 try:
                     yield connection
                 finally:
                     _transaction_connection.reset(token)
-        finally:
-            await self.pool.release(connection)
 
     # -- conversations -------------------------------------------------------
 
@@ -391,9 +399,9 @@ class ChatStore:
         )
         if row is None:
             return NotFound("conversation")
-        last_seq: int = row["last_seq"]
-        if expected_last_seq is not None and last_seq != expected_last_seq:
-            return SeqConflict(expected_last_seq, last_seq)
+        tail_seq: int = row["tail_seq"]
+        if expected_last_seq is not None and tail_seq != expected_last_seq:
+            return SeqConflict(expected_last_seq, tail_seq)
         known = set(row["known_call_ids"])
         for index, message in enumerate(batch):
             if message.tool_call_id is not None and message.tool_call_id not in known:
@@ -411,7 +419,7 @@ class ChatStore:
                 self.executor,
                 "get_message",
                 user_id=user_id,
-                conversation_id=conversation_uuid(conversation_id),
+                conversation_id=conversation_uuid(conversation_id, "message"),
                 seq=_seq(seq),
             )
         if row is None:
@@ -457,14 +465,18 @@ class ChatStore:
         )
 
     async def delete_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> None:
-        with translate_errors():
-            deleted = await self.queries.execrows(
-                self.executor,
-                "delete_message",
-                user_id=user_id,
-                conversation_id=conversation_uuid(conversation_id),
-                seq=_seq(seq),
-            )
+        conversation = conversation_uuid(conversation_id, "message")
+        async with self.transaction() as connection:
+            with translate_errors():
+                if not await self._lock(connection, user_id, conversation):
+                    raise NotFound("message")
+                deleted = await self.queries.execrows(
+                    connection,
+                    "delete_message",
+                    user_id=user_id,
+                    conversation_id=conversation,
+                    seq=_seq(seq),
+                )
         if deleted == 0:
             raise NotFound("message")
 
@@ -474,17 +486,26 @@ class ChatStore:
         """Delete every message with ``seq >= from_seq``; return how many went."""
         if from_seq < 1:
             raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
-        with translate_errors():
-            deleted: int | None = await self.queries.scalar(
-                self.executor,
-                "truncate_messages",
-                user_id=user_id,
-                conversation_id=conversation_uuid(conversation_id),
-                from_seq=min(from_seq, _NO_BEFORE),
-            )
-        if deleted is None:
-            raise NotFound("conversation")
+        conversation = conversation_uuid(conversation_id)
+        async with self.transaction() as connection:
+            with translate_errors():
+                if not await self._lock(connection, user_id, conversation):
+                    raise NotFound("conversation")
+                deleted: int = await self.queries.scalar(
+                    connection,
+                    "truncate_messages",
+                    user_id=user_id,
+                    conversation_id=conversation,
+                    from_seq=min(from_seq, _NO_BEFORE),
+                )
         return deleted
+
+    async def _lock(self, connection: Executor, user_id: str, conversation: uuid.UUID) -> bool:
+        """Take the conversation's row lock, as every writer does first."""
+        found = await self.queries.scalar(
+            connection, "lock_conversation", user_id=user_id, conversation_id=conversation
+        )
+        return found is not None
 
 
 def _seq(seq: int) -> int:

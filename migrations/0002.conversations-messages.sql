@@ -15,6 +15,11 @@ CREATE TABLE conversations (
     -- row lock, so seq is gap-free under concurrency and never reused even
     -- after deletes (message_count can go down, last_seq cannot).
     last_seq      bigint      NOT NULL DEFAULT 0,
+    -- The seq of the newest message still stored (0 when empty): what
+    -- expected_last_seq is compared with. On this row, not computed from
+    -- messages, so that a writer that waited for the row lock compares with
+    -- what the previous writer left, not with its own older snapshot.
+    tail_seq      bigint      NOT NULL DEFAULT 0,
     message_count integer     NOT NULL DEFAULT 0,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -29,7 +34,8 @@ CREATE TABLE conversations (
     CONSTRAINT conversations_metadata_is_object
         CHECK (jsonb_typeof(metadata) = 'object'),
     CONSTRAINT conversations_counters_non_negative
-        CHECK (last_seq >= 0 AND message_count >= 0 AND message_count <= last_seq)
+        CHECK (last_seq >= 0 AND message_count >= 0 AND message_count <= last_seq
+               AND tail_seq >= 0 AND tail_seq <= last_seq)
 );
 
 -- Access path: a user's conversations, newest activity first, id as the

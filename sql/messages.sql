@@ -1,8 +1,8 @@
 -- Messages: the ordered history of one conversation, keyed by (conversation_id, seq).
 --
--- Every write takes the conversation row first (UPDATE or FOR UPDATE), so
--- writers to one conversation queue on that single row lock, always in the
--- same order, and cannot deadlock each other.
+-- Every write takes the conversation row first (UPDATE, or lock_conversation
+-- in the same transaction), so writers to one conversation queue on that
+-- single row lock, always in the same order, and cannot deadlock each other.
 
 -- name: append_messages :many
 -- Appends a batch (one message is a batch of one) in a single statement, so
@@ -13,7 +13,8 @@
 -- seq last_seq+1 .. last_seq+n and moves the counters in the same statement.
 -- The UPDATE only matches when every rule the database must judge holds:
 --   * the conversation exists and belongs to the caller;
---   * expected_last_seq, when given, is still the conversation's last seq;
+--   * expected_last_seq, when given, is still the seq of the conversation's
+--     newest message (tail_seq; 0 when empty);
 --   * every tool message answers a tool call of an earlier assistant message,
 --     stored (message_tool_calls) or earlier in this batch.
 -- When it does not match, nothing is written and no row comes back; the
@@ -35,11 +36,12 @@ WITH batch AS (
 conversation AS (
     UPDATE conversations AS c
     SET last_seq      = c.last_seq + cardinality(:roles::text[]),
+        tail_seq      = c.last_seq + cardinality(:roles::text[]),
         message_count = c.message_count + cardinality(:roles::text[]),
         updated_at    = greatest(c.updated_at, clock_timestamp())
     WHERE c.id = :conversation_id
       AND c.user_id = :user_id
-      AND (:expected_last_seq::bigint IS NULL OR c.last_seq = :expected_last_seq::bigint)
+      AND (:expected_last_seq::bigint IS NULL OR c.tail_seq = :expected_last_seq::bigint)
       AND NOT EXISTS (
           SELECT 1
           FROM batch AS t
@@ -91,10 +93,11 @@ FROM inserted
 ORDER BY seq;
 
 -- name: diagnose_append :one
--- Only after append_messages stored nothing: why. last_seq is NULL when the
--- conversation is not the caller's; known_call_ids are the tool_call_ids of
--- the batch that the conversation does have.
-SELECT c.last_seq,
+-- Only after append_messages stored nothing: why. No row when the
+-- conversation is not the caller's; tail_seq is what expected_last_seq is
+-- compared with; known_call_ids are the tool_call_ids of the batch that the
+-- conversation does have.
+SELECT c.tail_seq,
        ARRAY(
            SELECT stored.call_id
            FROM message_tool_calls AS stored
@@ -164,58 +167,70 @@ WHERE c.id = :conversation_id
   AND c.user_id = :user_id
 ORDER BY m.seq DESC;
 
+-- name: lock_conversation :scalar
+-- First statement of a delete's transaction: takes the conversation row
+-- lock, as every writer does first. The delete that follows is a statement
+-- of its own so that its snapshot is taken after the lock is granted and
+-- sees whatever the writer before it committed. NULL: not the caller's.
+SELECT c.id
+FROM conversations AS c
+WHERE c.id = :conversation_id
+  AND c.user_id = :user_id
+FOR UPDATE;
+
 -- name: delete_message :execrows
--- Deletes one message. The conversation row is locked first (the order every
--- writer uses); the counters move by what was really deleted, so two
--- concurrent deletes of one message count it once. Its seq is never reused.
-WITH conversation AS (
-    SELECT c.id, c.user_id
-    FROM conversations AS c
-    WHERE c.id = :conversation_id
-      AND c.user_id = :user_id
-    FOR UPDATE
-),
-deleted AS (
+-- Deletes one message (after lock_conversation, in its transaction) and
+-- moves the counters by what was really deleted; its seq is never reused.
+-- When it was the newest message, tail_seq falls back to the one before it.
+WITH deleted AS (
     DELETE FROM messages AS m
-    USING conversation
-    WHERE m.conversation_id = conversation.id
-      AND m.user_id = conversation.user_id
+    WHERE m.conversation_id = :conversation_id
+      AND m.user_id = :user_id
       AND m.seq = :seq
     RETURNING m.seq
 )
 UPDATE conversations AS c
 SET message_count = c.message_count - (SELECT count(*) FROM deleted),
+    tail_seq      = CASE
+                        WHEN c.tail_seq = :seq THEN coalesce(
+                            (SELECT max(m.seq)
+                             FROM messages AS m
+                             WHERE m.conversation_id = :conversation_id
+                               AND m.user_id = :user_id
+                               AND m.seq > 0
+                               AND m.seq < :seq), 0)
+                        ELSE c.tail_seq
+                    END,
     updated_at    = greatest(c.updated_at, clock_timestamp())
-FROM conversation
-WHERE c.id = conversation.id
+WHERE c.id = :conversation_id
+  AND c.user_id = :user_id
   AND EXISTS (SELECT 1 FROM deleted);
 
 -- name: truncate_messages :scalar
--- Edit-and-regenerate: deletes every message with seq >= from_seq, locking
--- the conversation row first like every writer. Returns NULL when the
--- conversation is not the caller's, else how many messages went.
-WITH conversation AS (
-    SELECT c.id, c.user_id
-    FROM conversations AS c
-    WHERE c.id = :conversation_id
-      AND c.user_id = :user_id
-    FOR UPDATE
-),
-deleted AS (
+-- Edit-and-regenerate: deletes every message with seq >= from_seq (after
+-- lock_conversation, in its transaction) and returns how many went.
+-- tail_seq becomes the newest message left before from_seq (0 if none).
+WITH deleted AS (
     DELETE FROM messages AS m
-    USING conversation
-    WHERE m.conversation_id = conversation.id
-      AND m.user_id = conversation.user_id
+    WHERE m.conversation_id = :conversation_id
+      AND m.user_id = :user_id
       AND m.seq >= :from_seq
     RETURNING m.seq
 ),
 counted AS (
     UPDATE conversations AS c
     SET message_count = c.message_count - (SELECT count(*) FROM deleted),
+        tail_seq      = coalesce(
+                            (SELECT max(m.seq)
+                             FROM messages AS m
+                             WHERE m.conversation_id = :conversation_id
+                               AND m.user_id = :user_id
+                               AND m.seq > 0
+                               AND m.seq < :from_seq), 0),
         updated_at    = greatest(c.updated_at, clock_timestamp())
-    FROM conversation
-    WHERE c.id = conversation.id
+    WHERE c.id = :conversation_id
+      AND c.user_id = :user_id
       AND EXISTS (SELECT 1 FROM deleted)
 )
-SELECT (SELECT count(*) FROM deleted) AS deleted
-FROM conversation;
+SELECT count(*)
+FROM deleted;

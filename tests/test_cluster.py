@@ -107,7 +107,9 @@ def test_explicit_but_invalid_pg_bin_fails(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(PostgresNotFound, match="CHATSTORE_PG_BIN is set to") as info:
         find_bin_dir()  # no fallback to the machine's binaries: the setting is wrong
     message = str(info.value)
-    assert "\n" not in message and message.endswith("or unset it.")
+    assert "\n" not in message and message.endswith(
+        "or set CHATSTORE_DATABASE_URL to an existing database."
+    )
 
 
 def test_no_binaries_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

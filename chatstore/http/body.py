@@ -7,14 +7,23 @@ off at the first chunk past the cap, so a 100 MiB upload never sits in memory.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
 from chatstore.http.errors import HTTPError
 
 _MAX_DEPTH_MESSAGE = "JSON nested too deeply"
+
+
+class BodyLimits(Protocol):
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def body_timeout_seconds(self) -> float: ...
 
 
 def _check_media_type(request: Request) -> None:
@@ -41,17 +50,25 @@ def _too_large(max_bytes: int) -> HTTPError:
     )
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int, seconds: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
+    try:
+        # The whole body within `seconds`: a client dripping a byte at a
+        # time (slowloris) does not hold the request open forever.
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPError(
+            408, "request_timeout", f"the body did not arrive within {seconds:g} seconds"
+        ) from None
     return b"".join(chunks)
 
 
@@ -84,13 +101,13 @@ def parse_json(body: bytes) -> Any:
         raise HTTPError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
-async def read_json(request: Request, max_bytes: int, *, empty: Any = None) -> Any:
+async def read_json(request: Request, limits: BodyLimits, *, empty: Any = None) -> Any:
     """The parsed body. ``empty`` is returned for a missing body when the
     endpoint allows one (e.g. ``{}``); otherwise a missing body is invalid."""
     if empty is not None and _has_no_body(request):
         return empty
     _check_media_type(request)
-    body = await read_body(request, max_bytes)
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout_seconds)
     if not body.strip() and empty is not None:
         return empty
     return parse_json(body)

@@ -27,7 +27,7 @@ _EXCHANGE = TypeAdapter(ChatExchange)
 
 @authenticated
 async def start(request: Request, ctx: Context, user_id: str) -> Response:
-    body = await read_json(request, ctx.settings.max_body_bytes, empty={})
+    body = await read_json(request, ctx.settings, empty={})
     data = body_model(ConversationInput, body, ctx.settings)
 
     async def create() -> ChatStart:
@@ -41,7 +41,7 @@ async def start(request: Request, ctx: Context, user_id: str) -> Response:
 
 @authenticated
 async def message(request: Request, ctx: Context, user_id: str) -> Response:
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = await read_json(request, ctx.settings)
     data = body_model(ChatMessageInput, body, ctx.settings)
 
     async def send() -> ChatExchange:

@@ -18,7 +18,7 @@ _CONVERSATION = TypeAdapter(Conversation)
 
 @authenticated
 async def create_conversation(request: Request, ctx: Context, user_id: str) -> Response:
-    body = await read_json(request, ctx.settings.max_body_bytes, empty={})
+    body = await read_json(request, ctx.settings, empty={})
     data = body_model(ConversationInput, body, ctx.settings)
 
     async def create() -> Conversation:
@@ -47,7 +47,7 @@ async def get_conversation(request: Request, ctx: Context, user_id: str) -> Resp
 
 @authenticated
 async def update_conversation(request: Request, ctx: Context, user_id: str) -> Response:
-    body = await read_json(request, ctx.settings.max_body_bytes)
+    body = await read_json(request, ctx.settings)
     patch = body_model(ConversationPatch, body, ctx.settings)
     conversation = await ctx.store.patch_conversation(user_id, request.path_params["id"], patch)
     return render(conversation)

@@ -22,7 +22,7 @@ _MESSAGE_LIST = TypeAdapter(MessageList)
 
 @authenticated
 async def append_messages(request: Request, ctx: Context, user_id: str) -> Response:
-    body: Any = await read_json(request, ctx.settings.max_body_bytes)
+    body: Any = await read_json(request, ctx.settings)
     conversation_id = request.path_params["id"]
     if isinstance(body, dict) and "messages" in body:
         batch = body_model(MessageBatch, body, ctx.settings)
