@@ -55,13 +55,21 @@ def _storable(value: str) -> str:
     return value
 
 
+# Constraints first, then the storability check, so that the constraints
+# also appear in the JSON schema (openapi.json).
 Text = Annotated[str, AfterValidator(_storable)]
-Identifier = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-MetadataKey = Annotated[Text, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[Text, StringConstraints(max_length=512)]
+Identifier = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$"), AfterValidator(_storable)
+]
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_storable)
+]
+MetadataValue = Annotated[str, StringConstraints(max_length=512), AfterValidator(_storable)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
-Title = Annotated[Text, StringConstraints(max_length=200)]
-ToolCallId = Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+Title = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
+ToolCallId = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_storable)
+]
 
 _INPUT = ConfigDict(extra="forbid", strict=True)
 _OUTPUT = ConfigDict(extra="forbid")
@@ -148,20 +156,21 @@ class ConversationInput(BaseModel):
     metadata: Metadata = Field(default_factory=dict)
 
 
+def _absent() -> Any:
+    # A factory, not a default: a None default would appear in the schema.
+    return None
+
+
 class ConversationPatch(BaseModel):
-    """PATCH body: only the fields present are changed (``model_fields_set``)."""
+    """The fields to change; absent fields stay as they are, a null title clears it."""
 
     model_config = _INPUT
 
     title: Title | None = None
-    metadata: Metadata | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_not_null(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is None:
-            raise ValueError("metadata must be an object; send {} to clear it")
-        return value
+    # Absent means unchanged (then it is None, never validated); null is
+    # refused like any other non-object (send {} to clear). Typed as the
+    # object alone so that the schema and the error say so.
+    metadata: Metadata = Field(default_factory=_absent)
 
 
 class ChatMessageInput(BaseModel):

@@ -13,6 +13,8 @@
 -- true, see messages_seq_positive): it gives the planner a range on
 -- messages_pkey, so each read is an ordered index scan that stops early.
 -- has_more is computed once (MATERIALIZED), not once per output row.
+-- A tool message whose assistant message was deleted answers nothing that
+-- is stored: it is left out, as in export_messages.
 WITH recent AS (
     SELECT m.seq, m.role, m.tool_call_id
     FROM messages AS m
@@ -63,6 +65,13 @@ LEFT JOIN LATERAL (
       AND user_id = :user_id
       AND seq >= window_start.seq
       AND seq < :before
+      AND (role <> 'tool' OR EXISTS (
+          SELECT 1
+          FROM message_tool_calls AS calls
+          WHERE calls.conversation_id = :conversation_id
+            AND calls.call_id = messages.tool_call_id
+            AND calls.seq < messages.seq
+      ))
     ORDER BY seq ASC
 ) AS m ON true
 WHERE c.id = :conversation_id
