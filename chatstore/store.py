@@ -17,11 +17,11 @@ from pydantic import TypeAdapter
 
 from chatstore import cursor as cursor_module
 from chatstore import idempotency
+from chatstore.batch import MessageLike, answered_call_ids, batch_params, refusal, validate_batch
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, SeqConflict, ValidationError
 from chatstore.models import (
-    MAX_BATCH,
     Conversation,
     ConversationInput,
     ConversationPage,
@@ -30,10 +30,10 @@ from chatstore.models import (
     MessageInput,
     MessagePage,
 )
-from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool, dumps
+from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool
 from chatstore.queries import Executor, Queries
 from chatstore.resources import sql_dir
-from chatstore.validation import check_content_cap, validate_model
+from chatstore.validation import validate_model
 
 # The connection of the transaction open in this task, if any (transaction()).
 _transaction_connection: ContextVar[PoolConnection | None] = ContextVar(
@@ -49,7 +49,6 @@ _NO_BEFORE = 2**63 - 1
 
 Order = Literal["asc", "desc"]
 ConversationId = uuid.UUID | str
-MessageLike = MessageInput | Mapping[str, Any]
 
 
 class _Unset:
@@ -336,7 +335,7 @@ class ChatStore:
         batch: list[MessageInput],
         expected_last_seq: int | None,
     ) -> list[Message]:
-        params = _batch_params(batch)
+        params = batch_params(batch)
         with translate_errors():
             # A second attempt only when nothing explains the first refusal:
             # a tool call it needed was appended concurrently in between.
@@ -352,66 +351,20 @@ class ChatStore:
                 )
                 if rows:
                     return [Message.from_row(row) for row in rows]
-                refusal = await self._why_not_appended(
-                    user_id, conversation, batch, expected_last_seq
+                diagnosis = await self.queries.one(
+                    self.executor,
+                    "diagnose_append",
+                    user_id=user_id,
+                    conversation_id=conversation,
+                    tool_call_ids=answered_call_ids(batch),
                 )
-                if refusal is not None:
-                    raise refusal
+                refused = refusal(diagnosis, batch, expected_last_seq)
+                if refused is not None:
+                    raise refused
         raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
 
     def validate_messages(self, messages: Sequence[MessageLike]) -> list[MessageInput]:
-        if not 1 <= len(messages) <= MAX_BATCH:
-            raise ValidationError.at(["messages"], f"an append carries 1 to {MAX_BATCH} messages")
-        batch = []
-        for index, message in enumerate(messages):
-            if isinstance(message, MessageInput):
-                check_content_cap(message, self.settings.max_content_chars, ("messages", index))
-            else:
-                message = validate_model(
-                    MessageInput, message, self.settings, loc=("messages", index)
-                )
-            batch.append(message)
-        seen: set[str] = set()
-        for index, message in enumerate(batch):
-            for call in message.tool_calls or ():
-                if call.id in seen:
-                    raise ValidationError.at(
-                        ["messages", index, "tool_calls"],
-                        f"tool call id {call.id!r} is used twice in this batch",
-                    )
-                seen.add(call.id)
-        return batch
-
-    async def _why_not_appended(
-        self,
-        user_id: str,
-        conversation: uuid.UUID,
-        batch: Sequence[MessageInput],
-        expected_last_seq: int | None,
-    ) -> Exception | None:
-        call_ids = [m.tool_call_id for m in batch if m.tool_call_id is not None]
-        row = await self.queries.one(
-            self.executor,
-            "diagnose_append",
-            user_id=user_id,
-            conversation_id=conversation,
-            tool_call_ids=call_ids,
-        )
-        if row is None:
-            return NotFound("conversation")
-        tail_seq: int = row["tail_seq"]
-        if expected_last_seq is not None and tail_seq != expected_last_seq:
-            return SeqConflict(expected_last_seq, tail_seq)
-        known = set(row["known_call_ids"])
-        for index, message in enumerate(batch):
-            if message.tool_call_id is not None and message.tool_call_id not in known:
-                return ValidationError.at(
-                    ["messages", index, "tool_call_id"],
-                    f"tool_call_id {message.tool_call_id!r} does not answer a tool call "
-                    "of an earlier assistant message in this conversation",
-                )
-            known.update(call.id for call in message.tool_calls or ())
-        return None
+        return validate_batch(messages, self.settings)
 
     async def get_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
         with translate_errors():
@@ -512,19 +465,3 @@ def _seq(seq: int) -> int:
     # A seq outside bigint names no message; keep it from overflowing the
     # parameter encoder.
     return seq if 0 <= seq <= _NO_BEFORE else 0
-
-
-def _batch_params(batch: Sequence[MessageInput]) -> dict[str, list[Any]]:
-    # One array per column (see append_messages in sql/messages.sql); JSON
-    # columns travel as JSON text.
-    return {
-        "roles": [m.role for m in batch],
-        "contents": [m.content for m in batch],
-        "names": [m.name for m in batch],
-        "tool_calls": [
-            None if m.tool_calls is None else dumps([c.model_dump() for c in m.tool_calls])
-            for m in batch
-        ],
-        "tool_call_ids": [m.tool_call_id for m in batch],
-        "metadatas": [dumps(m.metadata) for m in batch],
-    }
