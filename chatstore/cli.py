@@ -37,6 +37,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             workers=args.workers,
             log_level=args.log_level,
             access_log=args.access_log,
+            # Event streams never end by themselves: after this long, a
+            # stopping server cancels them (their clients reconnect with
+            # Last-Event-ID, to another process, and miss nothing).
+            timeout_graceful_shutdown=args.shutdown_timeout,
         )
 
 
@@ -94,6 +98,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False)
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="seconds open requests and event streams get to finish on shutdown",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="apply, roll back or list migrations")

@@ -134,7 +134,8 @@ async def follow(
     With ``after``, messages with a greater seq are replayed from the table
     first. Yields None after ``idle_seconds`` without news (a heartbeat for
     the caller to pass on). Raises NotFound if the conversation is not the
-    caller's, before anything is yielded, and ends if it is deleted.
+    caller's, before anything is yielded, or when it has been deleted since
+    (noticed at the next notification or idle tick).
     """
     conversation = conversation_uuid(conversation_id)
     await events.start()

@@ -1,0 +1,401 @@
+"""GET /api/search: the caller's own messages, web-search syntax, best first.
+
+The last test seeds a million messages over a thousand users in a database
+of its own and reads the plan: one user's search is served by
+messages_search_idx and touches a tiny part of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import create_database
+
+from chatstore import migrations
+from chatstore.models import Conversation
+from chatstore.store import ChatStore
+from features.helpers import Caller, assert_error, assert_status
+
+HIT_KEYS = {"conversation_id", "seq", "role", "snippet", "created_at"}
+
+
+async def conversation_with(
+    store: ChatStore, caller: Caller, contents: Sequence[str], title: str = "search"
+) -> Conversation:
+    conversation = await store.create_conversation(caller.user_id, title=title)
+    for content in contents:
+        # One append each: the order of created_at is the order given.
+        await store.append_message(
+            caller.user_id, conversation.id, {"role": "user", "content": content}
+        )
+    return conversation
+
+
+async def search(
+    api: httpx.AsyncClient, caller: Caller, q: str | None, **params: str | int
+) -> list[dict[str, Any]]:
+    query: dict[str, str | int] = dict(params)
+    if q is not None:
+        query["q"] = q
+    response = await api.get("/api/search", params=query, headers=caller.headers)
+    assert_status(response, 200)
+    body = response.json()
+    assert set(body) == {"data"}, body
+    hits: list[dict[str, Any]] = body["data"]
+    for hit in hits:
+        assert set(hit) == HIT_KEYS, hit
+    return hits
+
+
+def seqs(hits: list[dict[str, Any]]) -> set[int]:
+    return {hit["seq"] for hit in hits}
+
+
+async def test_finds_only_the_callers_own_messages(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller, stranger: Caller
+) -> None:
+    text = "the quetzal flies over the volcano"
+    mine = await conversation_with(store, caller, [text, "nothing to see"])
+    theirs = await conversation_with(store, stranger, [text, text])
+
+    hits = await search(api, caller, "quetzal")
+    assert [(h["conversation_id"], h["seq"]) for h in hits] == [(str(mine.id), 1)]
+    assert hits[0]["role"] == "user"
+    assert "<mark>quetzal</mark>" in hits[0]["snippet"]
+
+    # Naming the other user's conversation finds nothing, and is no error.
+    assert await search(api, caller, "quetzal", conversation_id=str(theirs.id)) == []
+    assert await search(api, caller, "quetzal", conversation_id=str(uuid.uuid4())) == []
+    their_hits = await search(api, stranger, "quetzal")
+    assert {h["conversation_id"] for h in their_hits} == {str(theirs.id)}
+    assert seqs(their_hits) == {1, 2}
+
+
+async def test_web_search_syntax(api: httpx.AsyncClient, store: ChatStore, caller: Caller) -> None:
+    await conversation_with(
+        store,
+        caller,
+        [
+            "apple banana",  # 1
+            "apple cherry",  # 2
+            "banana cherry",  # 3
+            "quick brown fox",  # 4
+            "brown quick fox",  # 5
+            "kiwi tart",  # 6
+            "mango tart",  # 7
+        ],
+    )
+    # Words: every one must match.
+    assert seqs(await search(api, caller, "apple banana")) == {1}
+    assert seqs(await search(api, caller, "apple")) == {1, 2}
+    # "Phrases": the words in that order, adjacent.
+    assert seqs(await search(api, caller, '"quick brown"')) == {4}
+    assert seqs(await search(api, caller, "quick brown")) == {4, 5}
+    # -exclusions.
+    assert seqs(await search(api, caller, "apple -banana")) == {2}
+    assert seqs(await search(api, caller, "cherry -apple")) == {3}
+    # or.
+    assert seqs(await search(api, caller, "kiwi or mango")) == {6, 7}
+    assert seqs(await search(api, caller, "kiwi OR apple")) == {1, 2, 6}
+    assert seqs(await search(api, caller, "tart -kiwi or banana")) == {1, 3, 7}
+    # No match is an empty list.
+    assert await search(api, caller, "durian") == []
+
+
+async def test_best_matches_come_first(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    # Appended first, so ordering by time alone would put it last.
+    conversation = await conversation_with(
+        store,
+        caller,
+        [
+            "marmot marmot marmot: the marmot is a marmot",
+            "once a marmot in a long sentence about mountains and meadows and weather",
+            "another mention of a marmot with many other words around it today",
+        ],
+    )
+    hits = await search(api, caller, "marmot", conversation_id=str(conversation.id))
+    assert hits[0]["seq"] == 1
+    assert seqs(hits) == {1, 2, 3}
+
+
+async def test_snippet_marks_matches_and_escapes_html(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    await conversation_with(
+        store, caller, ['a pangolin wrote <script>alert("x")</script> & <b>bold</b> words']
+    )
+    (hit,) = await search(api, caller, "pangolin")
+    snippet = hit["snippet"]
+    assert "<mark>pangolin</mark>" in snippet, snippet
+    assert "&lt;script&gt;" in snippet and "&lt;/script&gt;" in snippet, snippet
+    assert "&amp;" in snippet and "&lt;b&gt;bold&lt;/b&gt;" in snippet, snippet
+    # The only markup in a snippet is <mark>.
+    assert snippet.replace("<mark>", "").replace("</mark>", "").count("<") == 0, snippet
+    assert ">" not in snippet.replace("<mark>", "").replace("</mark>", ""), snippet
+
+
+async def test_conversation_id_narrows_the_search(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    first = await conversation_with(store, caller, ["ocelot one", "ocelot two"])
+    second = await conversation_with(store, caller, ["ocelot three"])
+    everywhere = await search(api, caller, "ocelot")
+    assert {(h["conversation_id"], h["seq"]) for h in everywhere} == {
+        (str(first.id), 1),
+        (str(first.id), 2),
+        (str(second.id), 1),
+    }
+    narrowed = await search(api, caller, "ocelot", conversation_id=str(second.id))
+    assert [(h["conversation_id"], h["seq"]) for h in narrowed] == [(str(second.id), 1)]
+
+
+async def test_limit_defaults_to_20_and_is_at_most_100(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    conversation = await store.create_conversation(caller.user_id)
+    for start in (0, 100):
+        await store.append_messages(
+            caller.user_id,
+            conversation.id,
+            [{"role": "user", "content": f"narwhal {start + i}"} for i in range(100)],
+        )
+    assert len(await search(api, caller, "narwhal")) == 20
+    assert len(await search(api, caller, "narwhal", limit=1)) == 1
+    assert len(await search(api, caller, "narwhal", limit=100)) == 100
+    for bad in ("0", "101", "-1", "ten", "1.5", ""):
+        response = await api.get(
+            "/api/search", params={"q": "narwhal", "limit": bad}, headers=caller.headers
+        )
+        error = assert_error(response, 422, "validation_error")
+        assert any("limit" in item["loc"] for item in error["details"]), error
+
+
+async def test_a_missing_or_empty_query_is_a_validation_error(
+    api: httpx.AsyncClient, caller: Caller
+) -> None:
+    for params in ({}, {"q": ""}, {"q": "   "}, {"q": "x" * 1001}, {"q": "a\x00b"}):
+        response = await api.get("/api/search", params=params, headers=caller.headers)
+        error = assert_error(response, 422, "validation_error")
+        assert any("q" in item["loc"] for item in error["details"]), (params, error)
+
+
+async def test_a_malformed_conversation_id_is_a_validation_error(
+    api: httpx.AsyncClient, caller: Caller
+) -> None:
+    for bad in ("not-a-uuid", "123", "", "00000000-0000-0000-0000-00000000000g"):
+        response = await api.get(
+            "/api/search",
+            params={"q": "anything", "conversation_id": bad},
+            headers=caller.headers,
+        )
+        error = assert_error(response, 422, "validation_error")
+        assert any("conversation_id" in item["loc"] for item in error["details"]), (bad, error)
+
+
+async def test_search_needs_a_session(api: httpx.AsyncClient) -> None:
+    response = await api.get("/api/search", params={"q": "anything"})
+    assert_error(response, 401, "unauthorized")
+
+
+async def test_unicode_text_is_found(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    await conversation_with(
+        store,
+        caller,
+        [
+            "καλημέρα κόσμε, τι κάνεις",  # 1 Greek
+            "привет мир, как дела",  # 2 Cyrillic
+            "東京 タワー に 行きました",  # 3 CJK: 'simple' does not segment, so space-separated
+            "naïve café déjà vu",  # 4 Latin with diacritics
+            "emoji 🦜 parrot",  # 5
+        ],
+    )
+    assert seqs(await search(api, caller, "κόσμε")) == {1}
+    assert seqs(await search(api, caller, "мир")) == {2}
+    assert seqs(await search(api, caller, "東京")) == {3}
+    assert seqs(await search(api, caller, "タワー")) == {3}
+    assert seqs(await search(api, caller, "café")) == {4}
+    assert seqs(await search(api, caller, '"привет мир"')) == {2}
+    (hit,) = await search(api, caller, "привет")
+    assert "<mark>привет</mark>" in hit["snippet"], hit
+    assert seqs(await search(api, caller, "parrot")) == {5}
+
+
+async def test_any_query_text_is_answered_never_a_server_error(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    await conversation_with(store, caller, ["plain words here", "a:b & c|d !e (f) 'g'"])
+    odd = ["!!!", '"', '""', "-", "or", "- or -", "'", "\\", ":*", "a & b | !c", "<->", "(", "a:b"]
+    for q in [*odd, "é" * 1000, "🦜"]:
+        response = await api.get("/api/search", params={"q": q}, headers=caller.headers)
+        assert response.status_code == 200, (q, response.status_code, response.text[:300])
+        assert isinstance(response.json()["data"], list), q
+
+
+# -- the plan over a million messages ----------------------------------------
+
+USERS = 1000
+CONVERSATIONS_PER_USER = 10
+MESSAGES_PER_CONVERSATION = 100
+TOTAL = USERS * CONVERSATIONS_PER_USER * MESSAGES_PER_CONVERSATION
+CONVERSATIONS = USERS * CONVERSATIONS_PER_USER
+
+
+async def seed(url: str) -> None:
+    """A million messages, set-based: 1,000 users with 10 conversations of
+    100 messages each. Every message contains 'common'; 'rare<n>' words
+    are spread thin. Two connections insert halves in parallel."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            f"""
+            INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")
+            SELECT 'seed-' || u, 'Seed ' || u, 'seed-' || u || '@example.test', false,
+                   now(), now()
+            FROM generate_series(1, {USERS}) AS u;
+
+            INSERT INTO conversations (id, user_id, title, last_seq, message_count)
+            SELECT md5('conversation-' || c)::uuid, 'seed-' || ((c - 1) % {USERS} + 1),
+                   'conversation ' || c,
+                   {MESSAGES_PER_CONVERSATION}, {MESSAGES_PER_CONVERSATION}
+            FROM generate_series(1, {CONVERSATIONS}) AS c;
+            """
+        )
+    finally:
+        await connection.close()
+
+    async def messages(first: int, last: int) -> None:
+        part = await asyncpg.connect(url)
+        try:
+            await part.execute("SET synchronous_commit = off")
+            await part.execute(
+                f"""
+                INSERT INTO messages
+                    (conversation_id, seq, user_id, role, content, search_vector)
+                SELECT md5('conversation-' || c)::uuid, s, 'seed-' || ((c - 1) % {USERS} + 1),
+                       CASE WHEN s % 2 = 1 THEN 'user' ELSE 'assistant' END,
+                       t.content, to_tsvector('simple', t.content)
+                FROM generate_series({first}, {last}) AS c
+                CROSS JOIN generate_series(1, {MESSAGES_PER_CONVERSATION}) AS s
+                CROSS JOIN LATERAL (
+                    SELECT format('common words in message %s of conversation %s: rare%s topic%s',
+                                  s, c, (c * 100 + s) % 5003, s % 97) AS content
+                ) AS t
+                """
+            )
+        finally:
+            await part.close()
+
+    half = CONVERSATIONS // 2
+    await asyncio.gather(messages(1, half), messages(half + 1, CONVERSATIONS))
+    connection = await asyncpg.connect(url)
+    try:
+        # Merge GIN's pending list (as autovacuum would) and gather statistics.
+        await connection.execute("SELECT gin_clean_pending_list('messages_search_idx')")
+        await connection.execute("VACUUM ANALYZE messages")
+    finally:
+        await connection.close()
+
+
+def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node]
+    for child in node.get("Plans", []):
+        found.extend(plan_nodes(child))
+    return found
+
+
+async def explain(
+    connection: asyncpg.Connection[asyncpg.Record], sql: str, args: Sequence[object]
+) -> dict[str, Any]:
+    raw = await connection.fetchval("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, *args)
+    plan: dict[str, Any] = json.loads(raw)[0]["Plan"]
+    return plan
+
+
+def buffers(node: dict[str, Any]) -> int:
+    return int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
+
+
+@pytest.mark.slow
+async def test_one_users_search_is_served_by_the_index_over_a_million_messages(
+    server_url: str, store: ChatStore
+) -> None:
+    url = await create_database(server_url, "chatstore_search1m")
+    try:
+        await asyncio.to_thread(migrations.apply, url)
+        started = time.monotonic()
+        await seed(url)
+        seeded_in = time.monotonic() - started
+
+        query = store.queries["search_messages"]
+        connection = await asyncpg.connect(url)
+        try:
+            assert await connection.fetchval("SELECT count(*) FROM messages") == TOTAL
+            relpages = await connection.fetchval(
+                "SELECT relpages FROM pg_class WHERE relname = 'messages'"
+            )
+            values = {
+                "user_id": "seed-42",
+                "q": "common",
+                "limit": 20,
+                "conversation_id": None,
+                "search_config": "simple",
+            }
+            plan = await explain(connection, query.sql, query.args(values))
+            nodes = plan_nodes(plan)
+            kinds = [
+                (n["Node Type"], n.get("Relation Name") or n.get("Index Name"), buffers(n))
+                for n in nodes
+            ]
+            report = (
+                f"seeded {TOTAL} messages in {seeded_in:.1f} s; messages has {relpages} pages; "
+                f"the search touched {buffers(plan)} shared buffers "
+                f"(hit {plan['Shared Hit Blocks']}, read {plan['Shared Read Blocks']}); "
+                f"plan (node, relation or index, buffers) {kinds}"
+            )
+            print(report)
+            assert any(
+                n["Node Type"] == "Bitmap Index Scan"
+                and n.get("Index Name") == "messages_search_idx"
+                for n in nodes
+            ), report
+            assert not any(
+                n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "messages" for n in nodes
+            ), report
+            # The user's 1,000 messages all match 'common'; a million do overall.
+            rows = await connection.fetch(query.sql, *query.args(values))
+            assert len(rows) == 20
+            assert buffers(plan) < relpages // 10, report
+
+            # What the same search costs without the owner filter (everyone's
+            # matches): the owner's search is far cheaper.
+            owner = f"m.user_id = ${query.params.index('user_id') + 1}"
+            everyone_sql = query.sql.replace(owner, f"{owner.split(' = ')[1]}::text IS NOT NULL")
+            assert everyone_sql != query.sql
+            everyone = await explain(connection, everyone_sql, query.args(values))
+            print(f"without the owner filter: {buffers(everyone)} shared buffers")
+            assert buffers(plan) * 10 < buffers(everyone), (buffers(everyone), report)
+
+            # A rare word of one user: a handful of buffers.
+            rare = await explain(connection, query.sql, query.args({**values, "q": "rare17"}))
+            assert buffers(rare) < 100, buffers(rare)
+        finally:
+            await connection.close()
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            name = url.rsplit("/", 1)[1]
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
