@@ -17,21 +17,25 @@ from chatstore.dberrors import translate_errors
 from chatstore.models import Message, Row
 from chatstore.store import ChatStore, ConversationId, conversation_uuid
 
+# Rows per FETCH (sql/export.sql): how much is in memory at once.
 PREFETCH = 1000
 
 
 async def _rows(store: ChatStore, user_id: str, conversation: uuid.UUID) -> AsyncIterator[Row]:
     with translate_errors():
         async with store.connection() as connection, connection.transaction():
-            cursor = store.queries.cursor(
+            await store.queries.exec(
                 connection,
-                "export_messages",
-                prefetch=PREFETCH,
+                "declare_export_cursor",
                 user_id=user_id,
                 conversation_id=conversation,
             )
-            async for row in cursor:
-                yield row
+            while True:
+                rows = await store.queries.many(connection, "fetch_export_cursor")
+                for row in rows:
+                    yield row
+                if len(rows) < PREFETCH:
+                    return
 
 
 async def iter_messages(

@@ -52,14 +52,35 @@ def dumps(value: Any) -> str:
 
 
 def server_settings(settings: Settings) -> dict[str, str]:
-    return {
+    """Session settings sent when connecting (startup parameters)."""
+    chosen = {
         "application_name": "chatstore",
-        # Session timestamps compare right whether better-auth made
-        # "expiresAt" timestamp (UTC wall clock) or timestamptz: with the
-        # session in UTC, both mean the same instant (sql/auth.sql).
+        # Writes into better-auth's timestamp-without-zone columns are UTC
+        # wall clock only with the session in UTC (sql/auth.sql).
         "timezone": "UTC",
-        "statement_timeout": str(settings.statement_timeout_ms),
     }
+    if settings.direct_database_url is None:
+        chosen["statement_timeout"] = str(settings.statement_timeout_ms)
+    # else: database_url is a transaction-mode pooler, and poolers refuse
+    # (Neon) or must be told to drop (PgBouncer's ignore_startup_parameters)
+    # a statement_timeout startup parameter. Set it on the role instead
+    # (ALTER ROLE ... SET statement_timeout); command_timeout stays as the
+    # client-side backstop either way.
+    return chosen
+
+
+class _Connection(asyncpg.Connection):
+    """A connection returned to the pool as it is.
+
+    asyncpg resets a released connection with RESET ALL, CLOSE ALL, UNLISTEN *
+    and pg_advisory_unlock_all(): a round trip on every release, for state
+    chatstore never leaves behind (no SET, LISTEN or advisory lock on pooled
+    connections; cursors close with their transaction, which asyncpg still
+    rolls back). Behind a transaction-mode pooler it was worse: the pooler took
+    RESET ALL as the client's wish and dropped the UTC time zone."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 async def create_pool(dsn: str, settings: Settings) -> Pool:
@@ -71,6 +92,7 @@ async def create_pool(dsn: str, settings: Settings) -> Pool:
         statement_cache_size=settings.statement_cache_size,
         server_settings=server_settings(settings),
         init=_init_connection,
+        connection_class=_Connection,
         timeout=settings.connect_timeout_seconds,
         # Client-side backstop for a server that stops answering altogether
         # (statement_timeout cannot fire on a dead or frozen server).

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -76,14 +76,6 @@ class Executor(Protocol):
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None: ...
     async def fetchval(self, query: str, *args: object) -> Any: ...
     async def execute(self, query: str, *args: object) -> str: ...
-
-
-class CursorSource(Protocol):
-    """A connection (not a pool): server-side cursors live in its transaction."""
-
-    def cursor(
-        self, query: str, *args: object, prefetch: int | None = None
-    ) -> AsyncIterable[asyncpg.Record]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,14 +344,6 @@ class Queries(Mapping[str, Query]):
     ) -> list[asyncpg.Record]:
         q = self._prepare("many", name)
         return await executor.fetch(q.sql, *q.args(params))
-
-    def cursor(
-        self, connection: CursorSource, name: str, /, *, prefetch: int = 1000, **params: object
-    ) -> AsyncIterable[asyncpg.Record]:
-        """Stream a ``:many`` query through a server-side cursor, ``prefetch``
-        rows per round trip; ``connection`` must be inside a transaction."""
-        q = self._prepare("many", name)
-        return connection.cursor(q.sql, *q.args(params), prefetch=prefetch)
 
     async def scalar(self, executor: Executor, name: str, /, **params: object) -> Any:
         q = self._prepare("scalar", name)

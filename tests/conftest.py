@@ -3,17 +3,23 @@
 The cluster is started once per run (initdb into a temp folder, a free
 port, run as an unprivileged user when we are root) and migrated once.
 Tests isolate themselves by acting as fresh users, never by mocks.
+
+With CHATSTORE_TEST_PGBOUNCER=1 the ``store`` fixture (and so the HTTP
+suite's app) goes through a PgBouncer in transaction mode, as with a pooled
+connection string (Neon's ``-pooler`` host): see tests/pgbouncer.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pgbouncer
 import pytest
 
 from chatstore import migrations
@@ -77,8 +83,30 @@ def settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def store(database: str, settings: Settings) -> AsyncIterator[ChatStore]:
-    async with ChatStore(database, settings=settings) as opened:
+def pooler(server_url: str) -> Iterator[pgbouncer.PgBouncer | None]:
+    """With CHATSTORE_TEST_PGBOUNCER=1, a PgBouncer (transaction pooling) in
+    front of the suite's server; else None and nothing changes."""
+    if os.environ.get("CHATSTORE_TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    with pgbouncer.start(server_url) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+async def store(
+    database: str, settings: Settings, pooler: pgbouncer.PgBouncer | None
+) -> AsyncIterator[ChatStore]:
+    dsn = database
+    if pooler is not None:
+        # The documented setup behind a transaction-mode pooler: queries through
+        # it with statement_cache_size=0; LISTEN (live updates) on the direct URL.
+        # Migrations already ran on the direct URL (the `database` fixture).
+        dsn = pooler.url(database)
+        settings = dataclasses.replace(
+            settings, statement_cache_size=0, direct_database_url=database
+        )
+    async with ChatStore(dsn, settings=settings) as opened:
         yield opened
 
 

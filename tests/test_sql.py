@@ -51,10 +51,19 @@ QUERIES = ChatStore.queries
 # --- part 1: every query against the schema ---------------------------------------------
 
 
+# Queries that read a cursor another query declares: described only where
+# the cursor exists, in the declaring transaction.
+CURSOR_DECLARED_BY = {"fetch_export_cursor": "declare_export_cursor"}
+
+
 @pytest.mark.parametrize("name", list(QUERIES))
 async def test_query_prepares_against_migrated_schema(store: ChatStore, name: str) -> None:
     query = QUERIES[name]
-    async with store.pool.acquire() as conn:
+    async with store.pool.acquire() as conn, conn.transaction():
+        if name in CURSOR_DECLARED_BY:
+            declare = QUERIES[CURSOR_DECLARED_BY[name]]
+            placeholder = {"conversation_id": uuid.uuid4(), "user_id": "nobody"}
+            await conn.execute(declare.sql, *declare.args(placeholder))
         statement = await conn.prepare(query.sql)
         parameters = statement.get_parameters()
         columns = statement.get_attributes()
