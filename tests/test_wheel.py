@@ -30,9 +30,9 @@ def test_installed_wheel_finds_its_sql_and_migrations() -> None:
         assert (
             sorted(n.rsplit("/", 1)[1] for n in names if "/_migrations/" in n) == shipped_migrations
         )
+        install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target"]
-            + [str(target), str(wheel)],
+            [*install, "--target", str(target), str(wheel)],
             check=True,
             timeout=300,
         )
