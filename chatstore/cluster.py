@@ -297,7 +297,10 @@ class Cluster:
                     f"{proc.stderr.strip()}\n{self._log_tail()}"
                 )
             self._started = True
-        isready = [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        isready = [
+            *(str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)),
+            *("-U", SUPERUSER),  # else it asks as the OS user, which the log reports as FATAL
+        ]
         while self._run([*isready, "-t", "1"], what="pg_isready", check=False).returncode != 0:
             if time.monotonic() > deadline:
                 raise ClusterError(

@@ -31,6 +31,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,  # 40001: retryable by the caller
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,  # "connection is closed" and friends
+    asyncpg.InternalClientError,  # a connection that died idle in the pool (chatstore/pool.py)
 )
 
 

@@ -12,9 +12,9 @@ each would otherwise fail one more request before being replaced.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from chatstore.config import Settings
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record]"
 PoolConnection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+T = TypeVar("T")
 
 # Errors that mean the connection is gone, not that the statement failed.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
@@ -32,7 +33,16 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
+
+# A connection the server ended while it sat idle in the pool (restart,
+# pg_terminate_backend) can be handed out before asyncpg notices it is
+# closed; its first operation then fails with "cannot switch to state ...;
+# another operation is in progress", before anything is sent. That, and only
+# that, is safe to retry on a fresh connection: an error after sending may
+# come after a commit.
+DEAD_ON_ARRIVAL = asyncpg.InternalClientError
 
 
 async def _init_connection(connection: Connection) -> None:
@@ -113,23 +123,57 @@ class PoolExecutor:
     async def connection(self) -> AsyncIterator[PoolConnection]:
         try:
             async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                yield connection
+                try:
+                    yield connection
+                except DEAD_ON_ARRIVAL:
+                    # Closed before its release, so that the pool replaces it.
+                    connection.terminate()
+                    raise
         except CONNECTION_LOST:
             await self._pool.expire_connections()
             raise
 
+    async def _run(self, operation: Callable[[PoolConnection], Awaitable[T]]) -> T:
+        for attempt in range(2):
+            try:
+                async with self.connection() as connection:
+                    return await operation(connection)
+            except DEAD_ON_ARRIVAL:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PoolConnection]:
+        """A pooled connection inside a transaction; a connection found dead
+        at BEGIN is replaced once."""
+        for attempt in range(2):
+            async with self.connection() as connection:
+                transaction = connection.transaction()
+                try:
+                    await transaction.start()
+                except DEAD_ON_ARRIVAL:
+                    connection.terminate()
+                    await self._pool.expire_connections()
+                    if attempt:
+                        raise
+                    continue
+                try:
+                    yield connection
+                except BaseException:
+                    await transaction.rollback()
+                    raise
+                await transaction.commit()
+                return
+
     async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        async with self.connection() as connection:
-            return await connection.fetch(query, *args)
+        return await self._run(lambda connection: connection.fetch(query, *args))
 
     async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
-        async with self.connection() as connection:
-            return await connection.fetchrow(query, *args)
+        return await self._run(lambda connection: connection.fetchrow(query, *args))
 
     async def fetchval(self, query: str, *args: object) -> Any:
-        async with self.connection() as connection:
-            return await connection.fetchval(query, *args)
+        return await self._run(lambda connection: connection.fetchval(query, *args))
 
     async def execute(self, query: str, *args: object) -> str:
-        async with self.connection() as connection:
-            return await connection.execute(query, *args)
+        return await self._run(lambda connection: connection.execute(query, *args))

@@ -153,8 +153,9 @@ class ChatStore:
             async with current.transaction():
                 yield current
             return
+        assert self._pool_executor is not None, "ChatStore is not open"
         with translate_errors():
-            async with self.connection() as connection, connection.transaction():
+            async with self._pool_executor.transaction() as connection:
                 token = _transaction_connection.set(connection)
                 try:
                     yield connection

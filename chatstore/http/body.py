@@ -11,7 +11,7 @@ import asyncio
 import json
 from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from chatstore.http.errors import HTTPError
 
@@ -69,6 +69,10 @@ async def read_body(request: Request, max_bytes: int, seconds: float) -> bytes:
         raise HTTPError(
             408, "request_timeout", f"the body did not arrive within {seconds:g} seconds"
         ) from None
+    except ClientDisconnect:
+        # The client hung up (or broke the chunked framing) mid-body: nobody
+        # is left to answer, and it is not the server's error.
+        raise HTTPError(400, "bad_request", "the connection closed before the body ended") from None
     return b"".join(chunks)
 
 
@@ -108,7 +112,7 @@ async def read_json(request: Request, limits: BodyLimits, *, empty: Any = None) 
         return empty
     _check_media_type(request)
     body = await read_body(request, limits.max_body_bytes, limits.body_timeout_seconds)
-    if not body.strip() and empty is not None:
+    if not body and empty is not None:
         return empty
     return parse_json(body)
 

@@ -363,11 +363,35 @@ def _content(models: Models, mode: JsonSchemaMode, refs: Refs) -> dict[str, Any]
     return {"application/json": {"schema": schema}}
 
 
+# One server-sent event, as OpenAPI 3.1 tools read a text/event-stream schema
+# (an event's fields, with the Message as JSON in `data`).
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "message"},
+        "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": SCHEMAS.format(model="Message")},
+        },
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _stream_schema(media_type: str, description: str) -> dict[str, Any]:
+    if media_type == "text/event-stream":
+        return {**SSE_EVENT, "description": description}
+    return {"type": "string", "description": description}
+
+
 def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
     success: dict[str, Any] = {"description": SUCCESS[op.status]}
     content = _content(op.response, "serialization", refs) if op.response else {}
     for media_type, description in op.streams:
-        content[media_type] = {"schema": {"type": "string", "description": description}}
+        content[media_type] = {"schema": _stream_schema(media_type, description)}
     if content:
         success["content"] = content
     if op.idempotent:

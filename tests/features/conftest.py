@@ -17,13 +17,6 @@ from chatstore.store import ChatStore
 from features.helpers import Caller, MakeCaller, ServerLogs, make_caller, open_api
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "slow: a test that seeds a large data set (deselect with -m 'not slow')",
-    )
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
