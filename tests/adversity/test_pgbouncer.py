@@ -21,13 +21,15 @@ What is shown:
   backstop still ends a stalled statement 5 s later); a database or role
   default (ALTER ... SET statement_timeout) does apply.
 
-Three tests fail on purpose until the product is fixed (see their
-docstrings): a pooler that refuses the statement_timeout startup parameter
-(as Neon's does for parameters it does not support) refuses every chatstore
-connection; asyncpg's RESET ALL on release makes PgBouncer forget
-chatstore's timezone (UTC) and application_name; and an export leaves its
-named prepared statement on the shared server connection, where another
-process's first export collides with it.
+Three tests guard fixes these tests forced (see their docstrings): a pooler
+that refuses the statement_timeout startup parameter (as Neon's does for
+parameters it does not support) refused every chatstore connection, so it is
+no longer sent through a pooled URL; asyncpg's RESET ALL on release made
+PgBouncer forget chatstore's timezone (UTC) and application_name, so pooled
+connections are released without a reset query; and an export left the
+driver's named prepared statement on the shared server connection, where
+another process's first export collided with it, so export declares its
+cursor in SQL.
 """
 
 from __future__ import annotations
@@ -392,15 +394,15 @@ async def test_statement_timeout_as_a_database_default_applies_behind_pgbouncer(
 async def test_connects_through_a_pooler_that_refuses_statement_timeout(
     server_url: str, direct_url: str
 ) -> None:
-    """FAILS TODAY. A transaction-mode pooler refuses startup parameters it does
+    """Guards a fix. A transaction-mode pooler refuses startup parameters it does
     not support unless told to ignore them: PgBouncer's default (and Debian's
     stock pgbouncer.ini) ignores none, and Neon's pooler answers "unsupported
     startup parameter" for such parameters (neondatabase/neon#6291). chatstore
-    sends statement_timeout as one (chatstore/pool.py, server_settings), so
-    every connection is refused: ProtocolViolationError "unsupported startup
-    parameter: statement_timeout", which chatstore turns into 503s for every
-    request. Fix: do not send statement_timeout through a pooled URL (leave it
-    to ALTER ROLE/DATABASE ... SET statement_timeout, see the test above)."""
+    sent statement_timeout as one (chatstore/pool.py, server_settings), so
+    every connection was refused: ProtocolViolationError "unsupported startup
+    parameter: statement_timeout", which chatstore turned into 503s for every
+    request. The fix: statement_timeout is not sent through a pooled URL (it is
+    left to ALTER ROLE/DATABASE ... SET statement_timeout, see the test above)."""
     with pgbouncer.start(server_url, ignore_startup_parameters=("extra_float_digits",)) as strict:
         settings = pooled_settings(direct_url)
         async with ChatStore(strict.url(direct_url), settings=settings) as store:
@@ -412,7 +414,7 @@ async def test_connects_through_a_pooler_that_refuses_statement_timeout(
 async def test_timezone_and_application_name_survive_pool_releases(
     server_url: str, direct_url: str
 ) -> None:
-    """FAILS TODAY. PgBouncer tracks TimeZone and application_name per client
+    """Guards a fix. PgBouncer tracks TimeZone and application_name per client
     and sets them on the server connection before each of the client's
     transactions (the other client here keeps its own all along). But when
     asyncpg's pool releases a connection it sends ``RESET ALL`` (with
@@ -486,7 +488,7 @@ asyncio.run(main(*sys.argv[1:]))
 async def test_exports_from_two_processes_through_transaction_pooling(
     server_url: str, direct_url: str, store: ChatStore
 ) -> None:
-    """FAILS TODAY. asyncpg runs a cursor through a *named* prepared statement
+    """Guards a fix. asyncpg runs a cursor through a *named* prepared statement
     (``__asyncpg_stmt_<n>__``, n from a per-process counter) even with
     statement_cache_size=0, and closes it only with the connection's next
     statement, which PgBouncer may send to another server connection. The
@@ -495,9 +497,9 @@ async def test_exports_from_two_processes_through_transaction_pooling(
     the same server after a restart) that lands there fails:
     DuplicatePreparedStatementError 'prepared statement "__asyncpg_stmt_1__"
     already exists' (HTTP 500). One server connection here makes it
-    deterministic. Fix (chatstore/export.py): no protocol-level named
-    statement, e.g. ``DECLARE export NO SCROLL CURSOR FOR <query>`` then
-    ``FETCH 1000 FROM export`` in the same transaction (the cursor dies with
+    deterministic. The fix (chatstore/export.py): no protocol-level named
+    statement: ``DECLARE chatstore_export NO SCROLL CURSOR FOR <query>`` then
+    ``FETCH FORWARD 1000 FROM chatstore_export`` in the same transaction (the cursor dies with
     the transaction)."""
     user = await new_user(store)
     conversation = await store.create_conversation(user)
