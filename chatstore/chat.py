@@ -7,7 +7,7 @@ from chatstore.errors import NotFound, ValidationError
 from chatstore.models import ChatMessageInput, Message, MessageInput
 from chatstore.responder import Responder
 from chatstore.store import ChatStore, ConversationId, conversation_uuid
-from chatstore.validation import validate_model
+from chatstore.validation import check_limit, validate_model
 
 # How much history a responder sees by default.
 RESPONDER_HISTORY = 50
@@ -41,8 +41,7 @@ async def history(
 ) -> History:
     """The latest ``limit`` messages before ``before``, oldest first, widened
     back so that no tool message is cut off from its assistant message."""
-    if not 1 <= limit <= MAX_HISTORY:
-        raise ValidationError.at(["query", "limit"], f"limit must be between 1 and {MAX_HISTORY}")
+    check_limit(limit, MAX_HISTORY)
     if before is not None and not 1 <= before <= _NO_BEFORE:
         raise ValidationError.at(["query", "before"], "before must be a seq (1 or more)")
     with translate_errors():

@@ -6,6 +6,7 @@ from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, ValidationError
 from chatstore.models import SearchHit, SearchResults
 from chatstore.store import ChatStore, ConversationId, conversation_uuid
+from chatstore.validation import check_limit
 
 MAX_QUERY_CHARS = 1000
 
@@ -25,8 +26,7 @@ async def search(
         raise ValidationError.at(
             ["query", "q"], f"q must be 1 to {MAX_QUERY_CHARS} characters of search text"
         )
-    if not 1 <= limit <= 100:
-        raise ValidationError.at(["query", "limit"], "limit must be between 1 and 100")
+    check_limit(limit, 100)
     if conversation_id is None:
         narrowed = None
     else:

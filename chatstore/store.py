@@ -33,7 +33,7 @@ from chatstore.models import (
 from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool
 from chatstore.queries import Executor, Queries
 from chatstore.resources import sql_dir
-from chatstore.validation import validate_model
+from chatstore.validation import check_limit, validate_model
 
 # The connection of the transaction open in this task, if any (transaction()).
 _transaction_connection: ContextVar[PoolConnection | None] = ContextVar(
@@ -211,8 +211,7 @@ class ChatStore:
     async def list_conversations(
         self, user_id: str, *, limit: int = 20, cursor: str | None = None
     ) -> ConversationPage:
-        if not 1 <= limit <= 100:
-            raise ValidationError.at(["query", "limit"], "limit must be between 1 and 100")
+        check_limit(limit, 100)
         with translate_errors():
             if cursor is None:
                 rows = await self.queries.many(
@@ -390,8 +389,7 @@ class ChatStore:
         after: int | None = None,
         before: int | None = None,
     ) -> MessagePage:
-        if not 1 <= limit <= 1000:
-            raise ValidationError.at(["query", "limit"], "limit must be between 1 and 1000")
+        check_limit(limit, 1000)
         if order not in ("asc", "desc"):
             raise ValidationError.at(["query", "order"], "order must be 'asc' or 'desc'")
         for name, bound in (("after", after), ("before", before)):

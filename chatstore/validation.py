@@ -56,3 +56,9 @@ def check_content_cap(message: MessageInput, max_chars: int, loc: Sequence[str |
                 [*loc, "tool_calls", index, "function", "arguments"],
                 f"must be at most {max_chars} characters",
             )
+
+
+def check_limit(limit: int, maximum: int) -> None:
+    """A page size: 1 to ``maximum``."""
+    if not 1 <= limit <= maximum:
+        raise ValidationError.at(["query", "limit"], f"limit must be between 1 and {maximum}")
