@@ -74,36 +74,41 @@ async def measure(
 async def main(url: str, seconds: float) -> None:
     await asyncio.to_thread(migrations.apply, url)
     base = Settings(database_url=url, pool_max_size=CONCURRENCY)
+    setups = {
+        "cached session (1 round trip)": dataclasses.replace(base, auth_cache_seconds=5),
+        "lookup every request (2 round trips)": dataclasses.replace(base, auth_cache_seconds=0),
+    }
     async with ChatStore(url, settings=base) as store:
         user_id, token = await create_session(store, "auth-cost@example.test")
         conversation = await store.create_conversation(user_id, title="auth cost")
         await store.append_messages(
             user_id, conversation.id, [{"role": "user", "content": f"m{i}"} for i in range(50)]
         )
-        path = f"/api/conversations/{conversation.id}/messages?limit=50"
-        setups = {
-            "cached session (1 round trip)": dataclasses.replace(base, auth_cache_seconds=5),
-            "lookup every request (2 round trips)": dataclasses.replace(base, auth_cache_seconds=0),
+        paths = {
+            "GET /api/conversations/{id}": f"/api/conversations/{conversation.id}",
+            "GET /api/conversations/{id}/messages?limit=50": (
+                f"/api/conversations/{conversation.id}/messages?limit=50"
+            ),
         }
-        runs: dict[str, list[list[float]]] = {name: [] for name in setups}
-        for _ in range(ROUNDS):
-            for name, settings in setups.items():
-                runs[name].append(await measure(settings, store, path, token, seconds / ROUNDS))
-    print(
-        f"GET {path.split('?')[0].rsplit('/', 2)[0]}/…/messages?limit=50, concurrency {CONCURRENCY}"
-    )
-    print("| setup | requests/s | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    rates = {}
-    for name, rounds in runs.items():
-        all_latencies = sorted(value for run in rounds for value in run)
-        rate = statistics.median(len(run) / (seconds / ROUNDS) for run in rounds)
-        rates[name] = rate
-        p50 = all_latencies[len(all_latencies) // 2] * 1000
-        p99 = all_latencies[int(len(all_latencies) * 0.99)] * 1000
-        print(f"| {name} | {rate:.0f} | {p50:.2f} | {p99:.2f} |")
-    cached, uncached = rates.values()
-    print(f"\nthe lookup on every request costs {cached / uncached:.2f}x the cached setup's time")
+        print(f"concurrency {CONCURRENCY}, {seconds:g} s per cell in {ROUNDS} alternating rounds")
+        print("| request | setup | requests/s | p50 ms | p99 ms |")
+        print("|---|---|---:|---:|---:|")
+        for label, path in paths.items():
+            runs: dict[str, list[list[float]]] = {name: [] for name in setups}
+            for _ in range(ROUNDS):
+                for name, settings in setups.items():
+                    latencies = await measure(settings, store, path, token, seconds / ROUNDS)
+                    runs[name].append(latencies)
+            rates = []
+            for name, rounds in runs.items():
+                ordered = sorted(value for run in rounds for value in run)
+                rate = statistics.median(len(run) / (seconds / ROUNDS) for run in rounds)
+                rates.append(rate)
+                p50 = ordered[len(ordered) // 2] * 1000
+                p99 = ordered[int(len(ordered) * 0.99)] * 1000
+                print(f"| {label} | {name} | {rate:.0f} | {p50:.2f} | {p99:.2f} |")
+            cached, uncached = rates
+            print(f"| {label} | a lookup per request costs | {cached / uncached:.2f}x | | |")
 
 
 if __name__ == "__main__":
