@@ -17,7 +17,7 @@ from chatstore.database import database_url
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
-    import uvicorn
+    from chatstore import serving
 
     with database_url(settings) as url:
         applied = migrations.apply(settings.direct_database_url or url)
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         # uvicorn re-raises the SIGTERM it handled once it has shut down;
         # turning it into SystemExit lets the embedded cluster stop cleanly.
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        uvicorn.run(
+        serving.run(
             "chatstore.http.app:app_from_env",
             factory=True,
             host=args.host,
