@@ -88,7 +88,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("PG", "CHATSTORE_")) and name not in ("DATABASE_URL",)
+        if not name.startswith(("PG", "CHATSTORE_", "BETTER_AUTH_")) and name != "DATABASE_URL"
     }
     return {**env, **extra}
 

@@ -25,7 +25,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from adversity.harness import chatstore_command, clean_env
 from chatstore import sessions
 from chatstore.cluster import free_port
 from chatstore.store import ChatStore
@@ -57,22 +57,6 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 # What betrays a server-side bug in the server's output.
 _PROBLEM_MARKERS = ("Traceback", "unhandled error", "Exception in ASGI application")
-
-
-def chatstore_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("chatstore")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "chatstore"]
-    return [*command, *args]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without anything that would point chatstore elsewhere."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PG", "CHATSTORE_", "BETTER_AUTH_")) and name != "DATABASE_URL"
-    }
-    return {**env, **extra}
 
 
 # -- the server ------------------------------------------------------------------
