@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, ValidationError
-from chatstore.models import ChatMessageInput, Message, MessageInput
+from chatstore.models import MAX_SEQ, ChatMessageInput, Message, MessageInput
 from chatstore.responder import Responder
 from chatstore.store import ChatStore, ConversationId, conversation_uuid
 from chatstore.validation import check_limit, validate_model
@@ -12,7 +12,8 @@ from chatstore.validation import check_limit, validate_model
 # How much history a responder sees by default.
 RESPONDER_HISTORY = 50
 MAX_HISTORY = 1000
-_NO_BEFORE = 2**63 - 1
+# "No upper bound" for the exclusive `before`.
+_NO_BEFORE = MAX_SEQ
 
 
 class History:

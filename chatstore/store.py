@@ -22,6 +22,7 @@ from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, SeqConflict, ValidationError
 from chatstore.models import (
+    MAX_SEQ,
     Conversation,
     ConversationInput,
     ConversationPage,
@@ -45,7 +46,7 @@ _MESSAGES = TypeAdapter(list[Message])
 
 # Exclusive seq bounds meaning "no bound": seq is a positive bigint.
 _NO_AFTER = 0
-_NO_BEFORE = 2**63 - 1
+_NO_BEFORE = MAX_SEQ
 
 Order = Literal["asc", "desc"]
 ConversationId = uuid.UUID | str

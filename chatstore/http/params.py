@@ -6,8 +6,9 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from chatstore.errors import NotFound, ValidationError
+from chatstore.models import MAX_SEQ
 
-_MAX_BIGINT = 2**63 - 1
+__all__ = ["MAX_SEQ", "path_seq", "query_choice", "query_int"]
 
 
 def query_int(
@@ -33,9 +34,6 @@ def query_choice(request: Request, name: str, choices: tuple[str, ...], default:
 
 def path_seq(request: Request) -> int:
     raw: str = request.path_params["seq"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > _MAX_BIGINT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_SEQ:
         raise NotFound("message")
     return int(raw)
-
-
-MAX_SEQ = _MAX_BIGINT
