@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import asyncpg
 
+from chatstore import metrics
 from chatstore.errors import Unavailable, ValidationError
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -47,4 +48,5 @@ def translate_errors() -> Iterator[None]:
             ) from None
         raise
     except _UNAVAILABLE as error:
+        metrics.DATABASE_ERRORS.labels(type(error).__name__).inc()
         raise Unavailable() from error

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
+from chatstore import metrics
 from chatstore.config import Settings
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
@@ -115,20 +116,28 @@ async def create_pool(dsn: str, settings: Settings) -> Pool:
 class PoolExecutor:
     """The pool as a query executor with bounded waits (see module docstring)."""
 
-    def __init__(self, pool: Pool, acquire_timeout: float) -> None:
+    def __init__(self, pool: Pool, acquire_timeout: float, name: str = "main") -> None:
         self._pool = pool
         self._acquire_timeout = acquire_timeout
+        self._waiters = metrics.POOL_WAITERS.labels(name)
+        metrics.POOLS.track(name, pool)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PoolConnection]:
         try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as connection:
-                try:
-                    yield connection
-                except DEAD_ON_ARRIVAL:
-                    # Closed before its release, so that the pool replaces it.
-                    connection.terminate()
-                    raise
+            self._waiters.inc()
+            try:
+                connection = await self._pool.acquire(timeout=self._acquire_timeout)
+            finally:
+                self._waiters.dec()
+            try:
+                yield connection
+            except DEAD_ON_ARRIVAL:
+                # Closed before its release, so that the pool replaces it.
+                connection.terminate()
+                raise
+            finally:
+                await self._pool.release(connection)
         except CONNECTION_LOST:
             await self._pool.expire_connections()
             raise

@@ -1,0 +1,99 @@
+"""The process's Prometheus metrics, named once here and served at /metrics.
+
+Every metric lives in one registry of this module (not the client's global
+default), so an app built twice in one process (tests) never registers a
+name twice. Each server process counts its own: with ``--workers N`` a
+scrape reaches one worker, so scrape each worker or sum over instances.
+README.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from chatstore.pool import Pool
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+HTTP_REQUESTS = Counter(
+    "chatstore_http_requests",
+    "HTTP requests answered, by route template, method and status.",
+    ("route", "method", "status"),
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "chatstore_http_request_duration_seconds",
+    "Time from a request's arrival to its response's start, by route template and method.",
+    ("route", "method"),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+POOL_WAITERS = Gauge(
+    "chatstore_pool_waiters",
+    "Callers waiting for a free pooled connection right now.",
+    ("pool",),
+    registry=REGISTRY,
+)
+DATABASE_ERRORS = Counter(
+    "chatstore_database_errors",
+    "Database failures turned into 503s, by kind (the driver's exception class).",
+    ("kind",),
+    registry=REGISTRY,
+)
+EVENT_STREAMS = Gauge(
+    "chatstore_event_streams_open",
+    "Server-Sent Events streams (…/events) open on this process.",
+    registry=REGISTRY,
+)
+LISTEN_RECONNECTS = Counter(
+    "chatstore_listen_reconnects",
+    "Times the process's LISTEN connection (live updates) was lost and re-made.",
+    registry=REGISTRY,
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "chatstore_idempotent_replays",
+    "Requests answered from a stored response because their Idempotency-Key was used before.",
+    registry=REGISTRY,
+)
+
+
+class _Pools(Collector):
+    """Connections of each tracked asyncpg pool, in use and idle, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, weakref.ref[Pool]] = {}
+
+    def track(self, name: str, pool: Pool) -> None:
+        self._pools[name] = weakref.ref(pool)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "chatstore_pool_connections",
+            "Connections of a pool, by state (in_use, idle).",
+            labels=("pool", "state"),
+        )
+        for name, ref in list(self._pools.items()):
+            pool = ref()
+            if pool is None or pool.is_closing():
+                continue
+            size, idle = pool.get_size(), pool.get_idle_size()
+            family.add_metric((name, "in_use"), size - idle)
+            family.add_metric((name, "idle"), idle)
+        yield family
+
+
+POOLS = _Pools()
+REGISTRY.register(POOLS)
+
+
+def render() -> bytes:
+    """The registry in Prometheus' text format."""
+    return generate_latest(REGISTRY)
