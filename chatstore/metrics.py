@@ -9,7 +9,6 @@ README.md lists every metric.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -69,10 +68,12 @@ class _Pools(Collector):
     """Connections of each tracked asyncpg pool, in use and idle, read at scrape time."""
 
     def __init__(self) -> None:
-        self._pools: dict[str, weakref.ref[Pool]] = {}
+        # The newest pool of each name (asyncpg pools take no weak references;
+        # a closed one is skipped and replaced by the next of its name).
+        self._pools: dict[str, Pool] = {}
 
     def track(self, name: str, pool: Pool) -> None:
-        self._pools[name] = weakref.ref(pool)
+        self._pools[name] = pool
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -80,9 +81,8 @@ class _Pools(Collector):
             "Connections of a pool, by state (in_use, idle).",
             labels=("pool", "state"),
         )
-        for name, ref in list(self._pools.items()):
-            pool = ref()
-            if pool is None or pool.is_closing():
+        for name, pool in list(self._pools.items()):
+            if pool.is_closing():
                 continue
             size, idle = pool.get_size(), pool.get_idle_size()
             family.add_metric((name, "in_use"), size - idle)

@@ -342,8 +342,12 @@ def test_load_reads_sql_files_in_name_order(tmp_path: Path) -> None:
 
 def test_repository_sql_files_parse() -> None:
     sql_dir = Path(__file__).resolve().parent.parent / "sql"
-    if sql_dir.is_dir():
-        Queries.load(sql_dir)
+    files = sorted(f.name for f in sql_dir.glob("*.sql"))
+    assert files, f"no SQL files in {sql_dir}"
+    queries = Queries.load(sql_dir)
+    # Every file contributes at least one query, and the store's hot ones are there.
+    assert {q.file for q in queries.values()} == set(files)
+    assert {"append_messages", "list_messages_desc", "session_user"} <= set(queries)
 
 
 # --- running -------------------------------------------------------------------
