@@ -5,16 +5,29 @@ cluster under ``.chatstore/pgdata``) and by the tests (throwaway clusters that
 fault tests stop, restart and kill). Stdlib only, so the CLI can use it before
 anything heavier is imported.
 
-Security: the cluster is initialised with ``--auth=trust`` and listens on
-127.0.0.1 only, with unix sockets disabled. Anyone with a shell on this machine
-can therefore connect as the superuser ``postgres``; that is the usual bargain
-of a private development database and why it never listens on other addresses.
+Security: the cluster listens on 127.0.0.1 only (unix sockets disabled), and
+every login needs the superuser's password: pg_hba.conf, rewritten on every
+``Cluster.create``, allows only ``scram-sha-256`` over TCP from 127.0.0.1 and
+trusts nobody. The password is random, made on first use and kept in
+``chatstore-password`` in the data folder (mode 0600, owned by the cluster's
+user, in a 0700 folder), so only that user and root can read it; ``dsn()``
+carries it, so a DSN is a secret and is never printed. The server sees only
+its SCRAM verifier, never the password itself. A cluster made before this
+(``--auth=trust``, no password file) gets a password and the new pg_hba.conf
+on its next ``Cluster.create``: in single-user mode when stopped, else over
+the still-trusted connection once, then a reload. Without this, any local
+account could log in as ``postgres`` and, being superuser, run commands as
+the ``postgres`` OS user (``COPY ... TO PROGRAM``).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +35,8 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +47,18 @@ SUPERUSER = "postgres"
 PORT_FILE = "chatstore-port"  # the saved port: URLs to the embedded cluster stay valid across runs
 CONF_FILE = "chatstore.conf"  # our settings, included at the end of postgresql.conf so they win
 LOG_FILE = "postgres.log"
+# The superuser's password, for chatstore's own connections: only the cluster's user (and root)
+# can read it. Not a PostgreSQL file, so PostgreSQL's tools leave it alone.
+PASSWORD_FILE = "chatstore-password"
+# pg_hba.conf, rewritten on every Cluster.create(): whatever an older chatstore (or a person)
+# left there, including `trust`, goes.
+HBA = (
+    "# Written by chatstore on every Cluster.create(): edits are overwritten.\n"
+    "# Password (SCRAM) logins over TCP from this machine only; no trust anywhere.\n"
+    "# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
+    "host    all       all   127.0.0.1/32  scram-sha-256\n"
+)
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 PG_LIB = Path("/usr/lib/postgresql")  # Debian/Ubuntu layout: /usr/lib/postgresql/<ver>/bin
 
 
@@ -88,6 +115,25 @@ def find_bin_dir() -> Path:
         f"pg_config --bindir, {PG_LIB}/*/bin and PATH): install them "
         "(apt-get install postgresql) or set CHATSTORE_DATABASE_URL to an existing database."
     )
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(32)  # 256 bits, URL-safe: goes into a DSN unquoted
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """What PostgreSQL stores for `password` with password_encryption = scram-sha-256
+    (RFC 5802/7677, PostgreSQL's format). Giving the server this instead of the password keeps
+    the password out of every SQL statement, command line and server log."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def free_port() -> int:
@@ -152,6 +198,7 @@ class Cluster:
     bin_dir: Path
     run_as: str | None  # the unprivileged user that runs initdb/pg_ctl/postgres when we are root
     temp_root: Path | None = None  # removed by destroy() (throwaway clusters)
+    password: str = field(default="", repr=False)  # the superuser's: in dsn(), never printed
     _started: bool = field(default=False, init=False, repr=False)
 
     @classmethod
@@ -178,9 +225,16 @@ class Cluster:
                 raise ClusterError(f"{data_dir} is neither empty nor a PostgreSQL data folder.")
             data_dir.mkdir(parents=True, exist_ok=True)
             c._own(data_dir)
-            args = [str(c.bin_dir / "initdb"), "-D", str(data_dir), "--auth=trust"]
-            args += [f"--username={SUPERUSER}", "--encoding=UTF8", "--locale=C"]
-            c._run(args + (["--no-sync"] if fast_unsafe else []), as_server=True, what="initdb")
+            password = new_password()
+            # initdb stores a SCRAM verifier given as the password as it is (PostgreSQL
+            # recognises the format), so the password itself never leaves this process.
+            with c._private_file(scram_verifier(password) + "\n") as pwfile:
+                args = [str(c.bin_dir / "initdb"), "-D", str(data_dir)]
+                args += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+                args += [f"--username={SUPERUSER}", "--encoding=UTF8", "--locale=C"]
+                args += ["--no-sync"] if fast_unsafe else []
+                c._run(args, as_server=True, what="initdb")
+            c._save_password(password)
         port_file = data_dir / PORT_FILE
         if port is None and port_file.exists():
             port = int(port_file.read_text().strip())
@@ -190,6 +244,7 @@ class Cluster:
             f"port = {c.port}",
             "listen_addresses = '127.0.0.1'",
             "unix_socket_directories = ''",  # socket paths are length-limited; TCP suffices
+            "password_encryption = 'scram-sha-256'",  # the default since 14; HBA wants SCRAM
         ]
         if fast_unsafe:
             # synchronous_commit stays on: with fsync=off it costs only a write() to the page
@@ -204,7 +259,130 @@ class Cluster:
         if include not in main_conf.read_text():
             with main_conf.open("a") as f:
                 f.write(f"\n{include}\n")
+        c.password = c._load_password() or c._set_password()
+        c._write_hba()
         return c
+
+    # -- authentication --------------------------------------------------------------------
+
+    def _load_password(self) -> str:
+        path = self.data_dir / PASSWORD_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+        except OSError as e:
+            raise ClusterError(
+                f"Cannot read the embedded cluster's password in {path} ({e.strerror}): run "
+                "chatstore as the user who made the cluster (or as root)."
+            ) from None
+
+    def _save_password(self, password: str) -> None:
+        """Write the password file: 0600 from birth (never briefly readable), then renamed
+        into place, so a crash leaves the old file or the new one, never half of one."""
+        path = self.data_dir / PASSWORD_FILE
+        new = path.with_name(PASSWORD_FILE + ".new")
+        new.unlink(missing_ok=True)
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # whatever the umask
+            f.write(password + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self._own(new)
+        os.replace(new, path)
+
+    def _set_password(self) -> str:
+        """Give a cluster without a password file (made before chatstore set one, or whose
+        file was deleted) a new password, and save it.
+
+        Stopped: in single-user mode, which needs no login. Running: over a connection the
+        old pg_hba.conf (trust) still lets in; the caller's _write_hba() then ends trust."""
+        password = new_password()
+        alter = f"ALTER ROLE {SUPERUSER} PASSWORD '{scram_verifier(password)}';\n"
+        running = self._running_port()
+        if running is None:
+            args = [str(self.bin_dir / "postgres"), "--single", "-D", str(self.data_dir)]
+            proc = self._run(
+                [*args, "postgres"], as_server=True, what="setting the password", input=alter
+            )
+            # Single-user mode logs a failed statement and still exits 0. Only the ERROR lines:
+            # the STATEMENT line after one would repeat the verifier.
+            errors = [line for line in proc.stderr.splitlines() if "ERROR:" in line]
+            if errors:
+                raise ClusterError(f"Setting the password failed: {' '.join(errors)}")
+        else:
+            args = self._psql_args(running, "postgres")
+            proc = self._run(args, what="setting the password", input=alter, check=False)
+            if "password" in proc.stderr:
+                raise ClusterError(
+                    f"The PostgreSQL running in {self.data_dir} wants a password and its "
+                    f"{PASSWORD_FILE} file is gone: stop it (pg_ctl stop -D {self.data_dir}) "
+                    "and run chatstore again, which then sets a new one."
+                )
+            if proc.returncode != 0:
+                raise ClusterError(f"Setting the password failed: {proc.stderr.strip()}")
+        self._save_password(password)
+        return password
+
+    def _write_hba(self) -> None:
+        """Rewrite pg_hba.conf to HBA unless it already is; a running server reloads it and is
+        then checked to refuse a login without the password."""
+        hba = self.data_dir / "pg_hba.conf"
+        try:
+            if hba.read_text() == HBA:
+                return
+        except FileNotFoundError:
+            pass
+        self._write("pg_hba.conf", HBA)
+        hba.chmod(0o600)
+        running = self._running_port()
+        if running is None:
+            return
+        args = [str(self.bin_dir / "pg_ctl"), "reload", "-D", str(self.data_dir), "-s"]
+        self._run(args, as_server=True, what="pg_ctl reload")
+        # The postmaster rereads pg_hba.conf when it gets round to the SIGHUP, not before
+        # pg_ctl returns: wait until a login without the password is refused.
+        deadline = time.monotonic() + 30
+        while (
+            self._run(
+                self._psql_args(running, "postgres", "-c", "select 1"), what="psql", check=False
+            ).returncode
+            == 0
+        ):
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"PostgreSQL in {self.data_dir} still lets logins in without a password "
+                    "after reloading pg_hba.conf."
+                )
+            time.sleep(0.05)
+
+    def _running_port(self) -> int | None:
+        """The port of the postmaster running in data_dir (postmaster.pid line 4), or None."""
+        if not self.is_running():
+            return None
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        if len(lines) >= 4 and lines[3].strip().isdigit():
+            return int(lines[3])
+        return self.port
+
+    @contextmanager
+    def _private_file(self, text: str) -> Iterator[Path]:
+        """`text` in a file only the server's user can read, removed afterwards."""
+        # 0700, then chowned: as root, in /tmp, which the server's user can enter for sure.
+        folder = Path(
+            tempfile.mkdtemp(prefix="chatstore-initdb-", dir="/tmp" if self.run_as else None)
+        )
+        try:
+            path = folder / "pwfile"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            self._own(path)
+            self._own(folder)
+            yield path
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- running things -------------------------------------------------------------------
 
@@ -228,9 +406,14 @@ class Cluster:
         timeout: float = 120,
         new_session: bool = False,
         check: bool = True,
+        input: str | None = None,
+        password: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         # PG* variables (PGSSLMODE, PGSERVICE, ...) would redirect or break our own clients.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if password:
+            # In the environment, not the command line: only our user and root can read it.
+            env["PGPASSWORD"] = password
         uid = gid = groups = None
         if as_server and self.run_as is not None:
             pw = pwd.getpwnam(self.run_as)
@@ -248,6 +431,8 @@ class Cluster:
             group=gid,
             extra_groups=groups,
             start_new_session=new_session,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
             raise ClusterError(f"{what} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -351,13 +536,20 @@ class Cluster:
     # -- clients ---------------------------------------------------------------------------
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+        """A URL for asyncpg, psycopg and libpq, password included: a secret, never print it."""
+        userinfo = f"{SUPERUSER}:{quote(self.password, safe='')}"
+        return f"postgresql://{userinfo}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+
+    def _psql_args(self, port: int, database: str, *args: str) -> list[str]:
+        # -w: never prompt for a password; without one (or with a wrong one) psql fails.
+        psql = [str(self.bin_dir / "psql"), "-X", "-q", "-w", "-tA", "-v", "ON_ERROR_STOP=1"]
+        return [*psql, "-h", "127.0.0.1", "-p", str(port), "-U", SUPERUSER, "-d", database, *args]
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run `sql` with psql (unaligned, tuples only) and return its output."""
-        args = [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1"]
-        args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", database]
-        return self._run([*args, "-c", sql], what="psql", timeout=60).stdout.strip()
+        args = self._psql_args(self.port, database, "-c", sql)
+        proc = self._run(args, what="psql", timeout=60, password=self.password)
+        return proc.stdout.strip()
 
     def create_database(self, name: str) -> None:
         """Create database `name` unless it exists."""

@@ -4,7 +4,8 @@ With no CHATSTORE_DATABASE_URL / DATABASE_URL, chatstore runs its own
 cluster under the data folder (.chatstore/pgdata by default) with the
 machine's PostgreSQL binaries: created on first use, reused afterwards,
 stopped when the command that started it ends (one that was already running,
-say under `chatstore serve`, is left running).
+say under `chatstore serve`, is left running). Its URL carries the cluster's
+password (see chatstore/cluster.py): pass it on, never print it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,11 @@ test leaves it running for the next one.
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import stat
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,13 +20,20 @@ import pytest
 
 from chatstore import cluster as cluster_mod
 from chatstore.cluster import (
+    CONF_FILE,
+    PASSWORD_FILE,
     PORT_FILE,
+    SUPERUSER,
     Cluster,
     ClusterError,
     PostgresNotFound,
     find_bin_dir,
+    free_port,
     throwaway,
 )
+
+AS_ROOT = os.geteuid() == 0
+only_as_root = pytest.mark.skipif(not AS_ROOT, reason="needs root, to act as another OS user")
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +111,7 @@ def test_reuse_of_existing_data_folder(pg: Cluster) -> None:
         assert again.postmaster_pid() == pid
         assert again.psql("select 1") == "1"
     assert pg.postmaster_pid() == pid
+    assert again.password == pg.password  # the saved password, not a new one
 
 
 def test_explicit_but_invalid_pg_bin_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -139,3 +151,179 @@ def test_unreachable_data_folder_is_explained(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=f"cannot enter /.* on the way to {target}: make it"):
         Cluster.create(private / "pgdata")
     assert not (private / "pgdata").exists()
+
+
+# -- authentication: no other local account gets in ------------------------------------------
+
+
+def as_user(name: str, command: list[str]) -> list[str]:
+    """`command` run as OS user `name` with only its own group (setpriv, util-linux)."""
+    pw = pwd.getpwnam(name)
+    return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", *command]
+
+
+def psql_without_password(
+    port: int, *, user: str | None = None, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """psql -h 127.0.0.1 -p PORT -U postgres -c 'select 1', as another OS user (setpriv)
+    when `user` is given, with no password unless one is given; never prompts."""
+    psql = [str(find_bin_dir() / "psql"), "-X", "-w", "-h", "127.0.0.1", "-p", str(port)]
+    command = [*psql, "-U", SUPERUSER, "-d", "postgres", "-c", "select 1"]
+    if user is not None:
+        command = as_user(user, command)
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent"}  # no PGPASSWORD, no ~/.pgpass
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=30
+    )
+
+
+def assert_refused(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode != 0, f"logged in without the password: {done.stdout!r}"
+    assert re.search("no password supplied|password authentication failed", done.stderr), (
+        done.stderr
+    )
+
+
+@only_as_root
+def test_another_local_user_cannot_log_in_as_superuser(pg: Cluster) -> None:
+    # The finding: as `nobody`, psql -h 127.0.0.1 -U postgres was a superuser (trust), and a
+    # superuser runs shell commands as the postgres OS user (COPY ... TO PROGRAM).
+    assert_refused(psql_without_password(pg.port, user="nobody"))
+    # ... nor with a guess, nor by reading the password file.
+    assert_refused(psql_without_password(pg.port, user="nobody", password="postgres"))
+    cat = subprocess.run(
+        as_user("nobody", ["cat", str(pg.data_dir / PASSWORD_FILE)]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cat.returncode != 0 and cat.stdout == "", "nobody read the password file"
+    assert "Permission denied" in cat.stderr
+    # chatstore itself still gets in, with no setup.
+    assert pg.psql("select current_user") == SUPERUSER
+
+
+async def test_login_without_the_password_is_refused(pg: Cluster) -> None:
+    # Even the cluster's own OS user needs the password (no trust anywhere, no peer socket).
+    assert_refused(psql_without_password(pg.port))
+    assert_refused(psql_without_password(pg.port, password="wrong"))
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        assert await conn.fetchval("select current_user") == SUPERUSER
+    finally:
+        await conn.close()
+
+
+def test_password_file_is_private(pg: Cluster) -> None:
+    st = (pg.data_dir / PASSWORD_FILE).stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    owner = pg.run_as or pwd.getpwuid(os.geteuid()).pw_name
+    assert pwd.getpwuid(st.st_uid).pw_name == owner
+    assert stat.S_IMODE(pg.data_dir.stat().st_mode) == 0o700
+    assert len(pg.password) >= 40  # 32 random bytes, base64url
+
+
+def test_hba_allows_only_scram_from_localhost(pg: Cluster) -> None:
+    rules = pg.psql(
+        "select type, address, auth_method, coalesce(error, '') from pg_hba_file_rules"
+    ).splitlines()
+    assert rules == ["host|127.0.0.1|scram-sha-256|"]
+    stored = pg.psql(f"select rolpassword from pg_authid where rolname = '{SUPERUSER}'")
+    assert stored.startswith("SCRAM-SHA-256$")  # the server never had the password itself
+
+
+def test_password_is_never_printed(pg: Cluster) -> None:
+    assert pg.password not in repr(pg)
+    assert pg.password not in pg._log_tail(10_000)
+
+
+def old_trust_cluster() -> Cluster:
+    """A cluster as chatstore made it before passwords: initdb --auth=trust, no password
+    file, our settings included (the steps of the old Cluster.create, not started)."""
+    root = Path(tempfile.mkdtemp(prefix="chatstore-pg-old-", dir="/tmp"))
+    root.chmod(0o755)
+    data_dir = root / "pgdata"
+    data_dir.mkdir()
+    old = Cluster(
+        data_dir=data_dir,
+        port=free_port(),
+        bin_dir=find_bin_dir(),
+        run_as=SUPERUSER if AS_ROOT else None,
+        temp_root=root,
+    )
+    old._own(data_dir)
+    initdb = [str(old.bin_dir / "initdb"), "-D", str(data_dir), "--auth=trust", "--no-sync"]
+    old._run([*initdb, f"--username={SUPERUSER}", "--locale=C"], as_server=True, what="initdb")
+    old._write(PORT_FILE, f"{old.port}\n")
+    settings = [f"port = {old.port}", "listen_addresses = '127.0.0.1'"]
+    old._write(CONF_FILE, "\n".join([*settings, "unix_socket_directories = ''", "fsync = off"]))
+    with (data_dir / "postgresql.conf").open("a") as f:
+        f.write(f"\ninclude_if_exists = '{CONF_FILE}'\n")
+    return old
+
+
+@pytest.fixture
+def old() -> Iterator[Cluster]:
+    c = old_trust_cluster()
+    try:
+        yield c
+    finally:
+        c.destroy()
+
+
+def test_old_trust_cluster_is_upgraded_when_stopped(old: Cluster) -> None:
+    old.start()
+    assert psql_without_password(old.port).returncode == 0  # the old hole, before the upgrade
+    old.psql("create table kept (x int); insert into kept values (42)")
+    old.stop()
+
+    upgraded = Cluster.create(old.data_dir, fast_unsafe=True)  # single-user mode sets it
+    assert upgraded.port == old.port and upgraded.password
+    with upgraded:
+        assert_refused(psql_without_password(upgraded.port))
+        if AS_ROOT:
+            assert_refused(psql_without_password(upgraded.port, user="nobody"))
+        assert upgraded.psql("select x from kept") == "42"
+    st = (old.data_dir / PASSWORD_FILE).stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    assert upgraded.password not in upgraded._log_tail(10_000)
+
+
+async def test_old_trust_cluster_is_upgraded_while_running(old: Cluster) -> None:
+    old.start()  # e.g. left running by an older `chatstore serve`
+    pid = old.postmaster_pid()
+    assert psql_without_password(old.port).returncode == 0  # the old hole, before the upgrade
+
+    upgraded = Cluster.create(old.data_dir, fast_unsafe=True)  # over trust, once, then reload
+    with upgraded:
+        assert upgraded.postmaster_pid() == pid  # adopted and reloaded, not restarted
+        assert_refused(psql_without_password(upgraded.port))
+        if AS_ROOT:
+            assert_refused(psql_without_password(upgraded.port, user="nobody"))
+        conn = await asyncpg.connect(upgraded.dsn())
+        try:
+            assert await conn.fetchval("select 1") == 1
+        finally:
+            await conn.close()
+    assert upgraded.password not in upgraded._log_tail(10_000)
+    # Next time round nothing changes: the saved password, the same rules.
+    again = Cluster.create(old.data_dir, fast_unsafe=True)
+    assert again.password == upgraded.password
+    assert again.psql("select 1") == "1"
+
+
+def test_lost_password_file_while_running_is_explained(old: Cluster) -> None:
+    first = Cluster.create(old.data_dir, fast_unsafe=True)
+    first.start()
+    (old.data_dir / PASSWORD_FILE).unlink()
+    with pytest.raises(ClusterError, match=f"its {PASSWORD_FILE} file is gone: stop it"):
+        Cluster.create(old.data_dir, fast_unsafe=True)
+    first.stop()
+    # Stopped, a new password is set without one (single-user mode) and works.
+    second = Cluster.create(old.data_dir, fast_unsafe=True)
+    assert second.password != first.password
+    with second:
+        assert second.psql("select 1") == "1"
+        assert_refused(psql_without_password(second.port, password=first.password))
