@@ -11,6 +11,11 @@ unprivileged ``postgres`` user (like our PostgreSQL clusters), from a temp
 folder it can read and write. It runs in the foreground of its own session
 and is stopped by pid.
 
+Authentication: when the server's URL carries a password (our clusters'
+do), PgBouncer logs in to the server with it and asks its own clients for
+the same password (``scram-sha-256``), so it opens no passwordless way in
+to a server that has none; the URL ``url()`` returns carries it too.
+
 Startup parameters: asyncpg sends chatstore's ``server_settings``
 (application_name, timezone, statement_timeout) in the startup packet.
 PgBouncer 1.18 (Debian bookworm) passes on only client_encoding, DateStyle,
@@ -38,7 +43,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -86,6 +91,11 @@ def version(binary: str | None = None) -> str:
     return out.stdout.splitlines()[0].strip() if out.stdout else out.stderr.strip()
 
 
+def _doubled(value: str) -> str:
+    """A value for PgBouncer's auth file, which escapes a double quote by doubling it."""
+    return value.replace('"', '""')
+
+
 def _quoted(value: str) -> str:
     """A value for a PgBouncer connection string (libpq style, single-quoted)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -100,6 +110,7 @@ class PgBouncer:
     process: subprocess.Popen[bytes]
     config: str  # the pgbouncer.ini it runs with
     admin_user: str  # may use the admin console (the virtual database "pgbouncer")
+    password: str = field(default="", repr=False)  # the admin user's, if clients need one
 
     def url(self, direct_url: str) -> str:
         """``direct_url`` (to the PostgreSQL behind us) with PgBouncer's host and port."""
@@ -117,6 +128,8 @@ class PgBouncer:
         args = [str(psql), "-X", "-A", "-F", "\t", "--pset", "footer=off", "-v", "ON_ERROR_STOP=1"]
         args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.admin_user, "-d", "pgbouncer"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if self.password:
+            env["PGPASSWORD"] = self.password  # the environment, not the command line
         out = subprocess.run(
             [*args, "-c", f"SHOW {what}"],
             capture_output=True,
@@ -213,9 +226,10 @@ def start(
             f"listen_port = {port}",
             "unix_socket_dir =",  # TCP only, like our clusters
             "pool_mode = transaction",
-            # Clients are not authenticated (trust, as the test clusters are), but
-            # PgBouncer still wants every user name in the auth file.
-            "auth_type = trust",
+            # With a password, clients log in with it, as they would to the server;
+            # without one (a trust server given as CHATSTORE_TEST_DATABASE_URL) nor do they.
+            # The auth file lists the user either way.
+            f"auth_type = {'scram-sha-256' if password else 'trust'}",
             f"auth_file = {root / 'userlist.txt'}",
             f"max_client_conn = {max_client_conn}",
             f"default_pool_size = {pool_size}",
@@ -230,8 +244,12 @@ def start(
         ]
     )
     try:
-        (root / CONF_FILE).write_text(config)
-        (root / "userlist.txt").write_text(f'"{user}" ""\n')
+        # Both hold the password: readable by their owner only (and the folder is 0700).
+        userlist = f'"{_doubled(user)}" "{_doubled(password)}"\n'
+        for name, text in ((CONF_FILE, config), ("userlist.txt", userlist)):
+            fd = os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
         uid = gid = groups = None
         if os.geteuid() == 0:
             try:
@@ -262,7 +280,9 @@ def start(
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    bouncer = PgBouncer(port=port, root=root, process=process, config=config, admin_user=user)
+    bouncer = PgBouncer(
+        port=port, root=root, process=process, config=config, admin_user=user, password=password
+    )
     deadline = time.monotonic() + timeout
     while not _accepts(port):
         if process.poll() is not None or time.monotonic() > deadline:
