@@ -140,7 +140,8 @@ class Server:
 
     database: Database
     log: Path
-    env: dict[str, str]
+    # Holds the database URL, password included: kept out of repr (and so of reports).
+    env: dict[str, str] = dataclasses.field(repr=False)
     port: int = dataclasses.field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
