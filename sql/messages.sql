@@ -64,14 +64,17 @@ conversation AS (
 ),
 inserted AS (
     -- search_vector with the configured text-search configuration
-    -- (migrations/0004.search.sql).
+    -- (migrations/0004.search.sql), over the message's first 50,000
+    -- characters (chatstore_search_text, migrations/0009): a tsvector holds
+    -- at most 1 MB, so a long message of distinct words would not fit, and
+    -- the message is stored whole all the same.
     INSERT INTO messages
         (conversation_id, seq, user_id, role, content, name,
          tool_calls, tool_call_id, metadata, search_vector)
     SELECT conversation.id, conversation.base_seq + batch.ord, conversation.user_id,
            batch.role, batch.content, batch.name,
            batch.tool_calls, batch.tool_call_id, batch.metadata,
-           to_tsvector(:search_config::regconfig, coalesce(batch.content, ''))
+           to_tsvector(:search_config::regconfig, chatstore_search_text(batch.content))
     FROM conversation
     CROSS JOIN batch
     RETURNING conversation_id, seq, role, content, name,

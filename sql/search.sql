@@ -4,8 +4,15 @@
 -- Web-search syntax (words, "phrases", -exclusions, or), best matches first.
 -- messages_search_idx answers user_id and the text match in one GIN scan.
 -- Ranking reads only the matches; the snippet (ts_headline, the expensive
--- part) is computed for the returned page only. The snippet is HTML-safe:
--- the content is escaped first and matches are wrapped in <mark>...</mark>.
+-- part) is computed for the returned page only, and over the first 10,000
+-- characters of each message only: ts_headline parses all the text it is
+-- given, about 3.5 ms for 50,000 characters, so over whole messages (up to
+-- a million characters each) one page of long messages took seconds.
+-- left() reads only the slice it needs of a stored (TOASTed) value. A match
+-- past that window (search indexes the first 50,000 characters,
+-- migrations/0009) is still found; its snippet is the message's opening
+-- words. The snippet is HTML-safe: the window is escaped first and matches
+-- are wrapped in <mark>...</mark>.
 -- :conversation_id NULL means every conversation of the caller.
 WITH query AS (
     SELECT websearch_to_tsquery(:search_config::regconfig, :q) AS tsquery
@@ -24,7 +31,7 @@ hits AS (
 SELECT hits.conversation_id, hits.seq, hits.role, hits.created_at,
        ts_headline(
            :search_config::regconfig,
-           replace(replace(replace(coalesce(hits.content, ''),
+           replace(replace(replace(left(coalesce(hits.content, ''), 10000),
                '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
            query.tsquery,
            'StartSel=<mark>, StopSel=</mark>, MinWords=10, MaxWords=30, MaxFragments=2'

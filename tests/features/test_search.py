@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -399,3 +400,168 @@ async def test_one_users_search_is_served_by_the_index_over_a_million_messages(
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# --- long messages: everything is stored, a bounded part is indexed -----------------
+
+CAP = 1_000_000  # the default CHATSTORE_MAX_CONTENT_CHARS
+INDEXED_CHARS = 50_000  # chatstore_search_text (migrations/0009)
+SNIPPET_WINDOW_CHARS = 10_000  # search_messages' ts_headline input (sql/search.sql)
+TSVECTOR_MAX_BYTES = 1_048_575  # PostgreSQL's MAXSTRPOS
+
+
+def distinct_words(alphabet: str, total: int, first: str) -> str:
+    """``first``, then words that are all different (the numbers 0, 1, 2...
+    written in ``alphabet``), cut to ``total`` characters: the text whose
+    tsvector is largest for its length in ordinary words."""
+    base = len(alphabet)
+    words = [first]
+    length = len(first)
+    n = 0
+    while length < total:
+        word = ""
+        k = n
+        while True:
+            word += alphabet[k % base]
+            k //= base
+            if k == 0:
+                break
+        words.append(word)
+        length += len(word) + 1
+        n += 1
+    return " ".join(words)[:total]
+
+
+CYRILLIC = "абвгдежзийклмнопрстуфхцчшщыэюя"
+ASCII = "abcdefghijklmnopqrstuvwxyz"
+# The two reproductions of issue 9 item 6: both made the append a 500
+# ("string is too long for tsvector").
+LONG_MESSAGES = [
+    pytest.param(CYRILLIC, 989_999, "шиншилла", id="cyrillic-989999"),
+    pytest.param(ASCII, 988_000, "chinchilla", id="ascii-988000"),
+]
+
+
+@pytest.mark.parametrize(("alphabet", "length", "leading"), LONG_MESSAGES)
+async def test_a_valid_message_of_distinct_words_up_to_the_cap_is_stored_via_http_and_found(
+    api: httpx.AsyncClient,
+    store: ChatStore,
+    caller: Caller,
+    alphabet: str,
+    length: int,
+    leading: str,
+) -> None:
+    content = distinct_words(alphabet, length, leading)
+    assert len(content) == length
+    conversation = await store.create_conversation(caller.user_id, title="long")
+    response = await api.post(
+        f"/api/conversations/{conversation.id}/messages",
+        json={"role": "user", "content": content},
+        headers=caller.headers,
+    )
+    assert_status(response, 201)
+    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    assert stored.content == content  # stored whole, not cut to what is indexed
+
+    (hit,) = await search(api, caller, leading)
+    assert (hit["conversation_id"], hit["seq"]) == (str(conversation.id), 1)
+    assert f"<mark>{leading}</mark>" in hit["snippet"]
+
+
+@pytest.mark.parametrize(("alphabet", "length", "leading"), LONG_MESSAGES)
+async def test_a_valid_message_of_distinct_words_up_to_the_cap_is_stored_via_python_and_found(
+    api: httpx.AsyncClient,
+    store: ChatStore,
+    caller: Caller,
+    alphabet: str,
+    length: int,
+    leading: str,
+) -> None:
+    content = distinct_words(alphabet, length, leading)
+    (conversation,) = [await conversation_with(store, caller, [content])]
+    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    assert stored.content == content
+
+    # A word of the leading text is found; one only past the indexed part is not.
+    (hit,) = await search(api, caller, leading)
+    assert hit["seq"] == 1
+    last_word = content.rsplit(" ", 2)[-2]
+    assert content.index(f" {last_word} ") > INDEXED_CHARS
+    assert await search(api, caller, last_word) == []
+
+
+def hyphenated_pairs(total: int) -> str:
+    """The worst text found for the tsvector's size: pairs of distinct 4-byte
+    letters joined by a hyphen, each pair three lexemes ("𠀀-𠀁", "𠀀", "𠀁")
+    with a position each, for four characters."""
+    pairs = [chr(0x20000 + 2 * i) + "-" + chr(0x20001 + 2 * i) for i in range(total // 4 + 1)]
+    return " ".join(pairs)[:total]
+
+
+async def test_any_text_of_the_indexed_length_fits_a_tsvector(
+    store: ChatStore, caller: Caller
+) -> None:
+    """The bound of migrations/0009 holds for the worst text known, with room."""
+    worst = hyphenated_pairs(CAP)
+    row = await store.pool.fetchrow(
+        "SELECT pg_column_size(v) AS size, length(v) AS lexemes"
+        " FROM to_tsvector('simple', chatstore_search_text($1)) AS v",
+        worst,
+    )
+    assert row is not None
+    size, lexemes = row["size"], row["lexemes"]
+    # A tsvector is a 8-byte header, 4 bytes a lexeme, then what the limit counts.
+    counted = size - 8 - 4 * lexemes
+    print(f"{INDEXED_CHARS} worst-case characters: {counted} bytes of the {TSVECTOR_MAX_BYTES}")
+    assert counted < TSVECTOR_MAX_BYTES // 2
+
+    # And the whole message, a million characters of it, is stored.
+    (conversation,) = [await conversation_with(store, caller, [worst])]
+    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    assert stored.content == worst
+
+
+async def test_snippets_of_long_messages_read_a_bounded_window_of_each(
+    api: httpx.AsyncClient, store: ChatStore, caller: Caller, database: str
+) -> None:
+    """ts_headline parses all the text it is given: a page of messages of a
+    million characters each took seconds. Measured in buffers, not time: the
+    search reads a small part of the stored text of the messages it returns."""
+    rnd = random.Random(9)
+    # Box-drawing characters are no words (the vector is one lexeme) and
+    # compress poorly, so the stored text is large and every page of it
+    # that is read shows in the plan's buffers.
+    symbols = [chr(c) for c in range(0x2500, 0x2580)]
+    count = 6
+    contents = [
+        "needle " + "".join(rnd.choices(symbols, k=CAP - 100)) + " needle" for _ in range(count)
+    ]
+    conversation = await conversation_with(store, caller, contents)
+
+    hits = await search(api, caller, "needle", conversation_id=str(conversation.id))
+    assert seqs(hits) == set(range(1, count + 1))
+    for hit in hits:
+        assert "<mark>needle</mark>" in hit["snippet"], hit["snippet"][:200]
+
+    query = store.queries["search_messages"]
+    values = {
+        "user_id": caller.user_id,
+        "q": "needle",
+        "limit": 20,
+        "conversation_id": conversation.id,
+        "search_config": "simple",
+    }
+    connection = await asyncpg.connect(database)
+    try:
+        stored_bytes = await connection.fetchval(
+            "SELECT sum(pg_column_size(content)) FROM messages WHERE conversation_id = $1",
+            conversation.id,
+        )
+        plan = await explain(connection, query.sql, query.args(values))
+    finally:
+        await connection.close()
+    stored_pages = stored_bytes // 8192
+    print(f"{count} messages stored in {stored_pages} pages; the search read {buffers(plan)}")
+    # Each snippet reads its first SNIPPET_WINDOW_CHARS characters (about 4 %
+    # of each message here), not the whole text.
+    assert buffers(plan) * 10 < stored_pages, (buffers(plan), stored_pages)

@@ -1,0 +1,1 @@
+DROP FUNCTION chatstore_search_text(text);
