@@ -17,7 +17,7 @@ from chatstore.database import database_url
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
-    from chatstore import serving
+    from chatstore import logs, serving
 
     with database_url(settings) as url:
         applied = migrations.apply(settings.direct_database_url or url)
@@ -36,6 +36,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            # chatstore's and uvicorn's loggers, in CHATSTORE_LOG_FORMAT, in
+            # every worker process (chatstore/logs.py). chatstore logs one
+            # line a request itself (chatstore/http/middleware.py), so
+            # uvicorn's access log stays off unless --access-log.
+            log_config=logs.config(settings.log_format, args.log_level),
             access_log=args.access_log,
             # Event streams never end by themselves: after this long, a
             # stopping server cancels them (their clients reconnect with

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chatstore.logs import check_format
 from chatstore.models import DEFAULT_MAX_CONTENT_CHARS
 
 
@@ -58,6 +59,8 @@ class Settings:
     heartbeat_seconds: float = 15.0
     # How long a checked session is trusted in-process (chatstore/http/auth.py).
     auth_cache_seconds: int = 5
+    # `chatstore serve`'s log lines: "text" or "json" (one object a line).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -81,4 +84,5 @@ class Settings:
             responder=env.get("CHATSTORE_RESPONDER") or "echo",
             search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
+            log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
         )

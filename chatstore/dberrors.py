@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import asyncpg
 
 from chatstore import metrics
+from chatstore.availability import DATABASE
 from chatstore.errors import Unavailable, ValidationError
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -50,3 +51,6 @@ def translate_errors() -> Iterator[None]:
     except _UNAVAILABLE as error:
         metrics.DATABASE_ERRORS.labels(type(error).__name__).inc()
         raise Unavailable() from error
+    else:
+        # The database answered: an outage, if one was logged, is over.
+        DATABASE.available()

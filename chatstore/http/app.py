@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from chatstore import idempotency
 from chatstore.config import Settings
@@ -16,6 +17,7 @@ from chatstore.events import MessageEvents
 from chatstore.http.auth import Authenticator
 from chatstore.http.context import Context
 from chatstore.http.errors import EXCEPTION_HANDLERS
+from chatstore.http.middleware import RequestObserver
 from chatstore.http.openapi import openapi_document
 from chatstore.http.routes import chat, conversations, export, messages, search, service
 from chatstore.responder import Responder, load_responder
@@ -63,7 +65,7 @@ def create_app(
             if store is None:
                 await opened.close()
 
-    app = Starlette(
+    app = _ObservedStarlette(
         routes=[
             *service.routes,
             *conversations.routes,
@@ -77,6 +79,15 @@ def create_app(
     )
     app.state.openapi = openapi_document()
     return app
+
+
+class _ObservedStarlette(Starlette):
+    """Starlette with RequestObserver (metrics, request log, request id)
+    outside its whole stack: a middleware given to Starlette runs inside
+    ServerErrorMiddleware, and would miss the 500 it answers for a bug."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return RequestObserver(super().build_middleware_stack())
 
 
 PURGE_EVERY_SECONDS = 60.0

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chatstore.availability import DATABASE
 from chatstore.errors import (
     ChatStoreError,
     IdempotencyConflict,
@@ -89,7 +90,8 @@ async def handle_store_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ValidationError):
         return error_response(status, exc.code, str(exc), details=exc.details)
     if isinstance(exc, Unavailable):
-        log.warning("database unavailable: %r", exc.__cause__)
+        # Logged once an outage, not once a request (chatstore/availability.py).
+        DATABASE.unavailable(exc.__cause__)
         return error_response(
             status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
         )

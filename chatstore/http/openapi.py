@@ -268,6 +268,10 @@ OPERATIONS: tuple[Operation, ...] = (
               200, (Readiness,), extra=("NotReady",), public=True),
     Operation("get", "/openapi.json", "getOpenapi", "This document", "service", 200,
               (AnyObject,), public=True),
+    Operation("get", "/metrics", "getMetrics",
+              "This process's metrics (unauthenticated: expose it to the scraper only)",
+              "service", 200, (), public=True,
+              streams=(("text/plain", "Prometheus text exposition format 0.0.4."),)),
 )
 # fmt: on
 
@@ -281,6 +285,12 @@ HEADERS: dict[str, dict[str, Any]] = {
     "WWW-Authenticate": {
         "description": "The scheme to authenticate with.",
         "schema": {"type": "string"},
+    },
+    "X-Request-ID": {
+        "description": "The request's id, as in the server's log line for it: the "
+        "request's own X-Request-ID when that is 1 to 128 visible ASCII characters, "
+        "otherwise a generated one.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     },
     "Idempotent-Replayed": {
         "description": "Present when this answer replays the first one for its Idempotency-Key.",
@@ -394,8 +404,9 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
         content[media_type] = {"schema": _stream_schema(media_type, description)}
     if content:
         success["content"] = content
+    success["headers"] = {"X-Request-ID": HEADERS["X-Request-ID"]}
     if op.idempotent:
-        success["headers"] = {"Idempotent-Replayed": HEADERS["Idempotent-Replayed"]}
+        success["headers"]["Idempotent-Replayed"] = HEADERS["Idempotent-Replayed"]
     responses: dict[str, Any] = {str(op.status): success}
     for status, name in sorted(error_responses(op).items()):
         responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
@@ -431,7 +442,7 @@ def openapi_document() -> dict[str, Any]:
         name: {
             "description": text,
             "content": _content((model,), "serialization", refs),
-            **({"headers": {h: HEADERS[h] for h in headers}} if headers else {}),
+            "headers": {h: HEADERS[h] for h in ("X-Request-ID", *headers)},
         }
         for name, (_status, text, model, headers) in RESPONSES.items()
     }

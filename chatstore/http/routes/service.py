@@ -1,4 +1,4 @@
-"""Liveness, readiness and the OpenAPI document; no authentication."""
+"""Liveness, readiness, the OpenAPI document and metrics; no authentication."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chatstore import metrics
 from chatstore.dberrors import translate_errors
 from chatstore.errors import Unavailable
 from chatstore.http.context import context
@@ -46,8 +47,15 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(request.app.state.openapi)
 
 
+async def metrics_text(request: Request) -> Response:
+    """The process's metrics in Prometheus' text format. Unauthenticated,
+    like /healthz: expose it only to the network that scrapes it."""
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/metrics", metrics_text, methods=["GET"]),
 ]

@@ -1,0 +1,116 @@
+"""Every HTTP request observed once: metrics, a log line, a request id.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware, which runs the app in a task
+and buffers through a stream): it only wraps ``send``, so a streamed
+response (JSONL export, Server-Sent Events) passes through untouched.
+
+It sits outside everything else of the app (chatstore/http/app.py), so
+it also sees the 500 that Starlette's ServerErrorMiddleware answers for a
+bug, and that response carries the request id too.
+
+Labels are ROUTE TEMPLATES (``/api/conversations/{id}``), never raw paths:
+every distinct label value is a time series held in memory for the life of
+the process, and raw paths would make one per conversation id (or per
+scanner probe). Paths that match no route share one label, ``<unmatched>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatstore import metrics
+from chatstore.logs import REQUEST_ID
+
+UNMATCHED = "<unmatched>"
+HEADER = b"x-request-id"
+# A client's X-Request-ID is kept when it is 1 to 128 visible ASCII
+# characters (no spaces or controls: it lands in log lines); otherwise the
+# request gets a generated one.
+MAX_REQUEST_ID = 128
+# The method label is bounded like the route: any other method (a client may
+# send anything) is counted as "OTHER".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+log = logging.getLogger("chatstore.requests")
+
+
+def request_id_from(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == HEADER:
+            if 0 < len(value) <= MAX_REQUEST_ID and all(0x21 <= byte <= 0x7E for byte in value):
+                return bytes(value).decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    # Starlette's router records the route it matched (fully, or by path
+    # only for a 405) in the scope it was given, which is this one.
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(scope)
+        token = REQUEST_ID.set(request_id)
+        status: int | None = None
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start" and status is None:
+                status = int(message["status"])
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != HEADER
+                ]
+                headers.append((HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+                self._observe(scope, status, started, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except BaseException:
+            if status is None:  # no response started: the server answers 500
+                self._observe(scope, 500, started, request_id)
+            raise
+        finally:
+            REQUEST_ID.reset(token)
+
+    @staticmethod
+    def _observe(scope: Scope, status: int, started: float, request_id: str) -> None:
+        """Counted and logged when the response starts: for a stream that is
+        when its headers go out, not when it ends."""
+        elapsed = time.perf_counter() - started
+        route = route_template(scope)
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
+        duration_ms = round(elapsed * 1000, 1)
+        log.info(
+            "%s %s %d %.1f ms",
+            method,
+            route,
+            status,
+            duration_ms,
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "request_id": request_id,
+            },
+        )
