@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import logging.config
 import os
 import signal
 import sys
@@ -19,10 +21,14 @@ from chatstore.database import database_url
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     from chatstore import logs, serving
 
+    # This process's own lines (the migrations applied) in the same format as
+    # the server's; uvicorn applies the same configuration in each worker.
+    log_config = logs.config(settings.log_format, args.log_level)
+    logging.config.dictConfig(log_config)
     with database_url(settings) as url:
         applied = migrations.apply(settings.direct_database_url or url)
         if applied:
-            print(f"chatstore: applied migrations {', '.join(applied)}", file=sys.stderr)
+            logging.getLogger("chatstore.cli").info("applied migrations %s", ", ".join(applied))
         # Workers are separate processes: they find the database in their
         # environment, whether it is the configured one or the embedded one.
         os.environ["CHATSTORE_DATABASE_URL"] = url
@@ -40,7 +46,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # every worker process (chatstore/logs.py). chatstore logs one
             # line a request itself (chatstore/http/middleware.py), so
             # uvicorn's access log stays off unless --access-log.
-            log_config=logs.config(settings.log_format, args.log_level),
+            log_config=log_config,
             access_log=args.access_log,
             # Event streams never end by themselves: after this long, a
             # stopping server cancels them (their clients reconnect with

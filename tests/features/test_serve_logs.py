@@ -1,0 +1,96 @@
+"""`chatstore serve`'s log as an operator reads it: CHATSTORE_LOG_FORMAT=json
+makes every line one JSON object, in every worker process, and each request
+is one line with its method, route template, status, duration and id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chatstore.cluster import free_port
+from chatstore.config import Settings
+from chatstore.store import ChatStore
+from features.helpers import (
+    Server,
+    chatstore_command,
+    make_caller,
+    server_env,
+    stop,
+    wait_ready,
+)
+
+
+def launch_two_workers(env: dict[str, str], log_dir: Path) -> Server:
+    """``chatstore serve --workers 2``: spawned processes, each of which
+    must configure its own logging."""
+    port = free_port()
+    log = log_dir / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            chatstore_command("serve", "--port", str(port), "--workers", "2"),
+            env=env,
+            cwd=log_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(name="json", process=process, base_url=f"http://127.0.0.1:{port}", log=log)
+
+
+async def test_json_log_format_is_one_object_per_line_in_every_worker(
+    database: str, settings: Settings, store: ChatStore
+) -> None:
+    caller = await make_caller(store)
+    log_dir = Path(tempfile.mkdtemp(prefix="chatstore-logs-"))
+    server = launch_two_workers(
+        server_env(database, settings, CHATSTORE_LOG_FORMAT="json"), log_dir
+    )
+    log = server.log
+    try:
+        wait_ready(server)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            ids = [f"json-{n}" for n in range(8)]
+            for request_id in ids:
+                response = await client.get(
+                    "/api/conversations",
+                    headers={**caller.headers, "X-Request-ID": request_id},
+                )
+                assert response.status_code == 200, response.text
+                assert response.headers["X-Request-ID"] == request_id
+        stop(server)
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        entries: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AssertionError(f"not a JSON line: {line!r}\n{server.logs()}") from None
+        assert all({"time", "level", "logger", "message"} <= set(e) for e in entries), entries
+        # uvicorn's own lines are in the format too, from both workers.
+        started = [e for e in entries if e["message"].startswith("Started server process")]
+        assert len(started) == 2, server.logs()
+
+        requests = {
+            e["request_id"]: e
+            for e in entries
+            if e["logger"] == "chatstore.requests" and e.get("request_id") in ids
+        }
+        assert set(requests) == set(ids), server.logs()
+        for entry in requests.values():
+            assert entry["level"] == "info"
+            assert (entry["method"], entry["route"], entry["status"]) == (
+                "GET",
+                "/api/conversations",
+                200,
+            )
+            assert isinstance(entry["duration_ms"], float | int) and entry["duration_ms"] >= 0
+        # uvicorn's access log stays off: chatstore's line is the one line a request.
+        assert not [e for e in entries if e["logger"] == "uvicorn.access"], server.logs()
+    finally:
+        stop(server)
+        shutil.rmtree(log_dir, ignore_errors=True)
