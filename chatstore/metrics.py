@@ -65,15 +65,22 @@ IDEMPOTENT_REPLAYS = Counter(
 
 
 class _Pools(Collector):
-    """Connections of each tracked asyncpg pool, in use and idle, read at scrape time."""
+    """Connections of each tracked asyncpg pool, in use and idle, read at scrape time.
+
+    Pools of one name (several stores in one process) add up. The references
+    are strong (asyncpg's Pool has __slots__ without __weakref__); a pool is
+    dropped once it is closing, at the next track or scrape.
+    """
 
     def __init__(self) -> None:
-        # The newest pool of each name (asyncpg pools take no weak references;
-        # a closed one is skipped and replaced by the next of its name).
-        self._pools: dict[str, Pool] = {}
+        self._pools: list[tuple[str, Pool]] = []
+
+    def _open(self) -> list[tuple[str, Pool]]:
+        self._pools = [(name, pool) for name, pool in self._pools if not pool.is_closing()]
+        return self._pools
 
     def track(self, name: str, pool: Pool) -> None:
-        self._pools[name] = pool
+        self._open().append((name, pool))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -81,11 +88,13 @@ class _Pools(Collector):
             "Connections of a pool, by state (in_use, idle).",
             labels=("pool", "state"),
         )
-        for name, pool in list(self._pools.items()):
-            if pool.is_closing():
-                continue
+        totals: dict[str, tuple[int, int]] = {}
+        for name, pool in list(self._open()):
             size, idle = pool.get_size(), pool.get_idle_size()
-            family.add_metric((name, "in_use"), size - idle)
+            in_use, idle_so_far = totals.get(name, (0, 0))
+            totals[name] = (in_use + size - idle, idle_so_far + idle)
+        for name, (in_use, idle) in totals.items():
+            family.add_metric((name, "in_use"), in_use)
             family.add_metric((name, "idle"), idle)
         yield family
 
