@@ -16,6 +16,7 @@ scanner probe). Paths that match no route share one label, ``<unmatched>``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ from chatstore import metrics
 from chatstore.logs import REQUEST_ID
 
 UNMATCHED = "<unmatched>"
+CANCELLED = 499
 HEADER = b"x-request-id"
 # A client's X-Request-ID is kept when it is 1 to 128 visible ASCII
 # characters (no spaces or controls: it lands in log lines); otherwise the
@@ -83,6 +85,12 @@ class RequestObserver:
 
         try:
             await self.app(scope, receive, observed_send)
+        except asyncio.CancelledError:
+            # Cancelled before any response (a server stopping): counted as
+            # 499, "client closed request" as nginx says, not as a 500.
+            if status is None:
+                self._observe(scope, CANCELLED, started, request_id)
+            raise
         except BaseException:
             if status is None:  # no response started: the server answers 500
                 self._observe(scope, 500, started, request_id)

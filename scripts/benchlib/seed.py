@@ -4,7 +4,8 @@ Users and sessions go into better-auth's "user" and "session" tables,
 conversations straight into ``conversations`` with consistent ``last_seq`` /
 ``message_count``, and messages through a staging table: COPY into a
 temporary table, then one INSERT ... SELECT that computes ``search_vector``
-with ``to_tsvector('simple', content)`` exactly as ``append_messages`` does.
+with ``to_tsvector('simple', chatstore_search_text(content))`` exactly as
+``append_messages`` does.
 
 The seeding session alone runs with ``synchronous_commit = off`` and, when it
 may (superuser), ``session_replication_role = replica``, which skips the
@@ -137,7 +138,7 @@ async def _load_messages(dsn: str, records: Iterator[tuple[Any, ...]]) -> None:
             "INSERT INTO messages (conversation_id, seq, user_id, role, content, metadata,"
             " created_at, search_vector)"
             " SELECT conversation_id, seq, user_id, role, content, '{}'::jsonb, created_at,"
-            " to_tsvector('simple'::regconfig, coalesce(content, ''))"
+            " to_tsvector('simple'::regconfig, chatstore_search_text(content))"
             " FROM seed_messages"
         )
     finally:

@@ -8,6 +8,7 @@ tests/adversity/test_outage_observability.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -223,3 +224,32 @@ def test_an_unknown_log_format_is_refused_at_start_up() -> None:
         Settings.from_env({"CHATSTORE_LOG_FORMAT": "xml"})
     assert Settings.from_env({"CHATSTORE_LOG_FORMAT": "json"}).log_format == "json"
     assert Settings.from_env({}).log_format == "text"
+
+
+async def test_a_request_cancelled_before_its_response_is_counted_as_499_not_500(
+    settings: Settings, store: ChatStore
+) -> None:
+    entered = asyncio.Event()
+
+    async def hangs(request: Request) -> Response:
+        entered.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not cancelled")
+
+    async with open_app(settings, store) as app:
+        app.router.routes.append(Route("/hangs", hangs))
+        async with open_client(app) as client:
+            before = await scrape(client)
+            # httpx's ASGITransport runs the app in the caller's task: cancelling
+            # the request cancels the app, as a stopping server does.
+            request = asyncio.create_task(client.get("/hangs"))
+            await asyncio.wait_for(entered.wait(), 10)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            after = await scrape(client)
+    assert (
+        requests_of(after, "/hangs", "GET", "499")
+        == requests_of(before, "/hangs", "GET", "499") + 1
+    )
+    assert requests_of(after, "/hangs", "GET", "500") == requests_of(before, "/hangs", "GET", "500")
