@@ -4,6 +4,7 @@ from chatstore.config import Settings
 from chatstore.errors import (
     ChatStoreError,
     IdempotencyConflict,
+    IdempotencyInProgress,
     NotFound,
     SeqConflict,
     Unavailable,
@@ -26,6 +27,7 @@ __all__ = [
     "Conversation",
     "ConversationPage",
     "IdempotencyConflict",
+    "IdempotencyInProgress",
     "Message",
     "MessageInput",
     "MessagePage",

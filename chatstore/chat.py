@@ -60,14 +60,25 @@ async def history(
     return History(messages, bool(rows[0]["has_more"]))
 
 
-async def exchange(
+class Reply:
+    """The user's message and the responder's reply, not stored yet."""
+
+    __slots__ = ("message", "reply")
+
+    def __init__(self, message: MessageInput, reply: MessageInput) -> None:
+        self.message = message
+        self.reply = reply
+
+
+async def think(
     store: ChatStore,
     responder: Responder,
     user_id: str,
     conversation_id: ConversationId,
     content: str | ChatMessageInput,
-) -> Exchange:
-    """Store the user's message and the responder's reply in one transaction."""
+) -> Reply:
+    """Ask the responder, holding no connection and no transaction while it
+    thinks: the history is read first, in a statement of its own."""
     given = {"content": content} if isinstance(content, str) else content
     data = validate_model(ChatMessageInput, given, store.settings)
     message = MessageInput(role="user", content=data.content)
@@ -75,8 +86,27 @@ async def exchange(
     reply = await responder.respond(recent.messages, message)
     if reply.role != "assistant":
         raise TypeError(f"a responder must reply as the assistant, not {reply.role!r}")
-    stored = await store.append_messages(user_id, conversation_id, [message, reply])
+    return Reply(message, reply)
+
+
+async def store_reply(
+    store: ChatStore, user_id: str, conversation_id: ConversationId, reply: Reply
+) -> Exchange:
+    """Store the user's message and the reply in one statement."""
+    stored = await store.append_messages(user_id, conversation_id, [reply.message, reply.reply])
     return Exchange(stored[0], stored[1])
 
 
-__all__ = ["Exchange", "History", "exchange", "history"]
+async def exchange(
+    store: ChatStore,
+    responder: Responder,
+    user_id: str,
+    conversation_id: ConversationId,
+    content: str | ChatMessageInput,
+) -> Exchange:
+    """Ask the responder, then store the user's message and its reply together."""
+    reply = await think(store, responder, user_id, conversation_id, content)
+    return await store_reply(store, user_id, conversation_id, reply)
+
+
+__all__ = ["Exchange", "History", "Reply", "exchange", "history", "store_reply", "think"]

@@ -41,6 +41,19 @@ class IdempotencyConflict(ChatStoreError):
         super().__init__("this Idempotency-Key was already used with a different request")
 
 
+class IdempotencyInProgress(ChatStoreError):
+    """The Idempotency-Key's first request is still being worked on (a chat
+    message waiting for its responder) after a repeat waited for it; retry
+    later to get its response replayed."""
+
+    code = "idempotency_in_progress"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the first request with this Idempotency-Key is still in progress, retry shortly"
+        )
+
+
 class ValidationError(ChatStoreError):
     """Well-formed input that breaks a rule; details locate each problem."""
 

@@ -1,32 +1,72 @@
 """Idempotency keys: do the work once, replay its response afterwards.
 
-The key is claimed in the same transaction as the work (sql/idempotency.sql),
-so the response is recorded if and only if the work commits, and a
-concurrent repeat of the key, on this process or another, waits for the
-first to finish and then replays it. A request that fails (a 4xx) leaves no
-trace: retrying it does the work afresh.
+A key is claimed, the work is done, and the claim is completed with the
+response to replay (sql/idempotency.sql). Two ways to run the work:
+
+* ``run_once``: short work (a create, an append) runs inside the claim's
+  transaction, so the response is recorded if and only if the work commits;
+  a concurrent repeat waits on the claimed row for the moment the first
+  takes, then replays it.
+* ``run_once_outside``: work that waits on something slow (a chat message's
+  responder) must hold no pooled connection and no open transaction while it
+  waits. The claim commits alone as *pending*, with a lease of
+  ``LEASE_SECONDS`` that its holder renews while it is alive; the slow part
+  runs with nothing held; then one transaction re-takes the claim, stores
+  the work and completes the key. A failure releases the claim.
+
+A repeat that finds the key pending polls for it (no connection held
+between polls, backoff up to ``POLL_MAX_SECONDS``) for up to
+``WAIT_SECONDS``, then replays the finished response or raises
+IdempotencyInProgress (HTTP 409 ``idempotency_in_progress``). A claim whose
+holder died (its process killed) is free again once its lease runs out.
+A request that fails leaves no trace: retrying it does the work afresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import TypeAdapter
 
+from chatstore import metrics
 from chatstore.dberrors import translate_errors
-from chatstore.errors import IdempotencyConflict, ValidationError
+from chatstore.errors import (
+    ChatStoreError,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
+    from chatstore.queries import Executor
     from chatstore.store import ChatStore
 
 TTL_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
 PURGE_BATCH = 1000
 
+# A pending claim's lease: how long after its holder was last heard of (a
+# claim or a renewal) a claim is taken to be dead and may be taken over.
+LEASE_SECONDS = 30.0
+# The holder renews its lease this often while its slow part runs.
+RENEW_SECONDS = LEASE_SECONDS / 3
+# How long a repeat waits for a pending claim before answering
+# IdempotencyInProgress, and how it polls meanwhile.
+WAIT_SECONDS = 20.0
+POLL_FIRST_SECONDS = 0.05
+POLL_MAX_SECONDS = 1.0
+
 T = TypeVar("T")
+P = TypeVar("P")
+
+# Which conversation a result belongs to (its key is deleted with it).
+ConversationOf = Callable[[T], uuid.UUID | None]
 
 
 def check_key(key: str) -> str:
@@ -44,6 +84,151 @@ def fingerprint(*parts: Any) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
+class _Claim:
+    """One user's key for one request, and the claim this caller holds on it."""
+
+    __slots__ = ("key", "request", "store", "token", "user_id")
+
+    def __init__(self, store: ChatStore, user_id: str, key: str, request: bytes) -> None:
+        self.store = store
+        self.user_id = user_id
+        self.key = check_key(key)
+        self.request = request
+        self.token = uuid.uuid4()
+
+    async def claim(self, executor: Executor) -> bool:
+        """True when this caller now holds the key and must do the work."""
+        self.token = uuid.uuid4()
+        with translate_errors():
+            claimed = await self.store.queries.scalar(
+                executor,
+                "claim_idempotency_key",
+                user_id=self.user_id,
+                key=self.key,
+                fingerprint=self.request,
+                token=self.token,
+                lease_seconds=LEASE_SECONDS,
+            )
+        return bool(claimed)
+
+    async def held(self, executor: Executor, adapter: TypeAdapter[T]) -> tuple[T] | bool:
+        """Someone else's claim: ``(response,)`` when it is complete (a
+        replay), True while it is pending, False when it is gone (expired or
+        released: claim again). Another request's key is a conflict."""
+        with translate_errors():
+            row = await self.store.queries.one(
+                executor, "get_idempotency_key", user_id=self.user_id, key=self.key
+            )
+        if row is None:
+            return False
+        if bytes(row["fingerprint"]) != self.request:
+            raise IdempotencyConflict()
+        if row["status"] is None:
+            return True
+        metrics.IDEMPOTENT_REPLAYS.inc()
+        return (adapter.validate_json(row["response"]),)
+
+    async def complete(
+        self,
+        executor: Executor,
+        result: T,
+        adapter: TypeAdapter[T],
+        status: int,
+        conversation_of: ConversationOf[T],
+    ) -> bool:
+        with translate_errors():
+            done = await self.store.queries.scalar(
+                executor,
+                "record_idempotency_response",
+                user_id=self.user_id,
+                key=self.key,
+                token=self.token,
+                status=status,
+                response=adapter.dump_json(result).decode(),
+                conversation_id=conversation_of(result),
+                ttl_seconds=TTL_SECONDS,
+            )
+        return bool(done)
+
+    async def hold(self, executor: Executor) -> bool:
+        with translate_errors():
+            held = await self.store.queries.scalar(
+                executor,
+                "hold_idempotency_claim",
+                user_id=self.user_id,
+                key=self.key,
+                token=self.token,
+            )
+        return bool(held)
+
+    async def renew(self) -> None:
+        with translate_errors():
+            await self.store.queries.execrows(
+                self.store.executor,
+                "renew_idempotency_claim",
+                user_id=self.user_id,
+                key=self.key,
+                token=self.token,
+                lease_seconds=LEASE_SECONDS,
+            )
+
+    async def release(self) -> None:
+        """Best effort: if the database cannot be told, the lease runs out."""
+        with suppress(ChatStoreError, OSError, asyncio.TimeoutError), translate_errors():
+            await self.store.queries.exec(
+                self.store.executor,
+                "release_idempotency_claim",
+                user_id=self.user_id,
+                key=self.key,
+                token=self.token,
+            )
+
+    @asynccontextmanager
+    async def renewing(self) -> AsyncIterator[None]:
+        """Keep the claim's lease alive while the block runs."""
+
+        async def renew_forever() -> None:
+            while True:
+                await asyncio.sleep(RENEW_SECONDS)
+                # A failed renewal is retried next time; if the holder can
+                # never reach the database, its claim is not kept alive.
+                with suppress(ChatStoreError, OSError, asyncio.TimeoutError):
+                    await self.renew()
+
+        renewer = asyncio.create_task(renew_forever())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with suppress(asyncio.CancelledError):
+                await renewer
+
+
+class _Wait:
+    """A repeat's bounded wait for a pending claim: polls with backoff."""
+
+    __slots__ = ("deadline", "pause")
+
+    def __init__(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + WAIT_SECONDS
+        self.pause = POLL_FIRST_SECONDS
+
+    async def next_poll(self) -> None:
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise IdempotencyInProgress()
+        await asyncio.sleep(min(self.pause, remaining))
+        self.pause = min(self.pause * 2, POLL_MAX_SECONDS)
+
+
+class _ClaimLost(Exception):
+    """The claim's lease ran out and another request took the key over."""
+
+
+def _no_conversation(_result: object) -> None:
+    return None
+
+
 async def run_once(
     store: ChatStore,
     user_id: str,
@@ -53,45 +238,69 @@ async def run_once(
     adapter: TypeAdapter[T],
     *,
     status: int = 201,
+    conversation_of: ConversationOf[T] = _no_conversation,
 ) -> tuple[T, bool]:
     """``work()``'s result and False, or the first result for this key and
-    True (a replay). ``request`` is the fingerprint of what is asked."""
-    check_key(key)
-    # Twice at most: only a key that expires between the claim and the
-    # read of the holder's response needs a second claim.
-    for _attempt in range(2):
+    True (a replay). ``request`` is the fingerprint of what is asked. The
+    work runs inside the claim's transaction: keep it short."""
+    claim = _Claim(store, user_id, key, request)
+    wait = _Wait()
+    while True:
         async with store.transaction() as connection:
-            with translate_errors():
-                claimed = await store.queries.scalar(
-                    connection,
-                    "claim_idempotency_key",
-                    user_id=user_id,
-                    key=key,
-                    fingerprint=request,
-                    ttl_seconds=TTL_SECONDS,
-                )
-            if claimed:
+            if await claim.claim(connection):
                 result = await work()
-                with translate_errors():
-                    await store.queries.exec(
-                        connection,
-                        "record_idempotency_response",
-                        user_id=user_id,
-                        key=key,
-                        status=status,
-                        response=adapter.dump_json(result).decode(),
-                    )
+                await claim.complete(connection, result, adapter, status, conversation_of)
                 return result, False
-            with translate_errors():
-                held = await store.queries.one(
-                    connection, "get_idempotency_key", user_id=user_id, key=key
-                )
-        if held is None:
+            held = await claim.held(connection, adapter)
+        # The transaction is over: a wait for a pending claim holds nothing.
+        if isinstance(held, tuple):
+            return held[0], True
+        if held:
+            await wait.next_poll()
+
+
+async def run_once_outside(
+    store: ChatStore,
+    user_id: str,
+    key: str,
+    request: bytes,
+    prepare: Callable[[], Awaitable[P]],
+    work: Callable[[P], Awaitable[T]],
+    adapter: TypeAdapter[T],
+    *,
+    status: int = 201,
+    conversation_of: ConversationOf[T] = _no_conversation,
+) -> tuple[T, bool]:
+    """As run_once, for work with a slow part: ``prepare()`` runs with no
+    connection and no transaction held (only a committed, pending claim),
+    then ``work(prepared)`` stores it in one transaction that also completes
+    the key. If either fails, the claim is released."""
+    claim = _Claim(store, user_id, key, request)
+    wait = _Wait()
+    while True:
+        if not await claim.claim(store.executor):
+            held = await claim.held(store.executor, adapter)
+            if isinstance(held, tuple):
+                return held[0], True
+            if held:
+                await wait.next_poll()
             continue
-        if bytes(held["fingerprint"]) != request:
-            raise IdempotencyConflict()
-        return adapter.validate_json(held["response"]), True
-    raise IdempotencyConflict()  # pragma: no cover - needs the key to expire twice
+        try:
+            async with claim.renewing():
+                prepared = await prepare()
+            async with store.transaction() as connection:
+                if not await claim.hold(connection):
+                    raise _ClaimLost()
+                result = await work(prepared)
+                if not await claim.complete(connection, result, adapter, status, conversation_of):
+                    raise _ClaimLost()  # pragma: no cover - hold_idempotency_claim locked it
+            return result, False
+        except _ClaimLost:
+            # Its new holder does the work; wait for its response.
+            continue
+        except BaseException:
+            await asyncio.shield(claim.release())
+            raise
 
 
 async def purge_expired(store: ChatStore, batch: int = PURGE_BATCH) -> int:

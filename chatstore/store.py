@@ -193,7 +193,13 @@ class ChatStore:
             return await create()
         request = idempotency.fingerprint("create_conversation", data.model_dump())
         created, _ = await idempotency.run_once(
-            self, user_id, idempotency_key, request, create, _CONVERSATION
+            self,
+            user_id,
+            idempotency_key,
+            request,
+            create,
+            _CONVERSATION,
+            conversation_of=lambda conversation: conversation.id,
         )
         return created
 
@@ -325,7 +331,13 @@ class ChatStore:
             expected_last_seq,
         )
         stored, _ = await idempotency.run_once(
-            self, user_id, idempotency_key, request, append, _MESSAGES
+            self,
+            user_id,
+            idempotency_key,
+            request,
+            append,
+            _MESSAGES,
+            conversation_of=lambda _stored: conversation,
         )
         return stored
 

@@ -1,45 +1,102 @@
--- Idempotency keys (migrations/0003). All three run inside the transaction
--- that does the work, so the claim and the work commit or vanish together.
+-- Idempotency keys (migrations/0003, 0007).
+--
+-- A key is claimed (a row with status NULL, its claim_token and a lease in
+-- expires_at) and completed by its claimer (status, response, the
+-- conversation the response belongs to, and 24 hours in expires_at). Two
+-- ways to run the work between (chatstore/idempotency.py):
+--   * short work runs inside the claim's transaction: the claim, the work
+--     and the response commit or vanish together;
+--   * a chat message's work (the responder) runs with no transaction open:
+--     the claim commits alone, the responder runs, then one transaction
+--     re-takes the claim (hold_idempotency_claim), stores the work and
+--     completes the key; a failure releases the claim.
+-- A claim whose lease runs out (its holder died) is taken over by the next
+-- claim of the key, exactly like a key past its 24 hours.
 
 -- name: claim_idempotency_key :scalar
 -- Claims the key for this request. Returns true when the caller must do the
--- work; NULL when the key is already held by a committed request (then ask
+-- work; NULL when the key is held, pending or completed (then ask
 -- get_idempotency_key). A concurrent claim of the same key waits here on the
--- primary key until the first transaction ends: exactly-once across processes.
--- An expired key is taken over in place.
+-- row until the transaction that holds it ends: exactly-once across
+-- processes. A key past its expires_at (a completed key's 24 hours or a
+-- pending claim's lease) is taken over in place, with a new token.
 INSERT INTO idempotency_keys AS k
-    (user_id, key, fingerprint, expires_at)
+    (user_id, key, fingerprint, claim_token, expires_at)
 VALUES
-    (:user_id, :key, :fingerprint, now() + make_interval(secs => :ttl_seconds))
+    (:user_id, :key, :fingerprint, :token, now() + make_interval(secs => :lease_seconds))
 ON CONFLICT (user_id, key) DO UPDATE
-SET fingerprint = excluded.fingerprint,
-    status      = NULL,
-    response    = NULL,
-    created_at  = now(),
-    expires_at  = excluded.expires_at
+SET fingerprint     = excluded.fingerprint,
+    claim_token     = excluded.claim_token,
+    status          = NULL,
+    response        = NULL,
+    conversation_id = NULL,
+    created_at      = now(),
+    expires_at      = excluded.expires_at
 WHERE k.expires_at <= now()
 RETURNING true;
 
 -- name: get_idempotency_key :one
--- The first request's fingerprint and response, for a replay or a conflict.
+-- The holder's fingerprint and, once completed, its response: a replay, a
+-- conflict, or (status NULL) a claim still pending.
 SELECT fingerprint, status, response
 FROM idempotency_keys
 WHERE user_id = :user_id
   AND key = :key
   AND expires_at > now();
 
--- name: record_idempotency_response :exec
--- Stores the response to replay, in the work's own transaction.
+-- name: renew_idempotency_claim :execrows
+-- Extends a pending claim's lease while its holder is alive and working
+-- (the responder may take longer than one lease). 0: the claim is no longer
+-- this holder's.
 UPDATE idempotency_keys
-SET status = :status,
-    response = :response
+SET expires_at = now() + make_interval(secs => :lease_seconds)
 WHERE user_id = :user_id
-  AND key = :key;
+  AND key = :key
+  AND claim_token = :token
+  AND status IS NULL;
+
+-- name: hold_idempotency_claim :scalar
+-- First statement of the transaction that stores a chat message's work:
+-- locks the claim if it is still this holder's, so that no one can take it
+-- over until the work and the response commit. NULL: it was taken over
+-- (the lease ran out) and the work must not be stored.
+SELECT true
+FROM idempotency_keys
+WHERE user_id = :user_id
+  AND key = :key
+  AND claim_token = :token
+  AND status IS NULL
+FOR UPDATE;
+
+-- name: record_idempotency_response :scalar
+-- Completes the claim, in the work's own transaction: the response to
+-- replay for 24 hours and the conversation it belongs to (deleting the
+-- conversation deletes the key). NULL: the claim is not this holder's.
+UPDATE idempotency_keys
+SET status          = :status,
+    response        = :response,
+    conversation_id = :conversation_id,
+    expires_at      = now() + make_interval(secs => :ttl_seconds)
+WHERE user_id = :user_id
+  AND key = :key
+  AND claim_token = :token
+  AND status IS NULL
+RETURNING true;
+
+-- name: release_idempotency_claim :exec
+-- The work failed: the pending claim goes, so a retry does the work afresh.
+-- Only this holder's claim, and never a completed key.
+DELETE FROM idempotency_keys
+WHERE user_id = :user_id
+  AND key = :key
+  AND claim_token = :token
+  AND status IS NULL;
 
 -- name: purge_expired_idempotency_keys :execrows
--- A bounded batch of expired keys, oldest first, read from
--- idempotency_keys_expires_idx; SKIP LOCKED so that purgers on several
--- processes never queue behind each other or behind a claim.
+-- A bounded batch of expired keys (and of pending claims whose holder died),
+-- oldest first, read from idempotency_keys_expires_idx; SKIP LOCKED so that
+-- purgers on several processes never queue behind each other or behind a
+-- claim.
 DELETE FROM idempotency_keys
 WHERE (user_id, key) IN (
     SELECT user_id, key

@@ -14,6 +14,7 @@ from chatstore.availability import DATABASE
 from chatstore.errors import (
     ChatStoreError,
     IdempotencyConflict,
+    IdempotencyInProgress,
     NotFound,
     SeqConflict,
     Unavailable,
@@ -28,6 +29,7 @@ _STATUS: dict[type[ChatStoreError], int] = {
     NotFound: 404,
     SeqConflict: 409,
     IdempotencyConflict: 409,
+    IdempotencyInProgress: 409,
     ValidationError: 422,
     Unavailable: 503,
 }
@@ -92,6 +94,10 @@ async def handle_store_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, Unavailable):
         # Logged once an outage, not once a request (chatstore/availability.py).
         DATABASE.unavailable(exc.__cause__)
+        return error_response(
+            status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    if isinstance(exc, IdempotencyInProgress):
         return error_response(
             status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
         )

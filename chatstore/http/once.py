@@ -13,8 +13,20 @@ from chatstore import idempotency
 from chatstore.http.context import JSON, Context
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def _asked(request: Request, body: Any) -> bytes:
+    # The parsed body, canonicalised: whitespace or key order is not a
+    # different request.
+    return idempotency.fingerprint(request.method, request.url.path, body)
+
+
+def _answer(result: T, adapter: TypeAdapter[T], status: int, replayed: bool) -> Response:
+    headers = {REPLAYED_HEADER: "true"} if replayed else None
+    return Response(adapter.dump_json(result), status_code=status, media_type=JSON, headers=headers)
 
 
 async def respond_once(
@@ -24,19 +36,57 @@ async def respond_once(
     body: Any,
     work: Callable[[], Awaitable[T]],
     adapter: TypeAdapter[T],
+    *,
+    conversation_of: idempotency.ConversationOf[T],
     status: int = 201,
 ) -> Response:
-    """Run ``work`` and answer with its result; with an Idempotency-Key, at
-    most once per key, replaying the first answer to repeats."""
+    """Run ``work`` (short: it runs inside the key's claim) and answer with
+    its result; with an Idempotency-Key, at most once per key, replaying the
+    first answer to repeats. ``conversation_of`` names the conversation the
+    answer belongs to: deleting it forgets the answer."""
     key = request.headers.get("idempotency-key")
     if key is None:
-        result = await work()
-        return Response(adapter.dump_json(result), status_code=status, media_type=JSON)
-    # The parsed body, canonicalised: whitespace or key order is not a
-    # different request.
-    asked = idempotency.fingerprint(request.method, request.url.path, body)
+        return _answer(await work(), adapter, status, replayed=False)
     result, replayed = await idempotency.run_once(
-        ctx.store, user_id, key, asked, work, adapter, status=status
+        ctx.store,
+        user_id,
+        key,
+        _asked(request, body),
+        work,
+        adapter,
+        status=status,
+        conversation_of=conversation_of,
     )
-    headers = {REPLAYED_HEADER: "true"} if replayed else None
-    return Response(adapter.dump_json(result), status_code=status, media_type=JSON, headers=headers)
+    return _answer(result, adapter, status, replayed)
+
+
+async def respond_once_outside(
+    request: Request,
+    ctx: Context,
+    user_id: str,
+    body: Any,
+    prepare: Callable[[], Awaitable[P]],
+    work: Callable[[P], Awaitable[T]],
+    adapter: TypeAdapter[T],
+    *,
+    conversation_of: idempotency.ConversationOf[T],
+    status: int = 201,
+) -> Response:
+    """As respond_once for work with a slow part: ``prepare()`` runs with no
+    connection and no transaction held, with or without a key; then
+    ``work(prepared)`` stores the result."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return _answer(await work(await prepare()), adapter, status, replayed=False)
+    result, replayed = await idempotency.run_once_outside(
+        ctx.store,
+        user_id,
+        key,
+        _asked(request, body),
+        prepare,
+        work,
+        adapter,
+        status=status,
+        conversation_of=conversation_of,
+    )
+    return _answer(result, adapter, status, replayed)

@@ -27,6 +27,7 @@ from chatstore import sessions
 from chatstore.cluster import free_port
 from chatstore.config import Settings
 from chatstore.http.app import create_app
+from chatstore.responder import Responder
 from chatstore.store import ChatStore
 
 BASE_URL = "http://test"
@@ -58,11 +59,19 @@ async def make_caller(store: ChatStore) -> Caller:
 
 
 @asynccontextmanager
-async def open_api(settings: Settings, store: ChatStore) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the real app with its lifespan running (ASGITransport runs none)."""
-    app = create_app(settings, store=store)
+async def open_api(
+    settings: Settings,
+    store: ChatStore,
+    *,
+    responder: Responder | None = None,
+    raise_app_exceptions: bool = True,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the real app with its lifespan running (ASGITransport runs
+    none). raise_app_exceptions=False: an unexpected error surfaces as the
+    500 a real client gets, not as an exception in the test."""
+    app = create_app(settings, store=store, responder=responder)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
             yield client
 

@@ -10,7 +10,7 @@ from starlette.routing import Route
 from chatstore import chat
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
-from chatstore.http.once import respond_once
+from chatstore.http.once import respond_once, respond_once_outside
 from chatstore.http.params import MAX_SEQ, query_int
 from chatstore.models import (
     ChatExchange,
@@ -36,7 +36,15 @@ async def start(request: Request, ctx: Context, user_id: str) -> Response:
         )
         return ChatStart(session_id=conversation.id, conversation=conversation)
 
-    return await respond_once(request, ctx, user_id, body, create, _START)
+    return await respond_once(
+        request,
+        ctx,
+        user_id,
+        body,
+        create,
+        _START,
+        conversation_of=lambda started: started.session_id,
+    )
 
 
 @authenticated
@@ -44,13 +52,27 @@ async def message(request: Request, ctx: Context, user_id: str) -> Response:
     body = await read_json(request, ctx.settings)
     data = body_model(ChatMessageInput, body, ctx.settings)
 
-    async def send() -> ChatExchange:
-        done = await chat.exchange(
-            ctx.store, ctx.responder, user_id, request.path_params["session_id"], data
-        )
+    session_id = request.path_params["session_id"]
+
+    async def think() -> chat.Reply:
+        return await chat.think(ctx.store, ctx.responder, user_id, session_id, data)
+
+    async def send(reply: chat.Reply) -> ChatExchange:
+        done = await chat.store_reply(ctx.store, user_id, session_id, reply)
         return ChatExchange(user_message=done.user_message, reply=done.reply)
 
-    return await respond_once(request, ctx, user_id, body, send, _EXCHANGE)
+    # The responder may take seconds: it runs holding no pooled connection
+    # and no transaction, with or without an Idempotency-Key.
+    return await respond_once_outside(
+        request,
+        ctx,
+        user_id,
+        body,
+        think,
+        send,
+        _EXCHANGE,
+        conversation_of=lambda done: done.user_message.conversation_id,
+    )
 
 
 @authenticated

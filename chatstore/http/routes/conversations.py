@@ -26,7 +26,15 @@ async def create_conversation(request: Request, ctx: Context, user_id: str) -> R
             user_id, title=data.title, metadata=data.metadata
         )
 
-    return await respond_once(request, ctx, user_id, body, create, _CONVERSATION)
+    return await respond_once(
+        request,
+        ctx,
+        user_id,
+        body,
+        create,
+        _CONVERSATION,
+        conversation_of=lambda created: created.id,
+    )
 
 
 @authenticated

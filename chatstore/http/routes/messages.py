@@ -15,6 +15,7 @@ from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import MAX_SEQ, path_seq, query_choice, query_int
 from chatstore.models import Deleted, Message, MessageBatch, MessageInput, MessageList
+from chatstore.store import conversation_uuid
 
 _MESSAGE = TypeAdapter(Message)
 _MESSAGE_LIST = TypeAdapter(MessageList)
@@ -33,13 +34,29 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
             )
             return MessageList(data=stored)
 
-        return await respond_once(request, ctx, user_id, body, append_batch, _MESSAGE_LIST)
+        return await respond_once(
+            request,
+            ctx,
+            user_id,
+            body,
+            append_batch,
+            _MESSAGE_LIST,
+            conversation_of=lambda _stored: conversation_uuid(conversation_id),
+        )
     message = body_model(MessageInput, body, ctx.settings)
 
     async def append_one() -> Message:
         return await ctx.store.append_message(user_id, conversation_id, message)
 
-    return await respond_once(request, ctx, user_id, body, append_one, _MESSAGE)
+    return await respond_once(
+        request,
+        ctx,
+        user_id,
+        body,
+        append_one,
+        _MESSAGE,
+        conversation_of=lambda _stored: conversation_uuid(conversation_id),
+    )
 
 
 @authenticated

@@ -1,0 +1,11 @@
+-- Pending claims mean nothing to the code before 0007 (it never commits a
+-- key without its response): they go first.
+DELETE FROM idempotency_keys
+WHERE status IS NULL;
+
+DROP INDEX idempotency_keys_conversation_idx;
+
+ALTER TABLE idempotency_keys
+    DROP CONSTRAINT idempotency_keys_conversation_fkey,
+    DROP COLUMN conversation_id,
+    DROP COLUMN claim_token;
