@@ -25,13 +25,15 @@ A request that fails leaves no trace: retrying it does the work afresh.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import asyncpg
 from pydantic import TypeAdapter
 
 from chatstore import metrics
@@ -65,8 +67,26 @@ POLL_MAX_SECONDS = 1.0
 T = TypeVar("T")
 P = TypeVar("P")
 
-# Which conversation a result belongs to (its key is deleted with it).
-ConversationOf = Callable[[T], uuid.UUID | None]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Holds:
+    """What a stored response holds copies of: its conversation (title,
+    metadata) and the seqs of the messages in it, if any. Deleting the
+    conversation, or one of those messages, deletes the response."""
+
+    conversation_id: uuid.UUID | None
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    @classmethod
+    def messages(cls, conversation_id: uuid.UUID, seqs: Sequence[int]) -> Holds:
+        return cls(conversation_id, min(seqs), max(seqs))
+
+
+_NOTHING = Holds(None)
+
+# What a result holds (recorded with its key).
+HoldsOf = Callable[[T], Holds | None]
 
 
 def check_key(key: str) -> str:
@@ -99,16 +119,21 @@ class _Claim:
     async def claim(self, executor: Executor) -> bool:
         """True when this caller now holds the key and must do the work."""
         self.token = uuid.uuid4()
-        with translate_errors():
-            claimed = await self.store.queries.scalar(
-                executor,
-                "claim_idempotency_key",
-                user_id=self.user_id,
-                key=self.key,
-                fingerprint=self.request,
-                token=self.token,
-                lease_seconds=LEASE_SECONDS,
-            )
+        try:
+            with translate_errors():
+                claimed = await self.store.queries.scalar(
+                    executor,
+                    "claim_idempotency_key",
+                    user_id=self.user_id,
+                    key=self.key,
+                    fingerprint=self.request,
+                    token=self.token,
+                    lease_seconds=LEASE_SECONDS,
+                )
+        except asyncpg.ForeignKeyViolationError as error:
+            if error.constraint_name == "idempotency_keys_user_fkey":
+                raise _UserGone() from None
+            raise
         return bool(claimed)
 
     async def held(self, executor: Executor, adapter: TypeAdapter[T]) -> tuple[T] | bool:
@@ -134,8 +159,9 @@ class _Claim:
         result: T,
         adapter: TypeAdapter[T],
         status: int,
-        conversation_of: ConversationOf[T],
+        holds_of: HoldsOf[T],
     ) -> bool:
+        holds = holds_of(result) or _NOTHING
         with translate_errors():
             done = await self.store.queries.scalar(
                 executor,
@@ -145,7 +171,9 @@ class _Claim:
                 token=self.token,
                 status=status,
                 response=adapter.dump_json(result).decode(),
-                conversation_id=conversation_of(result),
+                conversation_id=holds.conversation_id,
+                first_seq=holds.first_seq,
+                last_seq=holds.last_seq,
                 ttl_seconds=TTL_SECONDS,
             )
         return bool(done)
@@ -221,11 +249,16 @@ class _Wait:
         self.pause = min(self.pause * 2, POLL_MAX_SECONDS)
 
 
+class _UserGone(Exception):
+    """The user was deleted (a session may outlive it for the auth cache's
+    few seconds): there is no one to keep a key for."""
+
+
 class _ClaimLost(Exception):
     """The claim's lease ran out and another request took the key over."""
 
 
-def _no_conversation(_result: object) -> None:
+def _holds_nothing(_result: object) -> None:
     return None
 
 
@@ -238,7 +271,7 @@ async def run_once(
     adapter: TypeAdapter[T],
     *,
     status: int = 201,
-    conversation_of: ConversationOf[T] = _no_conversation,
+    holds_of: HoldsOf[T] = _holds_nothing,
 ) -> tuple[T, bool]:
     """``work()``'s result and False, or the first result for this key and
     True (a replay). ``request`` is the fingerprint of what is asked. The
@@ -246,12 +279,17 @@ async def run_once(
     claim = _Claim(store, user_id, key, request)
     wait = _Wait()
     while True:
-        async with store.transaction() as connection:
-            if await claim.claim(connection):
-                result = await work()
-                await claim.complete(connection, result, adapter, status, conversation_of)
-                return result, False
-            held = await claim.held(connection, adapter)
+        try:
+            async with store.transaction() as connection:
+                if await claim.claim(connection):
+                    result = await work()
+                    await claim.complete(connection, result, adapter, status, holds_of)
+                    return result, False
+                held = await claim.held(connection, adapter)
+        except _UserGone:
+            # Answer as the request without a key does (the user's data went
+            # with the user): nothing is kept, nothing is replayed.
+            return await work(), False
         # The transaction is over: a wait for a pending claim holds nothing.
         if isinstance(held, tuple):
             return held[0], True
@@ -269,7 +307,7 @@ async def run_once_outside(
     adapter: TypeAdapter[T],
     *,
     status: int = 201,
-    conversation_of: ConversationOf[T] = _no_conversation,
+    holds_of: HoldsOf[T] = _holds_nothing,
 ) -> tuple[T, bool]:
     """As run_once, for work with a slow part: ``prepare()`` runs with no
     connection and no transaction held (only a committed, pending claim),
@@ -278,7 +316,11 @@ async def run_once_outside(
     claim = _Claim(store, user_id, key, request)
     wait = _Wait()
     while True:
-        if not await claim.claim(store.executor):
+        try:
+            claimed = await claim.claim(store.executor)
+        except _UserGone:
+            return await work(await prepare()), False
+        if not claimed:
             held = await claim.held(store.executor, adapter)
             if isinstance(held, tuple):
                 return held[0], True
@@ -292,7 +334,7 @@ async def run_once_outside(
                 if not await claim.hold(connection):
                     raise _ClaimLost()
                 result = await work(prepared)
-                if not await claim.complete(connection, result, adapter, status, conversation_of):
+                if not await claim.complete(connection, result, adapter, status, holds_of):
                     raise _ClaimLost()  # pragma: no cover - hold_idempotency_claim locked it
             return result, False
         except _ClaimLost:

@@ -199,7 +199,7 @@ class ChatStore:
             request,
             create,
             _CONVERSATION,
-            conversation_of=lambda conversation: conversation.id,
+            holds_of=lambda created: idempotency.Holds(created.id),
         )
         return created
 
@@ -337,7 +337,9 @@ class ChatStore:
             request,
             append,
             _MESSAGES,
-            conversation_of=lambda _stored: conversation,
+            holds_of=lambda stored: idempotency.Holds.messages(
+                conversation, [m.seq for m in stored]
+            ),
         )
         return stored
 
@@ -442,6 +444,8 @@ class ChatStore:
                     conversation_id=conversation,
                     seq=_seq(seq),
                 )
+                if deleted:
+                    await self._forget_responses(connection, user_id, conversation, seq, seq)
         if deleted == 0:
             raise NotFound("message")
 
@@ -463,7 +467,32 @@ class ChatStore:
                     conversation_id=conversation,
                     from_seq=min(from_seq, _NO_BEFORE),
                 )
+                if deleted:
+                    await self._forget_responses(
+                        connection, user_id, conversation, from_seq, _NO_BEFORE
+                    )
         return deleted
+
+    async def _forget_responses(
+        self,
+        connection: Executor,
+        user_id: str,
+        conversation: uuid.UUID,
+        first_seq: int,
+        last_seq: int,
+    ) -> None:
+        """In a message delete's transaction: the idempotency keys whose
+        stored responses hold any of the deleted messages go too, so no copy
+        of them is left to replay. (A conversation's delete takes its keys
+        by ON DELETE CASCADE, a user's delete takes the user's.)"""
+        await self.queries.exec(
+            connection,
+            "delete_idempotency_keys_holding_messages",
+            user_id=user_id,
+            conversation_id=conversation,
+            first_seq=first_seq,
+            last_seq=last_seq,
+        )
 
     async def _lock(self, connection: Executor, user_id: str, conversation: uuid.UUID) -> bool:
         """Take the conversation's row lock, as every writer does first."""

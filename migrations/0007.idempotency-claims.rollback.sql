@@ -6,6 +6,9 @@ WHERE status IS NULL;
 DROP INDEX idempotency_keys_conversation_idx;
 
 ALTER TABLE idempotency_keys
+    DROP CONSTRAINT idempotency_keys_seqs_range,
     DROP CONSTRAINT idempotency_keys_conversation_fkey,
+    DROP COLUMN last_seq,
+    DROP COLUMN first_seq,
     DROP COLUMN conversation_id,
     DROP COLUMN claim_token;

@@ -1,8 +1,8 @@
 -- Idempotency keys (migrations/0003, 0007).
 --
 -- A key is claimed (a row with status NULL, its claim_token and a lease in
--- expires_at) and completed by its claimer (status, response, the
--- conversation the response belongs to, and 24 hours in expires_at). Two
+-- expires_at) and completed by its claimer (status, response, what the
+-- response holds copies of, and 24 hours in expires_at). Two
 -- ways to run the work between (chatstore/idempotency.py):
 --   * short work runs inside the claim's transaction: the claim, the work
 --     and the response commit or vanish together;
@@ -30,6 +30,8 @@ SET fingerprint     = excluded.fingerprint,
     status          = NULL,
     response        = NULL,
     conversation_id = NULL,
+    first_seq       = NULL,
+    last_seq        = NULL,
     created_at      = now(),
     expires_at      = excluded.expires_at
 WHERE k.expires_at <= now()
@@ -70,12 +72,15 @@ FOR UPDATE;
 
 -- name: record_idempotency_response :scalar
 -- Completes the claim, in the work's own transaction: the response to
--- replay for 24 hours and the conversation it belongs to (deleting the
--- conversation deletes the key). NULL: the claim is not this holder's.
+-- replay for 24 hours, the conversation it belongs to and the seqs of the
+-- messages it holds (deleting any of them deletes the key). NULL: the claim
+-- is not this holder's.
 UPDATE idempotency_keys
 SET status          = :status,
     response        = :response,
     conversation_id = :conversation_id,
+    first_seq       = :first_seq,
+    last_seq        = :last_seq,
     expires_at      = now() + make_interval(secs => :ttl_seconds)
 WHERE user_id = :user_id
   AND key = :key
@@ -91,6 +96,19 @@ WHERE user_id = :user_id
   AND key = :key
   AND claim_token = :token
   AND status IS NULL;
+
+-- name: delete_idempotency_keys_holding_messages :exec
+-- After a message delete (first_seq = last_seq = its seq) or a truncate
+-- (from_seq up to the largest bigint), in its transaction: the keys whose
+-- responses hold any deleted message go, so no copy of it is left to replay
+-- and a repeat of such a key is new work. Keys of the conversation holding
+-- other messages, or none (its creation), stay. Read from
+-- idempotency_keys_conversation_idx: a conversation has few keys.
+DELETE FROM idempotency_keys
+WHERE user_id = :user_id
+  AND conversation_id = :conversation_id
+  AND first_seq <= :last_seq
+  AND last_seq >= :first_seq;
 
 -- name: purge_expired_idempotency_keys :execrows
 -- A bounded batch of expired keys (and of pending claims whose holder died),

@@ -37,13 +37,13 @@ async def respond_once(
     work: Callable[[], Awaitable[T]],
     adapter: TypeAdapter[T],
     *,
-    conversation_of: idempotency.ConversationOf[T],
+    holds_of: idempotency.HoldsOf[T],
     status: int = 201,
 ) -> Response:
     """Run ``work`` (short: it runs inside the key's claim) and answer with
     its result; with an Idempotency-Key, at most once per key, replaying the
-    first answer to repeats. ``conversation_of`` names the conversation the
-    answer belongs to: deleting it forgets the answer."""
+    first answer to repeats. ``holds_of`` says what content the answer holds
+    (idempotency.Holds): deleting it forgets the answer."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return _answer(await work(), adapter, status, replayed=False)
@@ -55,7 +55,7 @@ async def respond_once(
         work,
         adapter,
         status=status,
-        conversation_of=conversation_of,
+        holds_of=holds_of,
     )
     return _answer(result, adapter, status, replayed)
 
@@ -69,7 +69,7 @@ async def respond_once_outside(
     work: Callable[[P], Awaitable[T]],
     adapter: TypeAdapter[T],
     *,
-    conversation_of: idempotency.ConversationOf[T],
+    holds_of: idempotency.HoldsOf[T],
     status: int = 201,
 ) -> Response:
     """As respond_once for work with a slow part: ``prepare()`` runs with no
@@ -87,6 +87,6 @@ async def respond_once_outside(
         work,
         adapter,
         status=status,
-        conversation_of=conversation_of,
+        holds_of=holds_of,
     )
     return _answer(result, adapter, status, replayed)

@@ -12,6 +12,7 @@ from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once, respond_once_outside
 from chatstore.http.params import MAX_SEQ, query_int
+from chatstore.idempotency import Holds
 from chatstore.models import (
     ChatExchange,
     ChatHistory,
@@ -43,7 +44,7 @@ async def start(request: Request, ctx: Context, user_id: str) -> Response:
         body,
         create,
         _START,
-        conversation_of=lambda started: started.session_id,
+        holds_of=lambda started: Holds(started.session_id),
     )
 
 
@@ -71,7 +72,9 @@ async def message(request: Request, ctx: Context, user_id: str) -> Response:
         think,
         send,
         _EXCHANGE,
-        conversation_of=lambda done: done.user_message.conversation_id,
+        holds_of=lambda done: Holds.messages(
+            done.user_message.conversation_id, [done.user_message.seq, done.reply.seq]
+        ),
     )
 
 

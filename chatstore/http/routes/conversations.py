@@ -11,6 +11,7 @@ from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import query_int
+from chatstore.idempotency import Holds
 from chatstore.models import Conversation, ConversationInput, ConversationPatch
 
 _CONVERSATION = TypeAdapter(Conversation)
@@ -33,7 +34,7 @@ async def create_conversation(request: Request, ctx: Context, user_id: str) -> R
         body,
         create,
         _CONVERSATION,
-        conversation_of=lambda created: created.id,
+        holds_of=lambda created: Holds(created.id),
     )
 
 

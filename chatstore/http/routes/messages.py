@@ -14,6 +14,7 @@ from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import MAX_SEQ, path_seq, query_choice, query_int
+from chatstore.idempotency import Holds
 from chatstore.models import Deleted, Message, MessageBatch, MessageInput, MessageList
 from chatstore.store import conversation_uuid
 
@@ -41,7 +42,9 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
             body,
             append_batch,
             _MESSAGE_LIST,
-            conversation_of=lambda _stored: conversation_uuid(conversation_id),
+            holds_of=lambda stored: Holds.messages(
+                conversation_uuid(conversation_id), [m.seq for m in stored.data]
+            ),
         )
     message = body_model(MessageInput, body, ctx.settings)
 
@@ -55,7 +58,7 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
         body,
         append_one,
         _MESSAGE,
-        conversation_of=lambda _stored: conversation_uuid(conversation_id),
+        holds_of=lambda stored: Holds.messages(stored.conversation_id, [stored.seq]),
     )
 
 
