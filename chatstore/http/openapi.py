@@ -6,7 +6,7 @@ document cannot drift from what the app accepts and returns. The error
 responses of an operation follow from its shape: every /api operation can
 answer 401 and 503, one with a path parameter 404, one with a body 400, 408,
 413, 415 and 422, one with query or header parameters 422, one that takes an
-Idempotency-Key 409.
+Idempotency-Key 409 (the chat message's 409 may also be idempotency_in_progress).
 
 The repository keeps a copy in openapi.json: ``scripts/openapi`` rewrites it
 (``python -m chatstore.http.openapi`` prints it).
@@ -25,7 +25,7 @@ from pydantic.json_schema import JsonSchemaMode, SkipJsonSchema, models_json_sch
 
 from chatstore.chat import MAX_HISTORY
 from chatstore.http.params import MAX_SEQ
-from chatstore.idempotency import MAX_KEY_LENGTH
+from chatstore.idempotency import MAX_KEY_LENGTH, WAIT_SECONDS
 from chatstore.models import (
     ChatExchange,
     ChatHistory,
@@ -168,7 +168,10 @@ IDEMPOTENCY_KEY = parameter(
     "header",
     "Within 24 hours, a repeat of this request with the same key stores nothing new and "
     "replays the first answer (with Idempotent-Replayed: true); the same key with a different "
-    "request is a 409.",
+    "request is a 409. A repeat that arrives while the first is still being answered waits for "
+    "it (a chat message's, for up to a bounded time: then 409 idempotency_in_progress). "
+    "Deleting the conversation, the messages or the user an answer holds forgets the answer: "
+    "a repeat is then new work.",
     {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[ -~]+$"},
 )
 
@@ -231,7 +234,7 @@ OPERATIONS: tuple[Operation, ...] = (
               (ChatStart,), (ConversationInput,), body_required=False, idempotent=True),
     Operation("post", "/api/chat/{session_id}/message", "sendChatMessage",
               "Send the user's message and get the reply", "chat", 201, (ChatExchange,),
-              (ChatMessageInput,), idempotent=True),
+              (ChatMessageInput,), idempotent=True, extra=("ChatConflict",)),
     Operation("get", "/api/chat/{session_id}/history", "getChatHistory",
               "The latest messages of a chat session, oldest first", "chat", 200,
               (ChatHistory,), parameters=(
@@ -314,6 +317,13 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
         409, "`seq_conflict`: expected_last_seq is no longer the last seq, nothing is stored; "
         "or `idempotency_conflict`: the Idempotency-Key was used with a different request.",
         Error, ()
+    ),
+    "ChatConflict": (
+        409, "`idempotency_conflict`: the Idempotency-Key was used with a different request; "
+        f"or `idempotency_in_progress` (with Retry-After): the key's first request is still "
+        f"waiting for its reply after this repeat waited {WAIT_SECONDS:g} s for it; nothing is "
+        "stored, and a retry with the key replays the first answer once it is done.",
+        Error, ("Retry-After",)
     ),
     "RequestTimeout": (408, "`request_timeout`: the body did not arrive in time.", Error, ()),
     "PayloadTooLarge": (413, "`payload_too_large`: the body is over the size cap.", Error, ()),
