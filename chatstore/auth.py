@@ -88,8 +88,10 @@ class SessionUser:
 
     ``expires_at`` is timezone-aware (UTC): sql/auth.sql normalises both
     ``timestamp`` and ``timestamptz`` columns to ``timestamptz``.
+    ``session_id`` is the session row's id, the name revocations use.
     """
 
+    session_id: str
     user_id: str
     expires_at: datetime
 

@@ -19,7 +19,9 @@ async def session_user(store: ChatStore, token: str) -> SessionUser | None:
         row = await store.queries.one(store.executor, "session_user", token=token)
     if row is None:
         return None
-    return SessionUser(user_id=row["user_id"], expires_at=row["expires_at"])
+    return SessionUser(
+        session_id=row["session_id"], user_id=row["user_id"], expires_at=row["expires_at"]
+    )
 
 
 async def create_session(

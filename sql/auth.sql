@@ -21,7 +21,10 @@
 -- outlived its user never authenticates. The expiry test compares epoch
 -- seconds so it holds for timestamp and timestamptz columns alike (see the
 -- top of this file); expires_at is returned as timestamptz either way.
+-- session_id is what revocation notifications name (migrations/0008), so
+-- the caller can forget this session when one arrives.
 SELECT
+    s.id AS session_id,
     u.id AS user_id,
     to_timestamp(extract(EPOCH FROM s."expiresAt")) AS expires_at
 FROM "session" AS s
