@@ -47,11 +47,17 @@ def create_app(
         hub = MessageEvents(opened)
         purger = asyncio.create_task(purge_idempotency_keys(opened), name="chatstore-purge")
         try:
+            # Listening from the start: the session cache is trusted only
+            # while revocations can be heard (chatstore/http/auth.py).
+            await hub.start()
             app.state.context = Context(
                 settings=settings,
                 store=opened,
                 auth=Authenticator(
-                    opened, settings.auth_secret, cache_seconds=settings.auth_cache_seconds
+                    opened,
+                    settings.auth_secret,
+                    hub,
+                    cache_seconds=settings.auth_cache_seconds,
                 ),
                 responder=chosen_responder,
                 events=hub,

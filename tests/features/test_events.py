@@ -6,14 +6,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import suppress
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from chatstore import events
+from chatstore import events, metrics, sessions
 from chatstore.errors import NotFound
+from chatstore.http.auth import Authenticator
 from chatstore.models import Conversation, Message
 from chatstore.store import ChatStore
 from features.helpers import Caller
@@ -247,3 +253,257 @@ async def test_reconnecting_with_the_last_seq_misses_nothing_while_messages_arri
         writing.cancel()
     assert received == list(range(1, total + 1))
     assert hub.follower_count() == 0
+
+
+# -- a follower under a session (the SSE route's guard) ------------------------
+
+
+async def guarded(
+    store: ChatStore,
+    hub: events.MessageEvents,
+    caller: Caller,
+    conversation: Conversation,
+    *,
+    idle_seconds: float = IDLE,
+    auth: Authenticator | None = None,
+) -> Follower:
+    """A follower that runs while ``caller``'s session does, checked through
+    the session cache (5 s, the default) as the SSE route does it."""
+    auth = auth or Authenticator(store, None, hub, cache_seconds=5)
+    await hub.start()
+    await until(lambda: hub.listening)  # else the cache is bypassed, proving nothing
+    session = await auth.session(caller.token)
+    assert session is not None
+
+    async def valid_until(fresh: bool) -> dt.datetime | None:
+        current = await auth.session(caller.token, fresh=fresh)
+        return None if current is None else current.expires_at
+
+    follower = events.follow(
+        store,
+        hub,
+        caller.user_id,
+        conversation.id,
+        idle_seconds=idle_seconds,
+        guard=events.SessionGuard(session.session_id, valid_until),
+    )
+    assert isinstance(follower, AsyncGenerator)
+    return follower
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def rest(follower: Follower, seconds: float = TIMEOUT) -> list[Message]:
+    """Everything the follower still yields until it ends (which it must
+    within ``seconds``), heartbeats left out."""
+    received: list[Message] = []
+    async with asyncio.timeout(seconds):
+        async for item in follower:
+            if item is not None:
+                received.append(item)
+    return received
+
+
+async def test_a_follower_ends_when_its_session_is_deleted_and_yields_nothing_appended_after(
+    store: ChatStore, hub: events.MessageEvents, caller: Caller
+) -> None:
+    conversation = await store.create_conversation(caller.user_id)
+    follower = await guarded(store, hub, caller, conversation)
+    try:
+        await started(follower)
+        await append(store, caller, conversation, "before")
+        assert (await next_message(follower)).content == "before"
+        await store.pool.execute('DELETE FROM "session" WHERE token = $1', caller.token)
+        # Appended right after the sign-out: must not reach the signed-out stream.
+        await append(store, caller, conversation, "after 1", "after 2")
+        # Heartbeats every 0.2 s, the cache trusts for 5 s: ending within 2 s
+        # is the revocation's doing.
+        assert await rest(follower, 2.0) == []
+    finally:
+        await follower.aclose()
+    assert hub.follower_count() == 0
+
+
+async def test_a_live_follower_checks_its_session_in_the_cache_not_the_database(
+    store: ChatStore, hub: events.MessageEvents, caller: Caller
+) -> None:
+    # Messages heard announced before they are read need no session lookup.
+    conversation = await store.create_conversation(caller.user_id)
+    auth = Authenticator(store, None, hub, cache_seconds=60)
+    follower = await guarded(store, hub, caller, conversation, auth=auth)
+    try:
+        await started(follower)
+        await append(store, caller, conversation, "first")
+        assert (await next_message(follower)).content == "first"
+        lookups = auth.lookups
+        for i in range(10):
+            await append(store, caller, conversation, f"live {i}")
+            assert (await next_message(follower)).content == f"live {i}"
+        assert auth.lookups == lookups
+    finally:
+        await follower.aclose()
+
+
+async def test_a_follower_ends_when_its_session_expiry_is_moved_into_the_past(
+    store: ChatStore, hub: events.MessageEvents, caller: Caller
+) -> None:
+    conversation = await store.create_conversation(caller.user_id)
+    follower = await guarded(store, hub, caller, conversation)
+    try:
+        await started(follower)
+        await store.pool.execute(
+            """UPDATE "session" SET "expiresAt" = now() - interval '1 minute' WHERE token = $1""",
+            caller.token,
+        )
+        await append(store, caller, conversation, "after")
+        assert await rest(follower, 2.0) == []
+    finally:
+        await follower.aclose()
+
+
+async def test_a_follower_ends_when_its_session_expires(
+    store: ChatStore, hub: events.MessageEvents
+) -> None:
+    user_id, token = await sessions.create_session(
+        store, f"{uuid.uuid4().hex[:12]}@example.test", ttl=dt.timedelta(seconds=2)
+    )
+    caller = Caller(user_id=user_id, token=token)
+    conversation = await store.create_conversation(user_id)
+    # No heartbeat within the test: what ends it is the session's expiry.
+    follower = await guarded(store, hub, caller, conversation, idle_seconds=TIMEOUT * 3)
+    try:
+        # No notification comes for an expiry either: the follower wakes at
+        # the session's expiresAt by itself.
+        assert await rest(follower) == []
+    finally:
+        await follower.aclose()
+
+
+# -- the LISTEN connection through an outage -----------------------------------
+
+
+class Gate:
+    """A TCP relay to the database that can cut every connection and refuse
+    new ones (a network outage between chatstore and PostgreSQL), or hold
+    back what the database sends (a slow network)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.open = True
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.open:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, downstream: bool
+        ) -> None:
+            with suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    if downstream:
+                        await self.flowing.wait()
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(
+            pipe(reader, up_writer, downstream=False), pipe(up_reader, writer, downstream=True)
+        )
+
+
+@pytest.fixture
+async def gated(
+    store: ChatStore, database: str
+) -> AsyncIterator[tuple[Gate, events.MessageEvents]]:
+    """A hub whose LISTEN connection goes through a Gate."""
+    target = urlsplit(database)
+    assert target.hostname is not None and target.port is not None
+    gate = Gate(target.hostname, target.port)
+    await gate.start()
+    credentials = target.username or ""
+    if target.password:
+        credentials += f":{target.password}"
+    url = urlunsplit(target._replace(netloc=f"{credentials}@127.0.0.1:{gate.port}"))
+    settings = dataclasses.replace(store.settings, direct_database_url=url)
+    hub = events.MessageEvents(ChatStore(url, settings=settings))
+    try:
+        yield gate, hub
+    finally:
+        await hub.stop()
+        gate.flowing.set()
+        await gate.close()
+
+
+async def test_a_follower_never_yields_a_message_appended_after_its_session_ended(
+    store: ChatStore, gated: tuple[Gate, events.MessageEvents], caller: Caller
+) -> None:
+    # Even when the follower reads before its revocation is heard: the
+    # notifications are held back here, and the follower wakes by its
+    # heartbeat and reads the message appended after the sign-out. The
+    # session cache still trusts the session (nothing was heard); the read
+    # ran ahead of the announcements, so the database decides.
+    gate, hub = gated
+    conversation = await store.create_conversation(caller.user_id)
+    follower = await guarded(store, hub, caller, conversation)
+    try:
+        await started(follower)
+        gate.flowing.clear()
+        await store.pool.execute('DELETE FROM "session" WHERE token = $1', caller.token)
+        await append(store, caller, conversation, "after the sign-out")
+        assert await rest(follower) == []
+    finally:
+        await follower.aclose()
+
+
+async def test_a_listen_outage_logs_one_warning_and_one_info_not_a_line_per_retry(
+    gated: tuple[Gate, events.MessageEvents],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate, hub = gated
+    monkeypatch.setattr(events, "RECONNECT_SECONDS", 0.05)
+    caplog.set_level(logging.INFO, logger="chatstore.events")
+    reconnects = metrics.REGISTRY.get_sample_value("chatstore_listen_reconnects_total") or 0
+    await hub.start()
+    await until(lambda: hub.listening)
+    epoch = hub.epoch
+
+    gate.open = False
+    gate.cut()
+    await until(lambda: not hub.listening)
+    assert hub.epoch > epoch  # whoever trusted "no revocation came" must not now
+    await asyncio.sleep(0.5)  # about ten failed retries
+    gate.open = True
+    await until(lambda: hub.listening)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "chatstore.events"]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO], lines
+    after = metrics.REGISTRY.get_sample_value("chatstore_listen_reconnects_total") or 0
+    assert after == reconnects + 1
