@@ -61,6 +61,8 @@ class Settings:
     auth_cache_seconds: int = 5
     # `chatstore serve`'s log lines: "text" or "json" (one object a line).
     log_format: str = "text"
+    # Event streams (…/events) one user may hold open at once on a process.
+    max_streams_per_user: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,4 +87,5 @@ class Settings:
             search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
+            max_streams_per_user=_int(env, "CHATSTORE_MAX_STREAMS_PER_USER", 8, minimum=1),
         )

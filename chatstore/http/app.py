@@ -20,6 +20,7 @@ from chatstore.http.errors import EXCEPTION_HANDLERS
 from chatstore.http.middleware import RequestObserver
 from chatstore.http.openapi import openapi_document
 from chatstore.http.routes import chat, conversations, export, messages, search, service
+from chatstore.http.streams import StreamSlots
 from chatstore.responder import Responder, load_responder
 from chatstore.store import ChatStore
 
@@ -45,6 +46,7 @@ def create_app(
         opened = store or ChatStore(settings.database_url, settings=settings)
         await opened.open()
         hub = MessageEvents(opened)
+        app.state.streams = StreamSlots(settings.max_streams_per_user)
         purger = asyncio.create_task(purge_idempotency_keys(opened), name="chatstore-purge")
         try:
             # Listening from the start: the session cache is trusted only
