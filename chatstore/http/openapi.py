@@ -261,9 +261,12 @@ OPERATIONS: tuple[Operation, ...] = (
               parameters=(parameter(
                   "Last-Event-ID", "header", "Replay the messages after this seq first.",
                   {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}),),
+              extra=("TooManyStreams",),
               streams=(("text/event-stream", "One `event: message` per message appended, "
                         "with `id: <seq>` and the Message (see the Message schema) as `data`; "
-                        "comment lines keep an idle stream open."),)),
+                        "comment lines keep an idle stream open. The stream ends when the "
+                        "session that opened it is signed out, revoked or expires (the "
+                        "client's reconnection then gets its 401)."),)),
     Operation("get", "/healthz", "getHealth", "Liveness", "service", 200, (Health,),
               public=True),
     Operation("get", "/readyz", "getReadiness",
@@ -333,6 +336,11 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
     "ValidationError": (
         422, "`validation_error`: well-formed input that breaks a rule; `details` locates each.",
         Error, ()
+    ),
+    "TooManyStreams": (
+        429, "`too_many_streams`: the caller already holds the most event streams one user "
+        "may hold open on this server process (CHATSTORE_MAX_STREAMS_PER_USER); close one.",
+        Error, ("Retry-After",)
     ),
     "Unavailable": (
         503, "`unavailable`: the database cannot be reached; retry.", Error, ("Retry-After",)
