@@ -94,8 +94,10 @@ def _session_guard(auth: Authenticator, caller: Caller) -> events.SessionGuard:
 
 
 class _SlotStream(StreamingResponse):
-    """A streaming response that gives its stream slot back however it
-    ends: finished, client gone, cancelled, or never started."""
+    """A streaming response that gives its stream slot back however its
+    sending ends: finished, client gone, cancelled, or failed before the
+    first byte (a finally in the body generator would not run if the body
+    was never iterated)."""
 
     def __init__(
         self,
