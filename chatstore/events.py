@@ -156,7 +156,7 @@ class MessageEvents:
                     timeout=settings.connect_timeout_seconds,
                 )
                 self._lost.clear()
-                self._connection.add_termination_listener(lambda _c: self._on_lost())
+                self._connection.add_termination_listener(self._terminated)
                 await self._connection.add_listener(CHANNEL, self._notified)
                 await self._connection.add_listener(SESSIONS_CHANNEL, self._session_revoked)
                 self._epoch += 1
@@ -183,6 +183,11 @@ class MessageEvents:
                     log.warning("LISTEN connection failed: %r; retrying", error)
             await self._close()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    def _terminated(self, connection: object) -> None:
+        # Only the current connection's end matters; a replaced one's is old news.
+        if connection is self._connection:
+            self._on_lost()
 
     def _on_lost(self) -> None:
         # Synchronous, from the termination callback: the moment the
