@@ -15,7 +15,7 @@
 -- listens on the database sees every payload, and the token is the
 -- credential. NOTIFY is delivered at commit, only if the transaction
 -- commits, once per distinct payload per transaction.
--- depends: 0006.search-index-no-pending-list
+-- depends: 0007.idempotency-claims
 
 CREATE FUNCTION chatstore_notify_session_revoked() RETURNS trigger
 LANGUAGE plpgsql AS $$

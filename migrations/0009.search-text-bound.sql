@@ -30,7 +30,7 @@
 -- would need the text-search configuration it was written with, which the
 -- database does not record. Their snippets are bounded at query time like
 -- every other (sql/search.sql).
--- depends: 0007.idempotency-claims
+-- depends: 0008.session-revocations
 
 CREATE FUNCTION chatstore_search_text(content text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
