@@ -211,6 +211,20 @@ def test_uv_lock_check_fails_when_a_dependency_is_added_without_relocking(
     assert done.returncode != 0
 
 
+def test_uvs_default_group_holds_every_extra() -> None:
+    # `uv run` installs the dev group, scripts/bootstrap every extra: were an
+    # extra missing from the group, `uv run` would remove it from .venv.
+    pyproject = _toml(ROOT / "pyproject.toml")
+    name = canonicalize_name(pyproject["project"]["name"])
+    extras = {
+        extra
+        for text in pyproject["dependency-groups"]["dev"]
+        if canonicalize_name((requirement := Requirement(text)).name) == name
+        for extra in requirement.extras
+    }
+    assert extras == set(pyproject["project"]["optional-dependencies"])
+
+
 # --- the lock names only PyPI ----------------------------------------------
 
 
