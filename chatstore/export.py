@@ -1,63 +1,136 @@
-"""Export a whole conversation, streamed from a server-side cursor.
+"""Export a whole conversation, a page of at most PAGE_BYTES at a time.
 
-Memory stays flat however long the conversation: rows arrive ``prefetch`` at
-a time and leave as encoded chunks. The caller checks ownership first
-(``ChatStore.get_conversation``) so that a stranger gets a 404 before any
-streaming starts; the cursor query filters by the owner as well.
+Memory per export is bounded in bytes whatever the messages: a page holds at
+most ``page_bytes`` of rows (the database sizes them, sql/export.sql), or one
+row when that row alone is larger, and each page leaves as one encoded chunk
+before the next is read. All pages come from one snapshot (a read-only
+REPEATABLE READ transaction).
+
+The caller checks ownership first (``ChatStore.get_conversation``) so that a
+stranger gets a 404 before any streaming starts; every page filters by the
+owner as well.
+
+Over HTTP the export runs on a connection of the stream pool taken before
+the response starts (``connection=``), and with ``idle_seconds`` set: each
+chunk is one write to the client, so between two statements of the
+transaction there is exactly one write, which the response bounds by the send
+timeout (chatstore/http/streaming.py); PostgreSQL ends a transaction left idle
+longer than ``idle_seconds`` all the same, as a backstop.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from chatstore.dberrors import translate_errors
 from chatstore.models import Message, Row
+from chatstore.pool import PoolConnection
 from chatstore.store import ChatStore, ConversationId, conversation_uuid
 
-# Rows per FETCH (sql/export.sql): how much is in memory at once.
-PREFETCH = 1000
+# The most message data a page holds (sql/export.sql's row_bytes).
+PAGE_BYTES = 256 * 1024
+# The most seqs a page may read (sql/export.sql's :span); the next page
+# reads twice what the last one returned (at least MIN_PAGE_ROWS), so pages
+# of huge rows do not each size up MAX_PAGE_ROWS to return one.
+MAX_PAGE_ROWS = 1000
+MIN_PAGE_ROWS = 16
 
 
-async def _rows(store: ChatStore, user_id: str, conversation: uuid.UUID) -> AsyncIterator[Row]:
+def idle_backstop_seconds(send_timeout: float) -> float:
+    """idle_in_transaction_session_timeout for an export whose writes are
+    bounded by ``send_timeout``: twice that, and at least 5 s more, so that
+    it only ever catches what the send timeout did not."""
+    return max(2 * send_timeout, send_timeout + 5)
+
+
+@asynccontextmanager
+async def _connection(
+    store: ChatStore, given: PoolConnection | None
+) -> AsyncIterator[PoolConnection]:
+    if given is not None:
+        yield given
+        return
+    async with store.connection() as connection:
+        yield connection
+
+
+async def pages(
+    store: ChatStore,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    connection: PoolConnection | None = None,
+    idle_seconds: float | None = None,
+    page_bytes: int = PAGE_BYTES,
+) -> AsyncIterator[Sequence[Row]]:
+    """The conversation's messages in seq order, a page at a time.
+
+    ``connection``: run there (else on a connection of the main pool).
+    ``idle_seconds``: the transaction's idle_in_transaction_session_timeout
+    (else the server's, usually none: a Python caller may take its time).
+    """
+    conversation = conversation_uuid(conversation_id)
     with translate_errors():
-        async with store.connection() as connection, connection.transaction():
-            await store.queries.exec(
-                connection,
-                "declare_export_cursor",
-                user_id=user_id,
-                conversation_id=conversation,
+        async with (
+            _connection(store, connection) as database,
+            database.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if idle_seconds is not None:
+                await store.queries.scalar(
+                    database, "limit_export_idle", timeout_ms=str(round(idle_seconds * 1000))
+                )
+            last_seq = await store.queries.scalar(
+                database, "export_last_seq", conversation_id=conversation, user_id=user_id
             )
-            while True:
-                rows = await store.queries.many(connection, "fetch_export_cursor")
-                for row in rows:
-                    yield row
-                if len(rows) < PREFETCH:
-                    return
+            if last_seq is None:
+                return  # deleted since the caller's ownership check
+            after, span = 0, MAX_PAGE_ROWS
+            while after < last_seq:
+                rows = await store.queries.many(
+                    database,
+                    "export_page",
+                    conversation_id=conversation,
+                    user_id=user_id,
+                    after=after,
+                    span=span,
+                    max_bytes=page_bytes,
+                )
+                if rows:
+                    yield rows
+                    after = rows[-1]["seq"]
+                    span = min(MAX_PAGE_ROWS, max(MIN_PAGE_ROWS, 2 * len(rows)))
+                else:
+                    # Deleted messages across the whole span: skip it, and
+                    # look further next time.
+                    after += span
+                    span = min(MAX_PAGE_ROWS, 2 * span)
 
 
 async def iter_messages(
     store: ChatStore, user_id: str, conversation_id: ConversationId
 ) -> AsyncIterator[Message]:
     """Every message of the conversation in seq order."""
-    async for row in _rows(store, user_id, conversation_uuid(conversation_id)):
-        yield Message.from_row(row)
+    async for page in pages(store, user_id, conversation_id):
+        for row in page:
+            yield Message.from_row(row)
 
 
 async def jsonl(
-    store: ChatStore, user_id: str, conversation_id: ConversationId
+    store: ChatStore,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    connection: PoolConnection | None = None,
+    idle_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """One Message per line, in seq order."""
-    lines: list[str] = []
-    async for row in _rows(store, user_id, conversation_uuid(conversation_id)):
-        lines.append(Message.from_row(row).model_dump_json())
-        if len(lines) == PREFETCH:
-            yield ("\n".join(lines) + "\n").encode()
-            lines.clear()
-    if lines:
-        yield ("\n".join(lines) + "\n").encode()
+    """One Message per line, in seq order; one chunk per page."""
+    async for page in pages(
+        store, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
+    ):
+        yield "".join([Message.from_row(row).model_dump_json() + "\n" for row in page]).encode()
 
 
 def openai_message(row: Row) -> dict[str, Any]:
@@ -70,21 +143,29 @@ def openai_message(row: Row) -> dict[str, Any]:
 
 
 async def openai(
-    store: ChatStore, user_id: str, conversation_id: ConversationId
+    store: ChatStore,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    connection: PoolConnection | None = None,
+    idle_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
     """``{"messages": [...]}`` ready for a chat-completions request. Tool
     messages whose assistant tool call is no longer stored (deleted) are
-    left out: such a history would be refused."""
+    left out: such a history would be refused. One chunk per page (none for
+    a page of left-out messages)."""
     yield b'{"messages":['
     first = True
-    chunk: list[str] = []
-    async for row in _rows(store, user_id, conversation_uuid(conversation_id)):
-        if not row["answerable"]:
-            continue
-        encoded = json.dumps(openai_message(row), ensure_ascii=False, separators=(",", ":"))
-        chunk.append(encoded if first else "," + encoded)
-        first = False
-        if len(chunk) == PREFETCH:
+    async for page in pages(
+        store, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
+    ):
+        chunk: list[str] = []
+        for row in page:
+            if not row["answerable"]:
+                continue
+            encoded = json.dumps(openai_message(row), ensure_ascii=False, separators=(",", ":"))
+            chunk.append(encoded if first else "," + encoded)
+            first = False
+        if chunk:
             yield "".join(chunk).encode()
-            chunk.clear()
-    yield ("".join(chunk) + "]}").encode()
+    yield b"]}"
