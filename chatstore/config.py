@@ -63,6 +63,14 @@ class Settings:
     log_format: str = "text"
     # Event streams (…/events) one user may hold open at once on a process.
     max_streams_per_user: int = 8
+    # Streamed responses (exports) take their connection from a pool of
+    # their own, this big, so that ordinary requests always find one in the
+    # main pool however many streams are open or stalled.
+    stream_pool_size: int = 4
+    # A streamed response whose client takes nothing for this long (one
+    # write cannot be handed to the socket) is ended, and with it its
+    # connection and transaction (chatstore/http/streaming.py).
+    stream_send_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,4 +96,8 @@ class Settings:
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
             max_streams_per_user=_int(env, "CHATSTORE_MAX_STREAMS_PER_USER", 8, minimum=1),
+            stream_pool_size=_int(env, "CHATSTORE_STREAM_POOL_SIZE", 4, minimum=1),
+            stream_send_timeout_seconds=_int(
+                env, "CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS", 30, minimum=1
+            ),
         )

@@ -94,12 +94,18 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
-async def create_pool(dsn: str, settings: Settings) -> Pool:
+async def create_pool(
+    dsn: str, settings: Settings, *, min_size: int | None = None, max_size: int | None = None
+) -> Pool:
+    """A pool sized by the settings (pool_min_size, pool_max_size) unless
+    ``min_size`` and ``max_size`` say otherwise (the stream pool)."""
     backstop = settings.statement_timeout_ms / 1000 + 5 if settings.statement_timeout_ms else None
+    largest = settings.pool_max_size if max_size is None else max_size
+    smallest = settings.pool_min_size if min_size is None else min_size
     pool = await asyncpg.create_pool(
         dsn,
-        min_size=min(settings.pool_min_size, settings.pool_max_size),
-        max_size=settings.pool_max_size,
+        min_size=min(smallest, largest),
+        max_size=largest,
         statement_cache_size=settings.statement_cache_size,
         server_settings=server_settings(settings),
         init=_init_connection,

@@ -88,6 +88,9 @@ class ChatStore:
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_executor: PoolExecutor | None = None
+        # Streamed responses' own pool (see stream_connection).
+        self._stream_pool: Pool | None = None
+        self._stream_executor: PoolExecutor | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -107,8 +110,26 @@ class ChatStore:
             with translate_errors():
                 self._pool = await create_pool(self._dsn, self.settings)
         self._pool_executor = PoolExecutor(self.pool, self.settings.acquire_timeout_seconds)
+        self._stream_executor = self._pool_executor
+        if self._dsn is not None:
+            if self._stream_pool is None:
+                with translate_errors():
+                    # Empty until a stream needs it: an idle process holds
+                    # no connection more than before.
+                    self._stream_pool = await create_pool(
+                        self._dsn,
+                        self.settings,
+                        min_size=0,
+                        max_size=self.settings.stream_pool_size,
+                    )
+            self._stream_executor = PoolExecutor(
+                self._stream_pool, self.settings.acquire_timeout_seconds, name="streams"
+            )
 
     async def close(self) -> None:
+        if self._stream_pool is not None:
+            await self._stream_pool.close()
+            self._stream_pool = None
         if self._pool is not None and self._owns_pool:
             await self._pool.close()
             self._pool = None
@@ -137,6 +158,15 @@ class ChatStore:
         when the connection turns out dead)."""
         assert self._pool_executor is not None, "ChatStore is not open"
         return self._pool_executor.connection()
+
+    def stream_connection(self) -> AbstractAsyncContextManager[PoolConnection]:
+        """A connection for a streamed response (an export), from the stream
+        pool: however many streams are open, stalled or not, they never take
+        the connections ordinary requests need. Bounded wait, like
+        connection(). A store given a pool and no dsn has no stream pool:
+        its streams share the given pool."""
+        assert self._stream_executor is not None, "ChatStore is not open"
+        return self._stream_executor.connection()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:

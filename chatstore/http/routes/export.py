@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from chatstore import events, export
+from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, Unavailable, ValidationError
 from chatstore.http.auth import Authenticator, Caller
 from chatstore.http.context import Context, authenticated, context
 from chatstore.http.params import MAX_SEQ, query_choice
+from chatstore.http.streaming import BoundedStreamingResponse
 from chatstore.http.streams import StreamSlots
 from chatstore.models import Message
 
@@ -28,13 +30,32 @@ async def export_conversation(request: Request, ctx: Context, user_id: str) -> R
     fmt = query_choice(request, "format", ("openai", "jsonl"), "openai")
     # Ownership first: a stranger gets a 404, not a 200 that then stops.
     conversation = await ctx.store.get_conversation(user_id, request.path_params["id"])
-    if fmt == "jsonl":
-        return StreamingResponse(
-            export.jsonl(ctx.store, user_id, conversation.id), media_type="application/x-ndjson"
+    # The stream's connection, from the stream pool, before the response
+    # starts: a spent budget (or no database) is a 503 with Retry-After now,
+    # not a 200 cut short later. The response gives it back when it ends.
+    lease = AsyncExitStack()
+    with translate_errors():
+        connection = await lease.enter_async_context(ctx.store.stream_connection())
+    try:
+        send_timeout = ctx.settings.stream_send_timeout_seconds
+        encode, media_type = (
+            (export.jsonl, "application/x-ndjson")
+            if fmt == "jsonl"
+            else (export.openai, "application/json")
         )
-    return StreamingResponse(
-        export.openai(ctx.store, user_id, conversation.id), media_type="application/json"
-    )
+        body = encode(
+            ctx.store,
+            user_id,
+            conversation.id,
+            connection=connection,
+            idle_seconds=export.idle_backstop_seconds(send_timeout),
+        )
+        return BoundedStreamingResponse(
+            body, send_timeout=send_timeout, on_close=lease.aclose, media_type=media_type
+        )
+    except BaseException:
+        await lease.aclose()
+        raise
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -67,9 +88,17 @@ async def conversation_events(request: Request) -> Response:
             idle_seconds=ctx.settings.heartbeat_seconds,
             guard=_session_guard(ctx.auth, caller),
         )
-        return _SlotStream(
+
+        async def release() -> None:
+            slots.give_back(user_id)
+
+        # Bounded like an export: a client that stops reading is dropped at
+        # the send timeout, and the slot is given back however the stream ends
+        # (finished, client gone, cancelled, or before its first byte).
+        return BoundedStreamingResponse(
             _sse(stream),
-            release=lambda: slots.give_back(user_id),
+            send_timeout=ctx.settings.stream_send_timeout_seconds,
+            on_close=release,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -91,30 +120,6 @@ def _session_guard(auth: Authenticator, caller: Caller) -> events.SessionGuard:
         return session.expires_at
 
     return events.SessionGuard(caller.session.session_id, valid_until)
-
-
-class _SlotStream(StreamingResponse):
-    """A streaming response that gives its stream slot back however its
-    sending ends: finished, client gone, cancelled, or failed before the
-    first byte (a finally in the body generator would not run if the body
-    was never iterated)."""
-
-    def __init__(
-        self,
-        content: AsyncIterator[bytes],
-        *,
-        release: Callable[[], None],
-        media_type: str,
-        headers: dict[str, str],
-    ) -> None:
-        super().__init__(content, media_type=media_type, headers=headers)
-        self._release = release
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
 
 
 async def _sse(stream: AsyncIterator[Message | None]) -> AsyncIterator[bytes]:

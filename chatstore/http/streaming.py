@@ -1,0 +1,96 @@
+"""Streamed responses that a client who stops reading cannot hold.
+
+uvicorn's ``send`` waits, without limit, for the client to take what was
+sent before (flow control). A client that connects, asks and never reads
+therefore suspends the stream at its next write forever, and with it
+whatever the stream holds: a pooled connection, a transaction.
+
+BoundedStreamingResponse gives every write ``send_timeout`` seconds. A write
+that cannot be handed over by then ends the stream: the body iterator is
+closed at once (an export's transaction rolls back, its connection goes back
+to the pool), ``on_close`` runs (the stream's lease), and the response ends
+without its last chunk, so uvicorn closes the connection and the client
+sees a body cut short (chunked encoding without its final chunk), never one
+that looks whole. uvicorn logs "ASGI callable returned without completing
+response." for it, after this module's own warning.
+
+The body iterator and ``on_close`` are closed however the response ends:
+finished, stalled, the client gone, or the server shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from chatstore.errors import Unavailable
+
+log = logging.getLogger("chatstore.http")
+
+
+class _Stalled(Exception):
+    """A write did not complete within the send timeout."""
+
+
+class BoundedStreamingResponse(StreamingResponse):
+    def __init__(
+        self,
+        content: AsyncIterable[bytes],
+        *,
+        send_timeout: float,
+        on_close: Callable[[], Awaitable[object]] | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
+        self.send_timeout = send_timeout
+        self._on_close = on_close
+
+    async def stream_response(self, send: Send) -> None:
+        async def send_within(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
+        try:
+            await super().stream_response(send_within)
+        except _Stalled:
+            log.warning(
+                "stream ended: its client took nothing for %s s (the send timeout)",
+                self.send_timeout,
+            )
+        except Unavailable as error:
+            # The database went away mid-stream: the status is sent, so
+            # the body ends cut short, as above.
+            log.warning("stream ended: database unavailable: %r", error.__cause__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: a stream cancelled (client gone, shutdown) still
+            # rolls back and returns its connection.
+            with anyio.CancelScope(shield=True):
+                await self.close()
+
+    async def close(self) -> None:
+        """End the body iterator, then run on_close; once."""
+        closer = getattr(self.body_iterator, "aclose", None)
+        on_close, self._on_close = self._on_close, None
+        try:
+            if closer is not None:
+                await closer()
+        except Unavailable as error:
+            # Its rollback failed with the connection: nothing is left open.
+            log.warning("stream closed: database unavailable: %r", error.__cause__)
+        finally:
+            if on_close is not None:
+                await on_close()
