@@ -130,12 +130,8 @@ class PoolExecutor:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PoolConnection]:
+        connection = await self._acquire()
         try:
-            self._waiters.inc()
-            try:
-                connection = await self._pool.acquire(timeout=self._acquire_timeout)
-            finally:
-                self._waiters.dec()
             try:
                 yield connection
             except DEAD_ON_ARRIVAL:
@@ -147,6 +143,23 @@ class PoolExecutor:
         except CONNECTION_LOST:
             await self._pool.expire_connections()
             raise
+
+    async def _acquire(self) -> PoolConnection:
+        self._waiters.inc()
+        try:
+            return await self._pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            # No connection free (or made) in time says nothing about the
+            # pool's connections: renewing them all (TimeoutError is an
+            # OSError, so CONNECTION_LOST) only added connects to a pool
+            # already short of them, and closed every stream's connection
+            # once an export had been refused.
+            raise
+        except CONNECTION_LOST:
+            await self._pool.expire_connections()
+            raise
+        finally:
+            self._waiters.dec()
 
     async def _run(self, operation: Callable[[PoolConnection], Awaitable[T]]) -> T:
         for attempt in range(2):
