@@ -21,7 +21,7 @@ longer than ``idle_seconds`` all the same, as a backstop.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -65,7 +65,7 @@ async def pages(
     connection: PoolConnection | None = None,
     idle_seconds: float | None = None,
     page_bytes: int = PAGE_BYTES,
-) -> AsyncIterator[Sequence[Row]]:
+) -> AsyncGenerator[Sequence[Row], None]:
     """The conversation's messages in seq order, a page at a time.
 
     ``connection``: run there (else on a connection of the main pool).
