@@ -1,0 +1,107 @@
+"""BoundedStreamingResponse (chatstore/http/streaming.py) as an ASGI app.
+
+The server side is played by hand here, to control exactly when a write is
+taken: a ``send`` that never returns is a client that never reads. The
+whole path over real sockets and a real database is
+tests/adversity/test_stalled_readers.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.types import Message
+
+from chatstore.errors import Unavailable
+from chatstore.http.streaming import BoundedStreamingResponse
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.3"},
+    "method": "GET",
+    "path": "/",
+    "headers": [],
+}
+
+
+class Stream:
+    """A body that records whether it was closed, and the response's lease."""
+
+    def __init__(self, *, fail_after_first: bool = False) -> None:
+        self.fail_after_first = fail_after_first
+        self.closed = False
+        self.released = 0
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            for n in range(1_000):
+                if n and self.fail_after_first:
+                    raise Unavailable()
+                yield b"x" * 1000
+        finally:
+            self.closed = True
+
+    async def release(self) -> None:
+        self.released += 1
+
+
+async def never_disconnects() -> Message:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def test_a_stream_whose_client_takes_nothing_ends_at_the_send_timeout() -> None:
+    stream = Stream()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if len(sent) > 2:  # the client took the head and one chunk, then nothing
+            await asyncio.Event().wait()
+
+    response = BoundedStreamingResponse(
+        stream.body(), send_timeout=0.2, on_close=stream.release, media_type="text/plain"
+    )
+    async with asyncio.timeout(10):
+        await response(SCOPE, never_disconnects, send)
+
+    assert stream.closed and stream.released == 1
+    # Cut short: no final empty chunk that would make the body look whole.
+    assert [message.get("more_body") for message in sent[1:]] == [True, True], sent[1:]
+
+
+async def test_a_stream_whose_database_goes_away_ends_cut_short_not_with_an_error() -> None:
+    stream = Stream(fail_after_first=True)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    response = BoundedStreamingResponse(
+        stream.body(), send_timeout=5, on_close=stream.release, media_type="text/plain"
+    )
+    await response(SCOPE, never_disconnects, send)
+
+    assert stream.closed and stream.released == 1
+    assert sent[0]["type"] == "http.response.start"
+    assert [message.get("more_body") for message in sent[1:]] == [True], sent[1:]
+
+
+async def test_a_finished_stream_releases_its_lease_once() -> None:
+    stream = Stream()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    response = BoundedStreamingResponse(
+        stream.body(), send_timeout=5, on_close=stream.release, media_type="text/plain"
+    )
+    await response(SCOPE, never_disconnects, send)
+    await response.close()
+
+    assert stream.closed and stream.released == 1
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert len(sent) == 1 + 1_000 + 1
