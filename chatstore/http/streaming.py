@@ -14,8 +14,10 @@ sees a body cut short (chunked encoding without its final chunk), never one
 that looks whole. uvicorn logs "ASGI callable returned without completing
 response." for it, after this module's own warning.
 
-The body iterator and ``on_close`` are closed however the response ends:
-finished, stalled, the client gone, or the server shutting down.
+A client that disconnects ends the stream at its next write, and a
+database that goes away mid-stream ends it cut short (a warning, not an
+error). The body iterator and ``on_close`` are closed however the response
+ends: finished, stalled, the client gone, or the server shutting down.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class _Stalled(Exception):
     """A write did not complete within the send timeout."""
 
 
+class _Gone(Exception):
+    """The client disconnected."""
+
+
 class BoundedStreamingResponse(StreamingResponse):
     def __init__(
         self,
@@ -52,34 +58,52 @@ class BoundedStreamingResponse(StreamingResponse):
         self.send_timeout = send_timeout
         self._on_close = on_close
 
-    async def stream_response(self, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Unlike StreamingResponse, a client that disconnects does not cancel
+        # the stream wherever it is (often inside the body's query, which
+        # asyncpg then cancels over a new connection to the server, leaving
+        # the transaction to the pool's reset): the stream stops at its next
+        # write, with the body suspended at a yield, and closes it there.
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
         async def send_within(message: Message) -> None:
+            if gone.is_set():
+                raise _Gone
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await send(message)
             except TimeoutError:
                 raise _Stalled from None
+            except OSError:  # ASGI 2.4 servers: the client is gone
+                raise _Gone from None
 
+        watcher = asyncio.create_task(watch())
         try:
-            await super().stream_response(send_within)
+            await self.stream_response(send_within)
         except _Stalled:
             log.warning(
                 "stream ended: its client took nothing for %s s (the send timeout)",
                 self.send_timeout,
             )
+        except _Gone:
+            pass
         except Unavailable as error:
-            # The database went away mid-stream: the status is sent, so
-            # the body ends cut short, as above.
+            # The database went away mid-stream: the status is sent, so the
+            # body ends cut short, as above.
             log.warning("stream ended: database unavailable: %r", error.__cause__)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
         finally:
-            # Shielded: a stream cancelled (client gone, shutdown) still
-            # rolls back and returns its connection.
+            watcher.cancel()
+            # Shielded: a stream cancelled (server shutdown) still rolls
+            # back and returns its connection.
             with anyio.CancelScope(shield=True):
                 await self.close()
+        if self.background is not None:
+            await self.background()
 
     async def close(self) -> None:
         """End the body iterator, then run on_close; once."""

@@ -105,3 +105,48 @@ async def test_a_finished_stream_releases_its_lease_once() -> None:
     assert stream.closed and stream.released == 1
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert len(sent) == 1 + 1_000 + 1
+
+
+async def test_a_stream_whose_client_disconnects_stops_at_its_next_write_not_mid_query() -> None:
+    # StreamingResponse cancelled the stream wherever it was, typically in
+    # the body's database query (cancelled over a new connection, the
+    # transaction left to the pool's reset). Now the body is closed at a
+    # yield: its own cleanup (the rollback) runs normally.
+    hit: list[str] = []
+    released: list[bool] = []
+    disconnected = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"x" * 1000
+                disconnected.set()
+                await asyncio.sleep(0.05)  # the page query
+        except asyncio.CancelledError:
+            hit.append("cancelled mid-query")
+            raise
+        except GeneratorExit:
+            hit.append("closed at a yield")
+            raise
+
+    async def receive() -> Message:
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def release() -> None:
+        released.append(True)
+
+    response = BoundedStreamingResponse(
+        body(), send_timeout=5, on_close=release, media_type="text/plain"
+    )
+    async with asyncio.timeout(10):
+        await response(SCOPE, receive, send)
+
+    assert hit == ["closed at a yield"], hit
+    assert released == [True]
+    assert all(message.get("more_body", True) for message in sent), sent
