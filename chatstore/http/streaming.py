@@ -34,6 +34,10 @@ from chatstore.errors import Unavailable
 
 log = logging.getLogger("chatstore.http")
 
+# After its client disconnects, how long a stream gets to reach its next
+# write (and stop there) before it is cancelled where it is.
+DISCONNECT_GRACE_SECONDS = 1.0
+
 
 class _Stalled(Exception):
     """A write did not complete within the send timeout."""
@@ -63,7 +67,9 @@ class BoundedStreamingResponse(StreamingResponse):
         # the stream wherever it is (often inside the body's query, which
         # asyncpg then cancels over a new connection to the server, leaving
         # the transaction to the pool's reset): the stream stops at its next
-        # write, with the body suspended at a yield, and closes it there.
+        # write, with the body suspended at a yield, and closes it there. A
+        # stream with no write coming (an idle event stream) is cancelled
+        # after DISCONNECT_GRACE_SECONDS.
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -82,26 +88,33 @@ class BoundedStreamingResponse(StreamingResponse):
             except OSError:  # ASGI 2.4 servers: the client is gone
                 raise _Gone from None
 
+        streaming = asyncio.create_task(self.stream_response(send_within))
         watcher = asyncio.create_task(watch())
         try:
-            await self.stream_response(send_within)
-        except _Stalled:
+            await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not streaming.done():
+                await asyncio.wait({streaming}, timeout=DISCONNECT_GRACE_SECONDS)
+        finally:
+            watcher.cancel()
+            streaming.cancel()  # a no-op once it is done
+            # Shielded: a stream cancelled (server shutdown) still rolls
+            # back and returns its connection.
+            with anyio.CancelScope(shield=True):
+                (ended,) = await asyncio.gather(streaming, return_exceptions=True)
+                await self.close()
+        if isinstance(ended, _Stalled):
             log.warning(
                 "stream ended: its client took nothing for %s s (the send timeout)",
                 self.send_timeout,
             )
-        except _Gone:
-            pass
-        except Unavailable as error:
+        elif isinstance(ended, Unavailable):
             # The database went away mid-stream: the status is sent, so the
             # body ends cut short, as above.
-            log.warning("stream ended: database unavailable: %r", error.__cause__)
-        finally:
-            watcher.cancel()
-            # Shielded: a stream cancelled (server shutdown) still rolls
-            # back and returns its connection.
-            with anyio.CancelScope(shield=True):
-                await self.close()
+            log.warning("stream ended: database unavailable: %r", ended.__cause__)
+        elif isinstance(ended, BaseException) and not isinstance(
+            ended, _Gone | asyncio.CancelledError
+        ):
+            raise ended
         if self.background is not None:
             await self.background()
 

@@ -150,3 +150,40 @@ async def test_a_stream_whose_client_disconnects_stops_at_its_next_write_not_mid
     assert hit == ["closed at a yield"], hit
     assert released == [True]
     assert all(message.get("more_body", True) for message in sent), sent
+
+
+async def test_a_stream_with_no_write_coming_is_cancelled_soon_after_its_client_disconnects() -> (
+    None
+):
+    # An idle event stream waits for its next event: it would otherwise
+    # outlive its client until that event (or heartbeat) came.
+    closed: list[bool] = []
+    released: list[bool] = []
+    started = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            started.set()
+            await asyncio.Event().wait()  # no event, ever
+            yield b"never"
+        finally:
+            closed.append(True)
+
+    async def receive() -> Message:
+        await started.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    async def release() -> None:
+        released.append(True)
+
+    response = BoundedStreamingResponse(
+        body(), send_timeout=60, on_close=release, media_type="text/event-stream"
+    )
+    async with asyncio.timeout(10):
+        await response(SCOPE, receive, send)
+
+    assert closed == [True] and released == [True]
