@@ -14,10 +14,11 @@ sees a body cut short (chunked encoding without its final chunk), never one
 that looks whole. uvicorn logs "ASGI callable returned without completing
 response." for it, after this module's own warning.
 
-A client that disconnects ends the stream at its next write, and a
-database that goes away mid-stream ends it cut short (a warning, not an
-error). The body iterator and ``on_close`` are closed however the response
-ends: finished, stalled, the client gone, or the server shutting down.
+A client that disconnects ends the stream at its next write (or after
+DISCONNECT_GRACE_SECONDS, when none is coming), and a database that goes
+away mid-stream ends it cut short (a warning, not an error). The body
+iterator and ``on_close`` are closed however the response ends: finished,
+stalled, the client gone, or the server shutting down.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 
-import anyio
+import anyio  # Starlette's own dependency
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
