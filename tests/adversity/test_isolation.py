@@ -67,6 +67,7 @@ NO_OBJECT = {
     ("get", "/healthz"): "public, no user data",
     ("get", "/readyz"): "public, no user data",
     ("get", "/openapi.json"): "public, no user data",
+    ("get", "/metrics"): "public, counts only (no user data, no raw paths)",
     ("get", "/api/conversations"): "test_another_users_cursor_lists_only_your_own",
     ("post", "/api/conversations"): "test_another_users_idempotency_key_is_not_replayed",
     ("post", "/api/chat/start"): "test_another_users_idempotency_key_is_not_replayed",

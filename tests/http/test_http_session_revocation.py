@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 from http_helpers import User, make_user, open_app, open_client
@@ -212,13 +213,15 @@ async def test_revocations_name_the_session_id_never_the_token(store: ChatStore)
     user = await make_user(store)
     session_id = await store.pool.fetchval('SELECT id FROM "session" WHERE token = $1', user.token)
     heard: asyncio.Queue[str] = asyncio.Queue()
-    async with store.pool.acquire() as connection:
+    # LISTEN on a direct connection, as the app does: behind a transaction-mode
+    # pooler (CHATSTORE_TEST_PGBOUNCER=1) a pooled one cannot keep a LISTEN.
+    connection = await asyncpg.connect(store.settings.direct_database_url or store.dsn)
+    try:
         await connection.add_listener("chatstore_sessions", lambda *args: heard.put_nowait(args[3]))
-        try:
-            await store.pool.execute('DELETE FROM "session" WHERE token = $1', user.token)
-            async with asyncio.timeout(WAIT):
-                payload = await heard.get()
-        finally:
-            await connection.reset()
+        await store.pool.execute('DELETE FROM "session" WHERE token = $1', user.token)
+        async with asyncio.timeout(WAIT):
+            payload = await heard.get()
+    finally:
+        await connection.close()
     assert payload == session_id
     assert user.token not in payload
