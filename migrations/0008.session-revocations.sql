@@ -34,8 +34,8 @@ CREATE TRIGGER session_notify_changed
     AFTER UPDATE OF "expiresAt", token, "userId" ON "session"
     FOR EACH ROW
     WHEN (
-        NEW."expiresAt" < OLD."expiresAt"
-        OR NEW.token IS DISTINCT FROM OLD.token
-        OR NEW."userId" IS DISTINCT FROM OLD."userId"
+        new."expiresAt" < old."expiresAt"
+        OR new.token IS DISTINCT FROM old.token
+        OR new."userId" IS DISTINCT FROM old."userId"
     )
     EXECUTE FUNCTION chatstore_notify_session_revoked();

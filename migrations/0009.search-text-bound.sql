@@ -33,5 +33,5 @@
 -- depends: 0008.session-revocations
 
 CREATE FUNCTION chatstore_search_text(content text) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT left(coalesce(content, ''), 50000) $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT left(coalesce(content, ''), 50000) $$;

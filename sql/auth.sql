@@ -28,8 +28,8 @@ SELECT
     u.id AS user_id,
     to_timestamp(extract(EPOCH FROM s."expiresAt")) AS expires_at
 FROM "session" AS s
-JOIN "user" AS u
-    ON u.id = s."userId"
+INNER JOIN "user" AS u
+    ON s."userId" = u.id
 WHERE s.token = :token
     AND extract(EPOCH FROM s."expiresAt") > extract(EPOCH FROM now());
 
@@ -53,7 +53,7 @@ VALUES (
     :id,
     :name,
     lower(:email),
-    false,
+    FALSE,
     now(),
     now()
 )
@@ -81,7 +81,7 @@ VALUES (
     :id,
     :token,
     :user_id,
-    CAST(:expires_at AS timestamptz),
+    :expires_at::timestamptz,
     now(),
     now(),
     NULL,

@@ -19,61 +19,68 @@ WITH recent AS (
     SELECT m.seq, m.role, m.tool_call_id
     FROM messages AS m
     WHERE m.conversation_id = :conversation_id
-      AND m.user_id = :user_id
-      AND m.seq > 0
-      AND m.seq < :before
+        AND m.user_id = :user_id
+        AND m.seq > 0
+        AND m.seq < :before
     ORDER BY m.seq DESC
     LIMIT :limit
 ),
+
 window_start AS MATERIALIZED (
     SELECT least(
         (SELECT min(recent.seq) FROM recent),
-        (SELECT min(calls.seq)
-         FROM recent
-         JOIN message_tool_calls AS calls
-           ON calls.conversation_id = :conversation_id
-          AND calls.call_id = recent.tool_call_id
-         WHERE recent.role = 'tool')
+        (
+            SELECT min(calls.seq)
+            FROM recent
+            INNER JOIN message_tool_calls AS calls
+                ON calls.conversation_id = :conversation_id
+                    AND recent.tool_call_id = calls.call_id
+            WHERE recent.role = 'tool'
+        )
     ) AS seq
 ),
+
 older AS MATERIALIZED (
     -- The window's start as a scalar subquery, so it is an index condition
     -- on messages_pkey, not a join.
-    SELECT EXISTS (
+    SELECT EXISTS(
         SELECT 1
         FROM messages AS m
         WHERE m.conversation_id = :conversation_id
-          AND m.user_id = :user_id
-          AND m.seq > 0
-          AND m.seq < (SELECT window_start.seq FROM window_start)
+            AND m.user_id = :user_id
+            AND m.seq > 0
+            AND m.seq < (SELECT window_start.seq FROM window_start)
         ORDER BY m.seq DESC
         LIMIT 1
     ) AS has_more
 )
-SELECT c.id AS found,
-       older.has_more,
-       m.conversation_id, m.seq, m.role, m.content, m.name,
-       m.tool_calls, m.tool_call_id, m.metadata, m.created_at
+
+SELECT
+    c.id AS found,
+    older.has_more,
+    m.conversation_id, m.seq, m.role, m.content, m.name,
+    m.tool_calls, m.tool_call_id, m.metadata, m.created_at
 FROM conversations AS c
 CROSS JOIN window_start
 CROSS JOIN older
 LEFT JOIN LATERAL (
-    SELECT conversation_id, seq, role, content, name,
-           tool_calls, tool_call_id, metadata, created_at
+    SELECT
+        messages.conversation_id, messages.seq, messages.role, messages.content, messages.name,
+        messages.tool_calls, messages.tool_call_id, messages.metadata, messages.created_at
     FROM messages
-    WHERE conversation_id = :conversation_id
-      AND user_id = :user_id
-      AND seq >= window_start.seq
-      AND seq < :before
-      AND (role <> 'tool' OR EXISTS (
-          SELECT 1
-          FROM message_tool_calls AS calls
-          WHERE calls.conversation_id = :conversation_id
-            AND calls.call_id = messages.tool_call_id
-            AND calls.seq < messages.seq
-      ))
-    ORDER BY seq ASC
-) AS m ON true
+    WHERE messages.conversation_id = :conversation_id
+        AND messages.user_id = :user_id
+        AND messages.seq >= window_start.seq
+        AND messages.seq < :before
+        AND (messages.role <> 'tool' OR EXISTS (
+            SELECT 1
+            FROM message_tool_calls AS calls
+            WHERE calls.conversation_id = :conversation_id
+                AND calls.call_id = messages.tool_call_id
+                AND calls.seq < messages.seq
+        ))
+    ORDER BY messages.seq ASC
+) AS m ON TRUE
 WHERE c.id = :conversation_id
-  AND c.user_id = :user_id
+    AND c.user_id = :user_id
 ORDER BY m.seq ASC;

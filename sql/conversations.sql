@@ -12,7 +12,7 @@ RETURNING id, title, metadata, message_count, created_at, updated_at;
 SELECT id, title, metadata, message_count, created_at, updated_at
 FROM conversations
 WHERE id = :id
-  AND user_id = :user_id;
+    AND user_id = :user_id;
 
 -- name: list_conversations_first :many
 -- First page, newest activity first; served in order by
@@ -32,7 +32,7 @@ LIMIT :limit;
 SELECT id, title, metadata, message_count, created_at, updated_at
 FROM conversations
 WHERE user_id = :user_id
-  AND (updated_at, id) < (:cursor_updated_at::timestamptz, :cursor_id::uuid)
+    AND (updated_at, id) < (:cursor_updated_at::timestamptz, :cursor_id::uuid)
 ORDER BY updated_at DESC, id DESC
 LIMIT :limit;
 
@@ -42,15 +42,16 @@ LIMIT :limit;
 -- absent title leaves it alone. metadata is replaced whole, never merged.
 -- updated_at never moves backwards, even against clock skew.
 UPDATE conversations
-SET title      = CASE WHEN :set_title::boolean THEN :title::text ELSE title END,
+SET
+    title      = CASE WHEN :set_title::boolean THEN :title::text ELSE title END,
     metadata   = CASE WHEN :set_metadata::boolean THEN :metadata::jsonb ELSE metadata END,
     updated_at = greatest(updated_at, clock_timestamp())
 WHERE id = :id
-  AND user_id = :user_id
+    AND user_id = :user_id
 RETURNING id, title, metadata, message_count, created_at, updated_at;
 
 -- name: delete_conversation :execrows
 -- Messages and their tool calls go with it (ON DELETE CASCADE).
 DELETE FROM conversations
 WHERE id = :id
-  AND user_id = :user_id;
+    AND user_id = :user_id;

@@ -14,7 +14,7 @@
 -- a startup parameter could not pass PgBouncer in transaction mode): should
 -- the process stop sending without ending the transaction, PostgreSQL ends
 -- the session after this long idle in it, and the connection with it.
-SELECT set_config('idle_in_transaction_session_timeout', :timeout_ms, true) AS idle_timeout;
+SELECT set_config('idle_in_transaction_session_timeout', :timeout_ms, TRUE) AS idle_timeout;
 
 -- name: export_last_seq :scalar
 -- No message of the conversation has a higher seq than last_seq (it never
@@ -22,7 +22,7 @@ SELECT set_config('idle_in_transaction_session_timeout', :timeout_ms, true) AS i
 SELECT c.last_seq
 FROM conversations AS c
 WHERE c.id = :conversation_id
-  AND c.user_id = :user_id;
+    AND c.user_id = :user_id;
 
 -- name: export_page :many
 -- The messages with seq in (:after, :after + :span], in seq order
@@ -39,36 +39,40 @@ WHERE c.id = :conversation_id
 -- never detoasted. answerable: whether a tool message answers a tool call
 -- still stored before it (the openai format leaves out those that do not,
 -- which chat-completions APIs would refuse), worked out for returned rows only.
-SELECT page.conversation_id, page.seq, page.role, page.content, page.name,
-       page.tool_calls, page.tool_call_id, page.metadata, page.created_at,
-       page.row_bytes,
-       (page.role <> 'tool' OR EXISTS (
-           SELECT 1
-           FROM message_tool_calls AS calls
-           WHERE calls.conversation_id = page.conversation_id
-             AND calls.call_id = page.tool_call_id
-             AND calls.seq < page.seq
-       )) AS answerable
+SELECT
+    page.conversation_id, page.seq, page.role, page.content, page.name,
+    page.tool_calls, page.tool_call_id, page.metadata, page.created_at,
+    page.row_bytes,
+    (page.role <> 'tool' OR EXISTS (
+        SELECT 1
+        FROM message_tool_calls AS calls
+        WHERE calls.conversation_id = page.conversation_id
+            AND calls.call_id = page.tool_call_id
+            AND calls.seq < page.seq
+    )) AS answerable
 FROM (
-    SELECT m.conversation_id, m.seq, m.role, m.content, m.name,
-           m.tool_calls, m.tool_call_id, m.metadata, m.created_at,
-           sized.row_bytes,
-           sum(sized.row_bytes) OVER running AS running_bytes,
-           row_number() OVER running AS position
+    SELECT
+        m.conversation_id, m.seq, m.role, m.content, m.name,
+        m.tool_calls, m.tool_call_id, m.metadata, m.created_at,
+        sized.row_bytes,
+        sum(sized.row_bytes) OVER running AS running_bytes,
+        row_number() OVER running AS row_position
     FROM messages AS m
-    CROSS JOIN LATERAL (
-        SELECT 64::bigint
-               + coalesce(octet_length(m.content), 0)
-               + coalesce(octet_length(m.name), 0)
-               + coalesce(octet_length(m.tool_calls::text), 0)
-               + coalesce(octet_length(m.tool_call_id), 0)
-               + octet_length(m.metadata::text) AS row_bytes
-    ) AS sized
+    CROSS JOIN
+        LATERAL (
+            SELECT
+                64::bigint
+                + coalesce(octet_length(m.content), 0)
+                + coalesce(octet_length(m.name), 0)
+                + coalesce(octet_length(m.tool_calls::text), 0)
+                + coalesce(octet_length(m.tool_call_id), 0)
+                + octet_length(m.metadata::text) AS row_bytes
+        ) AS sized
     WHERE m.conversation_id = :conversation_id
-      AND m.user_id = :user_id
-      AND m.seq > :after
-      AND m.seq <= :after + :span
+        AND m.user_id = :user_id
+        AND m.seq > :after
+        AND m.seq <= :after + :span
     WINDOW running AS (ORDER BY m.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ) AS page
-WHERE page.running_bytes <= :max_bytes OR page.position = 1
+WHERE page.running_bytes <= :max_bytes OR page.row_position = 1
 ORDER BY page.seq;

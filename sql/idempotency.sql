@@ -20,22 +20,21 @@
 -- row until the transaction that holds it ends: exactly-once across
 -- processes. A key past its expires_at (a completed key's 24 hours or a
 -- pending claim's lease) is taken over in place, with a new token.
-INSERT INTO idempotency_keys AS k
-    (user_id, key, fingerprint, claim_token, expires_at)
-VALUES
-    (:user_id, :key, :fingerprint, :token, now() + make_interval(secs => :lease_seconds))
+INSERT INTO idempotency_keys AS k (user_id, key, fingerprint, claim_token, expires_at)
+VALUES (:user_id, :key, :fingerprint, :token, now() + make_interval(secs => :lease_seconds))
 ON CONFLICT (user_id, key) DO UPDATE
-SET fingerprint     = excluded.fingerprint,
-    claim_token     = excluded.claim_token,
-    status          = NULL,
-    response        = NULL,
-    conversation_id = NULL,
-    first_seq       = NULL,
-    last_seq        = NULL,
-    created_at      = now(),
-    expires_at      = excluded.expires_at
-WHERE k.expires_at <= now()
-RETURNING true;
+    SET
+        fingerprint = excluded.fingerprint,
+        claim_token = excluded.claim_token,
+        status = NULL,
+        response = NULL,
+        conversation_id = NULL,
+        first_seq = NULL,
+        last_seq = NULL,
+        created_at = now(),
+        expires_at = excluded.expires_at
+    WHERE k.expires_at <= now()
+RETURNING TRUE;
 
 -- name: get_idempotency_key :one
 -- The holder's fingerprint and, once completed, its response: a replay, a
@@ -43,8 +42,8 @@ RETURNING true;
 SELECT fingerprint, status, response
 FROM idempotency_keys
 WHERE user_id = :user_id
-  AND key = :key
-  AND expires_at > now();
+    AND key = :key
+    AND expires_at > now();
 
 -- name: renew_idempotency_claim :execrows
 -- Extends a pending claim's lease while its holder is alive and working
@@ -53,21 +52,21 @@ WHERE user_id = :user_id
 UPDATE idempotency_keys
 SET expires_at = now() + make_interval(secs => :lease_seconds)
 WHERE user_id = :user_id
-  AND key = :key
-  AND claim_token = :token
-  AND status IS NULL;
+    AND key = :key
+    AND claim_token = :token
+    AND status IS NULL;
 
 -- name: hold_idempotency_claim :scalar
 -- First statement of the transaction that stores a chat message's work:
 -- locks the claim if it is still this holder's, so that no one can take it
 -- over until the work and the response commit. NULL: it was taken over
 -- (the lease ran out) and the work must not be stored.
-SELECT true
+SELECT TRUE
 FROM idempotency_keys
 WHERE user_id = :user_id
-  AND key = :key
-  AND claim_token = :token
-  AND status IS NULL
+    AND key = :key
+    AND claim_token = :token
+    AND status IS NULL
 FOR UPDATE;
 
 -- name: record_idempotency_response :scalar
@@ -76,26 +75,27 @@ FOR UPDATE;
 -- messages it holds (deleting any of them deletes the key). NULL: the claim
 -- is not this holder's.
 UPDATE idempotency_keys
-SET status          = :status,
+SET
+    status          = :status,
     response        = :response,
     conversation_id = :conversation_id,
     first_seq       = :first_seq,
     last_seq        = :last_seq,
     expires_at      = now() + make_interval(secs => :ttl_seconds)
 WHERE user_id = :user_id
-  AND key = :key
-  AND claim_token = :token
-  AND status IS NULL
-RETURNING true;
+    AND key = :key
+    AND claim_token = :token
+    AND status IS NULL
+RETURNING TRUE;
 
 -- name: release_idempotency_claim :exec
 -- The work failed: the pending claim goes, so a retry does the work afresh.
 -- Only this holder's claim, and never a completed key.
 DELETE FROM idempotency_keys
 WHERE user_id = :user_id
-  AND key = :key
-  AND claim_token = :token
-  AND status IS NULL;
+    AND key = :key
+    AND claim_token = :token
+    AND status IS NULL;
 
 -- name: delete_idempotency_keys_holding_messages :exec
 -- After a message delete (first_seq = last_seq = its seq) or a truncate
@@ -106,9 +106,9 @@ WHERE user_id = :user_id
 -- idempotency_keys_conversation_idx: a conversation has few keys.
 DELETE FROM idempotency_keys
 WHERE user_id = :user_id
-  AND conversation_id = :conversation_id
-  AND first_seq <= :last_seq
-  AND last_seq >= :first_seq;
+    AND conversation_id = :conversation_id
+    AND first_seq <= :last_seq
+    AND last_seq >= :first_seq;
 
 -- name: purge_expired_idempotency_keys :execrows
 -- A bounded batch of expired keys (and of pending claims whose holder died),
@@ -116,11 +116,12 @@ WHERE user_id = :user_id
 -- purgers on several processes never queue behind each other or behind a
 -- claim.
 DELETE FROM idempotency_keys
-WHERE (user_id, key) IN (
-    SELECT user_id, key
-    FROM idempotency_keys
-    WHERE expires_at <= now()
-    ORDER BY expires_at
-    LIMIT :batch
-    FOR UPDATE SKIP LOCKED
-);
+WHERE
+    (user_id, key) IN (
+        SELECT user_id, key
+        FROM idempotency_keys
+        WHERE expires_at <= now()
+        ORDER BY expires_at
+        LIMIT :batch
+        FOR UPDATE SKIP LOCKED
+    );

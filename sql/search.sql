@@ -15,30 +15,36 @@
 -- are wrapped in <mark>...</mark>.
 -- :conversation_id NULL means every conversation of the caller.
 WITH query AS (
-    SELECT websearch_to_tsquery(:search_config::regconfig, :q) AS tsquery
+    SELECT websearch_to_tsquery(:search_config::regconfig, :q) AS ts_query
 ),
+
 hits AS (
-    SELECT m.conversation_id, m.seq, m.role, m.content, m.created_at,
-           ts_rank(m.search_vector, query.tsquery) AS rank
+    SELECT
+        m.conversation_id, m.seq, m.role, m.content, m.created_at,
+        ts_rank(m.search_vector, query.ts_query) AS rank
     FROM messages AS m
     CROSS JOIN query
     WHERE m.user_id = :user_id
-      AND m.search_vector @@ query.tsquery
-      AND (:conversation_id::uuid IS NULL OR m.conversation_id = :conversation_id::uuid)
-    ORDER BY rank DESC, m.created_at DESC, m.conversation_id, m.seq
+        AND m.search_vector @@ query.ts_query
+        AND (:conversation_id::uuid IS NULL OR m.conversation_id = :conversation_id::uuid)
+    ORDER BY rank DESC, m.created_at DESC, m.conversation_id ASC, m.seq ASC
     LIMIT :limit
 )
-SELECT hits.conversation_id, hits.seq, hits.role, hits.created_at,
-       ts_headline(
-           :search_config::regconfig,
-           replace(replace(replace(left(coalesce(hits.content, ''), 10000),
-               '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
-           query.tsquery,
-           'StartSel=<mark>, StopSel=</mark>, MinWords=10, MaxWords=30, MaxFragments=2'
-       ) AS snippet
+
+SELECT
+    hits.conversation_id, hits.seq, hits.role, hits.created_at,
+    ts_headline(
+        :search_config::regconfig,
+        replace(
+            replace(replace(left(coalesce(hits.content, ''), 10000), '&', '&amp;'), '<', '&lt;'),
+            '>', '&gt;'
+        ),
+        query.ts_query,
+        'StartSel=<mark>, StopSel=</mark>, MinWords=10, MaxWords=30, MaxFragments=2'
+    ) AS snippet
 FROM hits
 CROSS JOIN query
-ORDER BY hits.rank DESC, hits.created_at DESC, hits.conversation_id, hits.seq;
+ORDER BY hits.rank DESC, hits.created_at DESC, hits.conversation_id ASC, hits.seq ASC;
 
 -- name: check_search_config :scalar
 -- At start-up: the configured text-search configuration exists.
