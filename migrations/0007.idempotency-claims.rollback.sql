@@ -1,3 +1,9 @@
+-- A rollback drops what its migration created, and an operator runs it on
+-- purpose: it waits for its locks rather than give up half-way through a
+-- deliberate undo.
+-- squawk-ignore-file ban-drop-column, ban-drop-constraint
+-- squawk-ignore-file require-lock-timeout, require-concurrent-index-deletion
+
 -- Pending claims mean nothing to the code before 0007 (it never commits a
 -- key without its response): they go first.
 DELETE FROM idempotency_keys

@@ -17,6 +17,10 @@
 -- commits, once per distinct payload per transaction.
 -- depends: 0007.idempotency-claims
 
+-- The triggers lock "session" against writes (sign-ins, refreshes) while
+-- they wait for it: give up rather than queue them.
+SET LOCAL lock_timeout = '5s';
+
 CREATE FUNCTION chatstore_notify_session_revoked() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

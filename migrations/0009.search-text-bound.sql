@@ -32,6 +32,9 @@
 -- every other (sql/search.sql).
 -- depends: 0008.session-revocations
 
+-- A new function locks no table; set all the same, as in every migration.
+SET LOCAL lock_timeout = '5s';
+
 CREATE FUNCTION chatstore_search_text(content text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT left(coalesce(content, ''), 50000) $$;
