@@ -1,5 +1,5 @@
-"""An installed wheel carries sql/ and migrations/ and finds them without the
-source tree."""
+"""An installed wheel carries sql/, migrations/ and the chat page's files
+(chatstore/web) and finds them without the source tree."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def test_installed_wheel_finds_its_sql_and_migrations() -> None:
         assert (
             sorted(n.rsplit("/", 1)[1] for n in names if "/_migrations/" in n) == shipped_migrations
         )
+        shipped_web = sorted(p.name for p in (ROOT / "chatstore" / "web").iterdir())
+        assert sorted(n.rsplit("/", 1)[1] for n in names if "chatstore/web/" in n) == shipped_web
         install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
         subprocess.run(
             [*install, "--target", str(target), str(wheel)],
@@ -42,6 +44,8 @@ def test_installed_wheel_finds_its_sql_and_migrations() -> None:
             "from chatstore.migrations import known_ids\n"
             "print(sql_dir()); print(migrations_dir())\n"
             "print(len(ChatStore.queries), len(known_ids()))\n"
+            "from chatstore.http.web import WEB_DIR, load_files\n"
+            "print(WEB_DIR); print(' '.join(sorted(load_files())))\n"
         )
         # The installed copy comes first on the path (ahead of the venv's
         # editable install of the checkout), and the checkout is not the
@@ -59,7 +63,8 @@ def test_installed_wheel_finds_its_sql_and_migrations() -> None:
             timeout=60,
             check=True,
         )
-    sql, migrations, counts = done.stdout.splitlines()
+    sql, migrations, counts, web, web_files = done.stdout.splitlines()
+    assert web.startswith(str(target)) and web_files.split() == shipped_web
     assert sql.startswith(str(target)) and sql.endswith("_sql")
     assert migrations.startswith(str(target)) and migrations.endswith("_migrations")
     queries, migration_ids = map(int, counts.split())

@@ -21,6 +21,7 @@ from chatstore.http.middleware import RequestObserver
 from chatstore.http.openapi import openapi_document
 from chatstore.http.routes import chat, conversations, export, messages, search, service
 from chatstore.http.streams import StreamSlots
+from chatstore.http.web import routes as web_routes
 from chatstore.responder import Responder, load_responder
 from chatstore.store import ChatStore
 
@@ -81,6 +82,7 @@ def create_app(
             *chat.routes,
             *search.routes,
             *export.routes,
+            *web_routes(),
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
