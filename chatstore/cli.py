@@ -9,8 +9,10 @@ import logging.config
 import os
 import signal
 import sys
+import webbrowser
 from collections.abc import Sequence
 from types import FrameType
+from urllib.parse import quote
 
 from chatstore import migrations
 from chatstore.cluster import ClusterError
@@ -32,6 +34,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
         # Workers are separate processes: they find the database in their
         # environment, whether it is the configured one or the embedded one.
         os.environ["CHATSTORE_DATABASE_URL"] = url
+        if settings.database_url is None:
+            _print_sign_in_line(settings, url, args.host, args.port)
         # uvicorn re-raises the SIGTERM it handled once it has shut down;
         # turning it into SystemExit lets the embedded cluster stop cleanly.
         signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -76,18 +80,74 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> None:
                 print(f"{'applied' if state.applied else 'pending'}  {state.id}")
 
 
-def _token(args: argparse.Namespace, settings: Settings) -> None:
+def _new_session(settings: Settings, url: str, email: str, name: str | None = None) -> str:
+    """A session token for the user with ``email`` (created if new)."""
     from chatstore import sessions
     from chatstore.store import ChatStore
 
-    async def make(url: str) -> str:
+    async def make() -> str:
         async with ChatStore(url, settings=settings) as store:
-            _user_id, token = await sessions.create_session(store, args.email, name=args.name)
+            _user_id, token = await sessions.create_session(store, email, name=name)
             return token
 
+    return asyncio.run(make())
+
+
+def sign_in_link(base_url: str, token: str) -> str:
+    """The page's sign-in link. The token rides in the fragment: browsers
+    never send a fragment to the server, so it stays out of access logs and
+    Referer headers; the page moves it into its storage and out of the
+    address bar (chatstore/web/api.js)."""
+    return f"{base_url.rstrip('/')}/#token={quote(token, safe='')}"
+
+
+def page_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches `serve --host host --port port`."""
+    if host in ("", "0.0.0.0", "::"):  # every interface: loopback is one of them
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def open_in_browser(link: str) -> bool:
+    """Opens ``link`` where a person has a graphical browser. On a Linux box
+    without a display, webbrowser would start a text browser (lynx, w3m) in
+    this very terminal, so there it is left to the person to copy the link."""
+    linux = sys.platform.startswith("linux")
+    if linux and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False
+    try:
+        return webbrowser.open(link)
+    except webbrowser.Error:
+        return False
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> None:
     with database_url(settings) as url:
         migrations.apply(url)
-        print(asyncio.run(make(url)))
+        token = _new_session(settings, url, args.email, args.name)
+    if not args.open:
+        print(token)
+        return
+    link = sign_in_link(args.url, token)
+    print(link)
+    opened = open_in_browser(link)
+    print(
+        "opened in your browser" if opened else "open this link in a browser to sign it in",
+        file=sys.stderr,
+    )
+
+
+# The local user `chatstore serve` signs in on its embedded database.
+LOCAL_EMAIL = "you@localhost"
+
+
+def _print_sign_in_line(settings: Settings, url: str, host: str, port: int) -> None:
+    """On the embedded default only, a link that signs a browser in as a
+    local user: the database is this machine's own. A configured
+    CHATSTORE_DATABASE_URL is someone's real user base: never a token there."""
+    link = sign_in_link(page_url(host, port), _new_session(settings, url, LOCAL_EMAIL))
+    # print, not the log: the token belongs on this terminal, not in log files.
+    print(f"chatstore: open {link} to sign in as {LOCAL_EMAIL}", flush=True)
 
 
 def _queries(args: argparse.Namespace, settings: Settings) -> None:
@@ -129,6 +189,16 @@ def parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a bearer token for a (new) user")
     token.add_argument("--email", required=True)
     token.add_argument("--name", default=None)
+    token.add_argument(
+        "--open",
+        action="store_true",
+        help="print a link that signs a browser in to the chat page (and open it where possible)",
+    )
+    token.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="--open: where the page is served (default http://127.0.0.1:8000)",
+    )
     token.set_defaults(run=_token)
 
     queries = commands.add_parser("queries", help="list every named SQL query")
