@@ -1,0 +1,389 @@
+"""The chat page in a real browser: Debian's Chromium driven by Playwright,
+against the real app served by uvicorn on loopback over the suite's
+database. One browser for the module; a fresh context (own storage, so own
+session) for each test.
+
+Chromium is required: without /usr/bin/chromium these tests FAIL (CI
+installs it through scripts/bootstrap). On a machine without apt, set
+CHATSTORE_SKIP_BROWSER_TESTS=1 to skip them explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from chatstore import sessions
+from chatstore.cli import sign_in_link
+from chatstore.cluster import free_port
+from chatstore.config import Settings
+from chatstore.http.app import create_app
+from chatstore.store import ChatStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SKIP_ENV = "CHATSTORE_SKIP_BROWSER_TESTS"
+# Bounded waits, generous for a loaded machine: never a timing assertion.
+expect.set_options(timeout=20_000)
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(database: str, settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port, in a thread with its
+    own event loop (the page's requests must not wait on the test's loop)."""
+    app = create_app(dataclasses.replace(settings, database_url=database))
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+    )
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, name="page-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(30)
+
+
+def chromium_present() -> bool:
+    return CHROMIUM.exists()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1: browser tests skipped on purpose")
+    if not chromium_present():
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/bootstrap as root (apt-get install chromium), "
+            f"or set {SKIP_ENV}=1 on a machine without apt"
+        )
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    opened = await browser.new_context(viewport={"width": 1200, "height": 800})
+    yield opened
+    await opened.close()
+
+
+@dataclasses.dataclass
+class Person:
+    email: str
+    user_id: str
+    token: str
+
+
+@pytest.fixture
+async def person(store: ChatStore) -> Person:
+    email = f"{secrets.token_hex(6)}@example.test"
+    user_id, token = await sessions.create_session(store, email)
+    return Person(email, user_id, token)
+
+
+async def signed_in(
+    context: BrowserContext, server: str, person: Person, fragment: str = ""
+) -> Page:
+    page = await context.new_page()
+    await page.goto(sign_in_link(server, person.token))
+    await expect(page.locator("#signout")).to_be_visible()
+    await expect(page.locator("#conversations-more")).not_to_have_text("Loading…")
+    if fragment:
+        await page.goto(f"{server}/{fragment}")
+    return page
+
+
+async def conversation(store: ChatStore, person: Person, title: str, contents: list[str]) -> str:
+    created = await store.create_conversation(person.user_id, title=title)
+    for start in range(0, len(contents), 100):
+        await store.append_messages(
+            person.user_id,
+            created.id,
+            [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": text}
+                for i, text in enumerate(contents[start : start + 100], start)
+            ],
+        )
+    return str(created.id)
+
+
+async def send(page: Page, text: str) -> None:
+    await page.locator("#input").fill(text)
+    await page.locator("#input").press("Enter")
+
+
+# -- sign-in ----------------------------------------------------------------------------------
+
+
+async def test_the_token_open_link_signs_the_browser_in_and_leaves_the_address_bar(
+    context: BrowserContext, server: str, database: str
+) -> None:
+    email = f"{secrets.token_hex(6)}@example.test"
+    env = {**os.environ, "CHATSTORE_DATABASE_URL": database, "DISPLAY": ""}
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chatstore",
+        "token",
+        "--open",
+        "--email",
+        email,
+        "--url",
+        server,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(command.communicate(), 60)
+    assert command.returncode == 0, err
+    link = out.decode().strip()
+    assert re.fullmatch(rf"{re.escape(server)}/#token=[A-Za-z0-9%._-]+", link), link
+    page = await context.new_page()
+    await page.goto(link)
+    await expect(page.locator("#conversations-more")).to_have_text("No conversations yet.")
+    assert page.url == f"{server}/", "the token must leave the address bar"
+    assert await page.evaluate("localStorage.getItem('chatstore.token')") is not None
+    await expect(page.locator("#signin")).to_be_hidden()
+
+
+async def test_without_a_session_the_page_says_how_to_get_one(
+    context: BrowserContext, server: str
+) -> None:
+    page = await context.new_page()
+    await page.goto(f"{server}/")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin")).to_contain_text("chatstore token --open")
+    await expect(page.locator("#composer")).to_be_hidden()
+
+
+async def test_an_expired_session_shows_the_sign_in_help(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    page = await signed_in(context, server, person)
+    await store.pool.execute(
+        """UPDATE "session" SET "expiresAt" = now() - interval '1 second' WHERE token = $1""",
+        person.token,
+    )
+    await page.reload()
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#signin-reason")).to_contain_text("expired")
+
+
+# -- conversations ----------------------------------------------------------------------------
+
+
+async def test_a_new_conversation_shows_the_reply_and_its_history_after_a_reload(
+    context: BrowserContext, server: str, person: Person
+) -> None:
+    page = await signed_in(context, server, person)
+    await page.locator("#new-chat").click()
+    await page.locator("#input").fill("first line")
+    await page.locator("#input").press("Shift+Enter")  # a newline, not a send
+    await page.locator("#input").press_sequentially("second line")
+    await expect(page.locator("#messages li")).to_have_count(0)
+    await page.locator("#input").press("Enter")
+    messages = page.locator("#messages li.message:not(.pending)")
+    await expect(messages).to_have_count(2)  # the user's message and the (echo) reply
+    await expect(messages.nth(1)).to_have_class(re.compile("assistant"))
+    await expect(messages.nth(1).locator(".content")).to_have_text("first line\nsecond line")
+    await expect(page.locator("#conversations li")).to_have_count(1)
+    await expect(page.locator("#title")).to_have_text("first line")
+
+    await page.reload()
+    await expect(page.locator("#messages li.message")).to_have_count(2)
+    await expect(page.locator("#messages li.message").first).to_contain_text("second line")
+
+
+async def test_switching_conversations_shows_each_ones_messages(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    await conversation(store, person, "apples", ["apple pie", "baked"])
+    await conversation(store, person, "pears", ["pear tart", "poached", "served"])
+    page = await signed_in(context, server, person)
+    links = page.locator("#conversations .conversation-link")
+    await expect(links).to_have_count(2)
+    await expect(links.first).to_contain_text("pears")  # newest activity first
+    await links.nth(1).click()
+    await expect(page.locator("#title")).to_have_text("apples")
+    await expect(page.locator("#messages li")).to_have_count(2)
+    await links.first.click()
+    await expect(page.locator("#title")).to_have_text("pears")
+    await expect(page.locator("#messages li")).to_have_count(3)
+    await expect(links.first).to_have_attribute("aria-current", "page")
+
+
+async def test_scrolling_up_loads_older_pages_without_a_jump(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    cid = await conversation(store, person, "long", [f"message {n}" for n in range(1, 501)])
+    page = await signed_in(context, server, person, f"#c={cid}")
+    items = page.locator("#messages li.message")
+    await expect(items).to_have_count(50)
+    await expect(items.last).to_contain_text("message 500")
+    for loaded in range(100, 501, 50):
+        oldest = items.first
+        seq = await oldest.get_attribute("data-seq")
+        await page.locator("#history").evaluate("history => { history.scrollTop = 0; }")
+        top_before = await page.evaluate(_top_of, seq)
+        await expect(items).to_have_count(loaded)
+        # The message that was at the top is still exactly where it was.
+        assert abs(await page.evaluate(_top_of, seq) - top_before) < 2, loaded
+    await expect(items.first).to_contain_text("message 1")
+
+
+_top_of = "seq => document.getElementById('m-' + seq).getBoundingClientRect().top"
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+async def test_a_search_hit_opens_its_conversation_at_that_message(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    words = [f"filler {n}" for n in range(1, 301)]
+    words[40] = "the <b>zebra</b> crossing"  # seq 41: far above the newest page
+    await conversation(store, person, "animals", words)
+    await conversation(store, person, "other", ["nothing here"])
+    page = await signed_in(context, server, person)
+    await page.locator("#search").fill("zebra")
+    hits = page.locator("#hits a")
+    await expect(hits).to_have_count(1)
+    await expect(hits.locator("mark")).to_have_text("zebra")
+    # The snippet is text with <mark>s: the message's own markup stays text.
+    await expect(hits.locator(".snippet")).to_contain_text("zebra</b>")
+    await hits.first.click()
+    await expect(page.locator("#title")).to_have_text("animals")
+    found = page.locator("#m-41")
+    await expect(found).to_have_class(re.compile("found"))
+    await expect(found).to_be_in_viewport()
+    await expect(found.locator(".content")).to_have_text("the <b>zebra</b> crossing")
+
+
+# -- live -------------------------------------------------------------------------------------
+
+
+async def test_a_message_sent_in_a_second_tab_appears_live_in_the_first(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    cid = await conversation(store, person, "shared", ["hello"])
+    first = await signed_in(context, server, person, f"#c={cid}")
+    await expect(first.locator("#messages li")).to_have_count(1)
+    second = await context.new_page()  # same browser: already signed in
+    await second.goto(f"{server}/#c={cid}")
+    await expect(second.locator("#messages li")).to_have_count(1)
+    await send(second, "from the other tab")
+    await expect(second.locator("#messages li.message:not(.pending)")).to_have_count(3)
+    live = first.locator("#messages li.message")
+    await expect(live).to_have_count(3)  # each once: deduplicated by seq
+    await expect(live.nth(1)).to_contain_text("from the other tab")
+    await expect(first.locator("#announce")).to_contain_text("from the other tab")
+
+
+# -- the rest of the page ---------------------------------------------------------------------
+
+
+async def test_rename_and_delete_from_the_sidebar(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    await conversation(store, person, "old name", ["x"])
+    page = await signed_in(context, server, person)
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    item = page.locator("#conversations li").first
+    await item.locator("summary").click()
+    await item.get_by_role("button", name="Rename").click()
+    await item.get_by_label("New title").fill("new name")
+    await item.get_by_label("New title").press("Enter")
+    await expect(page.locator("#conversations li").first).to_contain_text("new name")
+    renamed = await store.list_conversations(person.user_id, limit=10)
+    assert [c.title for c in renamed.data] == ["new name"]
+    item = page.locator("#conversations li").first
+    await item.locator("summary").click()
+    await item.get_by_role("button", name="Delete").click()
+    await expect(page.locator("#conversations li")).to_have_count(0)
+    assert (await store.list_conversations(person.user_id, limit=10)).data == []
+
+
+async def test_tool_calls_and_results_are_folded(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    created = await store.create_conversation(person.user_id, title="tools")
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    batch: list[dict[str, Any]] = [
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "lookup"},
+    ]
+    await store.append_messages(person.user_id, created.id, batch)
+    page = await signed_in(context, server, person, f"#c={created.id}")
+    folds = page.locator("#messages details.fold")
+    await expect(folds).to_have_count(2)
+    await expect(folds.first.locator("summary")).to_have_text("Tool call: lookup")
+    await expect(folds.nth(1).locator("pre")).to_be_hidden()  # folded until opened
+    await folds.nth(1).locator("summary").click()
+    await expect(folds.nth(1).locator("pre")).to_have_text("42")
+
+
+async def test_an_api_error_shows_the_contracts_message(
+    context: BrowserContext, server: str, person: Person
+) -> None:
+    page = await signed_in(context, server, person, "#c=00000000-0000-0000-0000-000000000000")
+    await expect(page.locator("#error")).to_be_visible()
+    await expect(page.locator("#error")).to_contain_text("not_found: conversation not found")
+
+
+async def test_at_phone_width_the_sidebar_collapses_behind_the_menu(
+    browser: Browser, server: str, person: Person
+) -> None:
+    phone = await browser.new_context(viewport={"width": 390, "height": 800})
+    try:
+        page = await signed_in(phone, server, person)
+        await expect(page.locator("#new-chat")).not_to_be_in_viewport()
+        await page.locator("#menu").click()
+        await expect(page.locator("#menu")).to_have_attribute("aria-expanded", "true")
+        await expect(page.locator("#new-chat")).to_be_in_viewport()
+    finally:
+        await phone.close()
+
+
+async def test_the_docs_page_renders_every_operation_locally(
+    context: BrowserContext, server: str
+) -> None:
+    page = await context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+    await page.goto(f"{server}/docs")
+    await expect(page.locator("#listMessages")).to_contain_text("List a conversation's messages")
+    await expect(page.locator("#schema-Message")).to_be_visible()
+    assert outside == []
