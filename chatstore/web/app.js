@@ -569,10 +569,20 @@ async function onSubmit(event) {
 
 // -- search --------------------------------------------------------------------------------
 
-// The API escapes the snippet and wraps matches in <mark>: it is rebuilt here
-// as text nodes and <mark> elements, so even a bug on the server could not
-// inject markup. Entities are decoded in an inert document (DOMParser runs no
-// script and loads nothing).
+// The API escapes the snippet (&amp; &lt; &gt;) and wraps matches in <mark>:
+// it is rebuilt here as text nodes and <mark> elements, never parsed as HTML,
+// so even a bug on the server could not inject markup.
+const ENTITIES = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+
+function unescapeHtml(text) {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, name) => {
+    if (name[0] !== "#") return ENTITIES[name.toLowerCase()] ?? whole;
+    const hex = name[1] === "x" || name[1] === "X";
+    const code = Number.parseInt(name.slice(hex ? 2 : 1), hex ? 16 : 10);
+    return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+  });
+}
+
 function snippetNodes(snippet) {
   const nodes = [];
   let marked = false;
@@ -580,7 +590,7 @@ function snippetNodes(snippet) {
     if (piece === "<mark>") marked = true;
     else if (piece === "</mark>") marked = false;
     else if (piece !== "") {
-      const text = new DOMParser().parseFromString(piece, "text/html").body.textContent;
+      const text = unescapeHtml(piece);
       nodes.push(marked ? el("mark", {}, text) : document.createTextNode(text));
     }
   }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -24,7 +25,14 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 
 from chatstore import sessions
 from chatstore.cli import sign_in_link
@@ -274,7 +282,7 @@ async def test_a_search_hit_opens_its_conversation_at_that_message(
     context: BrowserContext, server: str, person: Person, store: ChatStore
 ) -> None:
     words = [f"filler {n}" for n in range(1, 301)]
-    words[40] = "the <b>zebra</b> crossing"  # seq 41: far above the newest page
+    words[40] = "the zebra <b>crossing</b>"  # seq 41: far above the newest page
     await conversation(store, person, "animals", words)
     await conversation(store, person, "other", ["nothing here"])
     page = await signed_in(context, server, person)
@@ -282,14 +290,15 @@ async def test_a_search_hit_opens_its_conversation_at_that_message(
     hits = page.locator("#hits a")
     await expect(hits).to_have_count(1)
     await expect(hits.locator("mark")).to_have_text("zebra")
-    # The snippet is text with <mark>s: the message's own markup stays text.
-    await expect(hits.locator(".snippet")).to_contain_text("zebra</b>")
+    # The snippet is text with <mark>s: the message's own markup stays text,
+    # and so does every space around a match.
+    await expect(hits.locator(".snippet")).to_contain_text("zebra <b>crossing")
     await hits.first.click()
     await expect(page.locator("#title")).to_have_text("animals")
     found = page.locator("#m-41")
     await expect(found).to_have_class(re.compile("found"))
     await expect(found).to_be_in_viewport()
-    await expect(found.locator(".content")).to_have_text("the <b>zebra</b> crossing")
+    await expect(found.locator(".content")).to_have_text("the zebra <b>crossing</b>")
 
 
 # -- live -------------------------------------------------------------------------------------
@@ -310,6 +319,78 @@ async def test_a_message_sent_in_a_second_tab_appears_live_in_the_first(
     await expect(live).to_have_count(3)  # each once: deduplicated by seq
     await expect(live.nth(1)).to_contain_text("from the other tab")
     await expect(first.locator("#announce")).to_contain_text("from the other tab")
+
+
+# -- the streaming chat (when the server answers text/event-stream) ---------------------------
+#
+# The server answers the chat with JSON today; the page already reads the
+# streaming form another change may add. Until then these tests answer the
+# POST in the browser (page.route) with that form, to check the page's side.
+
+
+def stored(cid: str, seq: int, role: str, content: str) -> str:
+    message = {
+        "conversation_id": cid,
+        "seq": seq,
+        "role": role,
+        "content": content,
+        "name": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "metadata": {},
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    return json.dumps(message)
+
+
+async def answer_with_events(page: Page, events: list[tuple[str, str]]) -> None:
+    body = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
+
+    async def fulfil(route: Route) -> None:
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    await page.route("**/api/chat/*/message", fulfil)
+
+
+async def test_a_streamed_reply_is_written_from_its_deltas_then_stored_once(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    cid = await conversation(store, person, "streamed", ["hello", "hi"])
+    page = await signed_in(context, server, person, f"#c={cid}")
+    await expect(page.locator("#messages li")).to_have_count(2)
+    await answer_with_events(
+        page,
+        [
+            ("message", stored(cid, 3, "user", "tell me")),
+            ("delta", json.dumps({"content": "Once "})),
+            ("delta", json.dumps({"content": "upon"})),
+            ("message", stored(cid, 4, "assistant", "Once upon")),
+            ("done", "{}"),
+        ],
+    )
+    await send(page, "tell me")
+    messages = page.locator("#messages li")
+    await expect(messages).to_have_count(4)
+    await expect(messages.nth(3)).to_have_class(re.compile("assistant"))
+    await expect(messages.nth(3).locator(".content")).to_have_text("Once upon")
+    await expect(page.locator("#messages .pending, #messages .streaming")).to_have_count(0)
+
+
+async def test_a_stream_error_shows_the_contracts_message(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    cid = await conversation(store, person, "broken", ["hello"])
+    page = await signed_in(context, server, person, f"#c={cid}")
+    failure = {"error": {"code": "responder_failed", "message": "the model is unavailable"}}
+    await answer_with_events(
+        page, [("delta", json.dumps({"content": "Half"})), ("error", json.dumps(failure))]
+    )
+    await send(page, "try this")
+    await expect(page.locator("#error")).to_contain_text(
+        "responder_failed: the model is unavailable"
+    )
+    await expect(page.locator("#messages li")).to_have_count(1)  # no half reply left behind
+    await expect(page.locator("#input")).to_have_value("try this")  # nothing typed is lost
 
 
 # -- the rest of the page ---------------------------------------------------------------------
@@ -364,12 +445,22 @@ async def test_an_api_error_shows_the_contracts_message(
 
 
 async def test_at_phone_width_the_sidebar_collapses_behind_the_menu(
-    browser: Browser, server: str, person: Person
+    browser: Browser, server: str, person: Person, store: ChatStore
 ) -> None:
+    cid = await conversation(
+        store,
+        person,
+        "a title long enough to need more than the width of a phone screen to show",
+        ["What's the weather going to be in Lisbon this weekend?", "Sunny on Saturday. " * 8],
+    )
     phone = await browser.new_context(viewport={"width": 390, "height": 800})
     try:
-        page = await signed_in(phone, server, person)
+        page = await signed_in(phone, server, person, f"#c={cid}")
+        await expect(page.locator("#messages li")).to_have_count(2)
         await expect(page.locator("#new-chat")).not_to_be_in_viewport()
+        await expect(page.locator("#signout")).to_be_in_viewport()
+        wide = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        assert await page.evaluate(wide) <= 0, "the page is wider than the phone"
         await page.locator("#menu").click()
         await expect(page.locator("#menu")).to_have_attribute("aria-expanded", "true")
         await expect(page.locator("#new-chat")).to_be_in_viewport()
