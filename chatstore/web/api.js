@@ -13,7 +13,11 @@ export function adoptTokenFromFragment() {
   const token = params.get("token");
   if (token === null) return false;
   if (token !== "") localStorage.setItem(TOKEN_KEY, token);
-  history.replaceState(null, "", location.pathname + location.search);
+  // The rest of the fragment (#token=...&c=<id>, say) is kept: a link may
+  // sign in and open a conversation at once.
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   return true;
 }
 

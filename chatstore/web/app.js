@@ -127,6 +127,7 @@ function remember(conversation, { top = false } = {}) {
 async function loadConversations() {
   if (state.listDone || state.listLoading) return;
   state.listLoading = true;
+  $("conversations").setAttribute("aria-busy", "true");
   try {
     const query = new URLSearchParams({ limit: String(LIST_PAGE) });
     if (state.cursor) query.set("cursor", state.cursor);
@@ -147,6 +148,7 @@ async function loadConversations() {
     $("conversations-more").textContent = "";
   } finally {
     state.listLoading = false;
+    $("conversations").setAttribute("aria-busy", "false");
   }
   // The observer fires on changes only: a first page shorter than the sidebar
   // leaves the marker in view, so ask for the next page here.

@@ -11,6 +11,7 @@ CHATSTORE_SKIP_BROWSER_TESTS=1 to skip them explicitly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -59,12 +60,11 @@ expect.set_options(timeout=20_000)
 # -- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(database: str, settings: Settings) -> Iterator[str]:
-    """The real app under uvicorn on a free loopback port, in a thread with its
-    own event loop (the page's requests must not wait on the test's loop)."""
+@contextlib.contextmanager
+def serving(database: str, settings: Settings, port: int) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port, in a thread with its own
+    event loop (the page's requests must not wait on the test's loop)."""
     app = create_app(dataclasses.replace(settings, database_url=database))
-    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
     )
@@ -75,9 +75,17 @@ def server(database: str, settings: Settings) -> Iterator[str]:
     while not running.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        running.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server(database: str, settings: Settings) -> Iterator[str]:
+    with serving(database, settings, free_port()) as url:
+        yield url
 
 
 def chromium_present() -> bool:
@@ -128,7 +136,7 @@ async def signed_in(
     page = await context.new_page()
     await page.goto(sign_in_link(server, person.token))
     await expect(page.locator("#signout")).to_be_visible()
-    await expect(page.locator("#conversations-more")).not_to_have_text("Loading…")
+    await expect(page.locator("#conversations")).to_have_attribute("aria-busy", "false")
     if fragment:
         await page.goto(f"{server}/{fragment}")
     return page
@@ -275,6 +283,20 @@ async def test_scrolling_up_loads_older_pages_without_a_jump(
 _top_of = "seq => document.getElementById('m-' + seq).getBoundingClientRect().top"
 
 
+async def test_the_sidebar_loads_more_conversations_as_it_scrolls(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    for n in range(35):  # one page is 30
+        await store.create_conversation(person.user_id, title=f"conversation {n}")
+    page = await signed_in(context, server, person)
+    items = page.locator("#conversations li")
+    await expect(items).to_have_count(30)
+    await expect(items.first).to_contain_text("conversation 34")  # newest first
+    await page.locator("#conversations-more").scroll_into_view_if_needed()
+    await expect(items).to_have_count(35)
+    await expect(items.last).to_contain_text("conversation 0")
+
+
 # -- search -----------------------------------------------------------------------------------
 
 
@@ -319,6 +341,32 @@ async def test_a_message_sent_in_a_second_tab_appears_live_in_the_first(
     await expect(live).to_have_count(3)  # each once: deduplicated by seq
     await expect(live.nth(1)).to_contain_text("from the other tab")
     await expect(first.locator("#announce")).to_contain_text("from the other tab")
+
+
+async def test_after_a_server_restart_the_page_resumes_and_misses_nothing(
+    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+) -> None:
+    cid = await conversation(store, person, "resumed", ["one"])
+    page = await context.new_page()
+    resumes: list[str | None] = []
+    page.on(
+        "request",
+        lambda r: (
+            resumes.append(r.headers.get("last-event-id")) if r.url.endswith("/events") else None
+        ),
+    )
+    port = free_port()
+    with serving(database, settings, port) as url:
+        await page.goto(sign_in_link(url, person.token) + f"&c={cid}")
+        await expect(page.locator("#messages li")).to_have_count(1)
+    # The server is gone (its streams cut): a message arrives meanwhile.
+    await store.append_message(person.user_id, cid, {"role": "user", "content": "two"})
+    with serving(database, settings, port):
+        # The reconnection sends Last-Event-ID: 1 and is replayed seq 2.
+        live = page.locator("#messages li")
+        await expect(live).to_have_count(2)
+        await expect(live.nth(1)).to_contain_text("two")
+    assert len(resumes) >= 2 and set(resumes) == {"1"}, resumes
 
 
 # -- the streaming chat (when the server answers text/event-stream) ---------------------------
