@@ -53,6 +53,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SKIP_ENV = "CHATSTORE_SKIP_BROWSER_TESTS"
+# Runs before the page's own scripts (Playwright injects it past the CSP).
+VIOLATIONS_RECORDER = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(`CSP refused ${event.violatedDirective}: ${event.blockedURI}`);
+});
+"""
 # Bounded waits, generous for a loaded machine: never a timing assertion.
 expect.set_options(timeout=20_000)
 
@@ -111,9 +118,18 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh browser profile. Every test also checks that the page threw no
+    uncaught error and that the Content-Security-Policy refused nothing (the
+    page must work within its own policy)."""
     opened = await browser.new_context(viewport={"width": 1200, "height": 800})
+    problems: list[str] = []
+    opened.on("weberror", lambda error: problems.append(f"uncaught: {error.error}"))
+    await opened.add_init_script(VIOLATIONS_RECORDER)
     yield opened
+    for page in opened.pages:
+        problems += await page.evaluate("window.cspViolations || []")
     await opened.close()
+    assert problems == []
 
 
 @dataclasses.dataclass
