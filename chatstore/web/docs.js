@@ -47,7 +47,10 @@ function schemaSummary(schema) {
   if (schema.format) facts.push(schema.format);
   if (schema.enum) facts.push(`one of ${schema.enum.join(", ")}`);
   if (schema.minimum !== undefined) facts.push(`≥ ${schema.minimum}`);
-  if (schema.maximum !== undefined) facts.push(`≤ ${schema.maximum}`);
+  // JSON numbers are doubles here: a bigint's 2^63 - 1 would print as ...776000.
+  if (schema.maximum !== undefined) {
+    facts.push(`≤ ${Number.isSafeInteger(schema.maximum) ? schema.maximum : "2⁶³ − 1"}`);
+  }
   if (schema.maxLength !== undefined) facts.push(`≤ ${schema.maxLength} chars`);
   if (schema.default !== undefined) facts.push(`default ${JSON.stringify(schema.default)}`);
   span.append(text + (facts.length ? ` (${facts.join("; ")})` : ""));
