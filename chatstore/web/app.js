@@ -297,6 +297,7 @@ async function openConversation(id, seq = null) {
   state.open = open;
   $("messages").replaceChildren();
   $("empty").hidden = true;
+  $("empty").textContent = "No messages yet: say hello.";
   $("older").hidden = true;
   $("history").hidden = false;
   $("composer").hidden = false;
