@@ -15,9 +15,8 @@ from types import FrameType
 from urllib.parse import quote
 
 from chatstore import migrations
-from chatstore.cluster import ClusterError
 from chatstore.config import Settings
-from chatstore.database import database_url
+from chatstore.embedded import ClusterError, database_url
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:

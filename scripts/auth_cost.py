@@ -22,8 +22,8 @@ from contextlib import contextmanager
 import httpx
 
 from chatstore import migrations
-from chatstore.cluster import throwaway
 from chatstore.config import Settings
+from chatstore.embedded import throwaway
 from chatstore.http.app import create_app
 from chatstore.sessions import create_session
 from chatstore.store import ChatStore

@@ -24,8 +24,8 @@ import pytest
 
 from chatstore import migrations
 from chatstore.auth import new_id
-from chatstore.cluster import Cluster, throwaway
 from chatstore.config import Settings
+from chatstore.embedded import Cluster, throwaway
 from chatstore.store import ChatStore
 
 NewUser = Callable[[], Awaitable[str]]

@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from chatstore.cluster import ClusterError, find_bin_dir, free_port
+from chatstore.embedded import ClusterError, find_bin_dir, free_port
 
 if TYPE_CHECKING:
     import pytest

@@ -1,4 +1,4 @@
-"""chatstore.cluster against real PostgreSQL clusters (no mocks).
+"""chatstore.embedded against real PostgreSQL clusters (no mocks).
 
 One module-scoped throwaway cluster serves most checks, to keep the file fast; every
 test leaves it running for the next one.
@@ -20,8 +20,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from chatstore import cluster as cluster_mod
-from chatstore.cluster import (
+from chatstore import embedded as cluster_mod
+from chatstore.embedded import (
     CONF_FILE,
     PASSWORD_FILE,
     PORT_FILE,

@@ -11,8 +11,8 @@ import httpx
 from conftest import create_database
 
 from chatstore import migrations
-from chatstore.cluster import throwaway
 from chatstore.config import Settings
+from chatstore.embedded import throwaway
 from chatstore.http.app import create_app
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatstore.cluster import Cluster, free_port
+from chatstore.embedded import Cluster, free_port
 
 READY_SECONDS = 60
 STOP_SECONDS = 20

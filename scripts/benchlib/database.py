@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from chatstore import migrations
-from chatstore.cluster import Cluster, throwaway
+from chatstore.embedded import Cluster, throwaway
 
 # What BENCHMARKS.md reports about the server, read with SHOW.
 SETTINGS = (

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatstore.cluster import free_port
+from chatstore.embedded import free_port
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -34,8 +34,8 @@ import asyncpg
 import httpx
 
 from chatstore import migrations, sessions
-from chatstore.cluster import Cluster, free_port, throwaway
 from chatstore.config import Settings
+from chatstore.embedded import Cluster, free_port, throwaway
 from chatstore.store import ChatStore
 
 SECRET = "adversity-secret-" + "x" * 24

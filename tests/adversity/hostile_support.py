@@ -36,7 +36,7 @@ import httpx
 
 from adversity.harness import chatstore_command, clean_env
 from chatstore import sessions
-from chatstore.cluster import free_port
+from chatstore.embedded import free_port
 from chatstore.store import ChatStore
 
 # The server refuses a body that has not fully arrived after this long (408).

@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 
 from chatstore import sessions
-from chatstore.cluster import free_port
 from chatstore.config import Settings
+from chatstore.embedded import free_port
 from chatstore.http.app import create_app
 from chatstore.responder import Responder
 from chatstore.store import ChatStore

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from chatstore.cluster import free_port
 from chatstore.config import Settings
+from chatstore.embedded import free_port
 from chatstore.store import ChatStore
 from features.helpers import (
     Server,

@@ -37,8 +37,8 @@ from playwright.async_api import (
 
 from chatstore import sessions
 from chatstore.cli import sign_in_link
-from chatstore.cluster import free_port
 from chatstore.config import Settings
+from chatstore.embedded import free_port
 from chatstore.http.app import create_app
 from chatstore.store import ChatStore
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from chatstore.cli import page_url, sign_in_link
-from chatstore.cluster import Cluster, free_port
+from chatstore.embedded import Cluster, free_port
 
 READY_SECONDS = 90
 LINK = re.compile(r"chatstore: open (http://127\.0\.0\.1:\d+/#token=(\S+)) to sign in as (\S+)")

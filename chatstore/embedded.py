@@ -24,6 +24,17 @@ on its next ``Cluster.create``: in single-user mode when stopped, else over
 the still-trusted connection once, then a reload. Without this, any local
 account could log in as ``postgres`` and, being superuser, run commands as
 the ``postgres`` OS user (``COPY ... TO PROGRAM``).
+
+``database_url()`` picks the database: the configured URL, or this
+embedded cluster. With no CHATSTORE_DATABASE_URL / DATABASE_URL, chatstore
+runs its own cluster under the data folder (.chatstore/pgdata by default):
+created on first use, reused afterwards, stopped when the command that
+started it ends (one that was already running, say under `chatstore serve`,
+is left running). Its URL carries the cluster's password: pass it on, never
+print it.
+
+Long because: the cluster's test-only powers (kill, restart, throwaway,
+fast_unsafe) live here until they move to tests/support.
 """
 
 from __future__ import annotations
@@ -48,8 +59,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from chatstore.config import Settings
 
 SUPERUSER = "postgres"
 PORT_FILE = "chatstore-port"  # the saved port: URLs to the embedded cluster stay valid across runs
@@ -641,3 +655,19 @@ def throwaway(fast_unsafe: bool = True, port: int | None = None) -> Cluster:
         raise
     c.temp_root = root
     return c
+
+
+EMBEDDED_DATABASE = "chatstore"
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database URL, or the embedded cluster's (started for
+    the block when it was not running)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    cluster = Cluster.create(settings.data_dir.resolve() / "pgdata")
+    with cluster:
+        cluster.create_database(EMBEDDED_DATABASE)
+        yield cluster.dsn(EMBEDDED_DATABASE)
