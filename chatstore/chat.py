@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from chatstore.dberrors import translate_errors
+from chatstore import messages
+from chatstore.database import Database
 from chatstore.errors import NotFound, ValidationError
-from chatstore.models import MAX_SEQ, ChatMessageInput, Message, MessageInput
+from chatstore.ids import NO_BEFORE, ConversationId, conversation_uuid
+from chatstore.models import ChatMessageInput, Message, MessageInput
 from chatstore.responder import Responder
-from chatstore.store import ChatStore, ConversationId, conversation_uuid
 from chatstore.validation import check_limit, validate_model
 
 # How much history a responder sees by default.
 RESPONDER_HISTORY = 50
 MAX_HISTORY = 1000
-# "No upper bound" for the exclusive `before`.
-_NO_BEFORE = MAX_SEQ
 
 
 class History:
@@ -33,7 +32,7 @@ class Exchange:
 
 
 async def history(
-    store: ChatStore,
+    db: Database,
     user_id: str,
     conversation_id: ConversationId,
     *,
@@ -43,17 +42,15 @@ async def history(
     """The latest ``limit`` messages before ``before``, oldest first, widened
     back so that no tool message is cut off from its assistant message."""
     check_limit(limit, MAX_HISTORY)
-    if before is not None and not 1 <= before <= _NO_BEFORE:
+    if before is not None and not 1 <= before <= NO_BEFORE:
         raise ValidationError.at(["query", "before"], "before must be a seq (1 or more)")
-    with translate_errors():
-        rows = await store.queries.many(
-            store.executor,
-            "chat_history",
-            user_id=user_id,
-            conversation_id=conversation_uuid(conversation_id),
-            before=_NO_BEFORE if before is None else before,
-            limit=limit,
-        )
+    rows = await db.many(
+        "chat_history",
+        user_id=user_id,
+        conversation_id=conversation_uuid(conversation_id),
+        before=NO_BEFORE if before is None else before,
+        limit=limit,
+    )
     if not rows:
         raise NotFound("conversation")
     messages = [Message.from_row(row) for row in rows if row["seq"] is not None]
@@ -71,7 +68,7 @@ class Reply:
 
 
 async def think(
-    store: ChatStore,
+    db: Database,
     responder: Responder,
     user_id: str,
     conversation_id: ConversationId,
@@ -80,9 +77,9 @@ async def think(
     """Ask the responder, holding no connection and no transaction while it
     thinks: the history is read first, in a statement of its own."""
     given = {"content": content} if isinstance(content, str) else content
-    data = validate_model(ChatMessageInput, given, store.settings)
+    data = validate_model(ChatMessageInput, given, db.settings)
     message = MessageInput(role="user", content=data.content)
-    recent = await history(store, user_id, conversation_id, limit=RESPONDER_HISTORY)
+    recent = await history(db, user_id, conversation_id, limit=RESPONDER_HISTORY)
     reply = await responder.respond(recent.messages, message)
     if reply.role != "assistant":
         raise TypeError(f"a responder must reply as the assistant, not {reply.role!r}")
@@ -90,23 +87,23 @@ async def think(
 
 
 async def store_reply(
-    store: ChatStore, user_id: str, conversation_id: ConversationId, reply: Reply
+    db: Database, user_id: str, conversation_id: ConversationId, reply: Reply
 ) -> Exchange:
     """Store the user's message and the reply in one statement."""
-    stored = await store.append_messages(user_id, conversation_id, [reply.message, reply.reply])
+    stored = await messages.append(db, user_id, conversation_id, [reply.message, reply.reply])
     return Exchange(stored[0], stored[1])
 
 
 async def exchange(
-    store: ChatStore,
+    db: Database,
     responder: Responder,
     user_id: str,
     conversation_id: ConversationId,
     content: str | ChatMessageInput,
 ) -> Exchange:
     """Ask the responder, then store the user's message and its reply together."""
-    reply = await think(store, responder, user_id, conversation_id, content)
-    return await store_reply(store, user_id, conversation_id, reply)
+    reply = await think(db, responder, user_id, conversation_id, content)
+    return await store_reply(db, user_id, conversation_id, reply)
 
 
 __all__ = ["Exchange", "History", "Reply", "exchange", "history", "store_reply", "think"]

@@ -39,10 +39,11 @@ from typing import Any
 
 import asyncpg
 
-from chatstore import metrics
+from chatstore import messages, metrics
+from chatstore.database import Source, database_of
+from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.models import Message
 from chatstore.pool import server_settings
-from chatstore.store import ChatStore, ConversationId, conversation_uuid
 
 CHANNEL = "chatstore_messages"
 SESSIONS_CHANNEL = "chatstore_sessions"
@@ -61,8 +62,8 @@ class MessageEvents:
     """The process's LISTEN connection, its followers by conversation, and
     who wants to hear of revoked sessions."""
 
-    def __init__(self, store: ChatStore) -> None:
-        self._store = store
+    def __init__(self, source: Source) -> None:
+        self._db = database_of(source)
         self._followers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._session_watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         # The highest seq heard announced, per followed conversation.
@@ -149,9 +150,9 @@ class MessageEvents:
         ever_connected = False
         while True:
             try:
-                settings = self._store.settings
+                settings = self._db.settings
                 self._connection = await asyncpg.connect(
-                    settings.direct_database_url or self._store.dsn,
+                    settings.direct_database_url or self._db.dsn,
                     server_settings=server_settings(settings),
                     timeout=settings.connect_timeout_seconds,
                 )
@@ -244,7 +245,7 @@ class SessionGuard:
 
 
 async def follow(
-    store: ChatStore,
+    source: Source,
     events: MessageEvents,
     user_id: str,
     conversation_id: ConversationId,
@@ -268,6 +269,7 @@ async def follow(
     is yielded (see the check below).
     """
     conversation = conversation_uuid(conversation_id)
+    db = database_of(source)
     await events.start()
     with (
         events.follow(conversation) as flag,
@@ -276,7 +278,7 @@ async def follow(
         # Subscribed first, then read where to start: nothing appended in
         # between can be missed.
         if after is None:
-            start = await store.list_messages(user_id, conversation, limit=1, order="desc")
+            start = await messages.page(db, user_id, conversation, limit=1, order="desc")
             last = start.last_seq or 0
             if start.data:
                 last = start.data[0].seq
@@ -285,7 +287,7 @@ async def follow(
         valid_until: datetime | None = None
         while True:
             flag.clear()
-            page = await store.list_messages(user_id, conversation, limit=PAGE, after=last)
+            page = await messages.page(db, user_id, conversation, limit=PAGE, after=last)
             if guard is not None:
                 # The session is checked after the read, so a revocation
                 # committed before any message of the page is visible to the

@@ -6,7 +6,7 @@ row when that row alone is larger, and each page leaves as one encoded chunk
 before the next is read. All pages come from one snapshot (a read-only
 REPEATABLE READ transaction).
 
-The caller checks ownership first (``ChatStore.get_conversation``) so that a
+The caller checks ownership first (``conversations.get``) so that a
 stranger gets a 404 before any streaming starts; every page filters by the
 owner as well.
 
@@ -25,10 +25,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from chatstore.dberrors import translate_errors
+from chatstore.database import Database, Source, database_of
+from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.models import Message, Row
 from chatstore.pool import PoolConnection
-from chatstore.store import ChatStore, ConversationId, conversation_uuid
 
 # The most message data a page holds (sql/export.sql's row_bytes).
 PAGE_BYTES = 256 * 1024
@@ -47,18 +47,16 @@ def idle_backstop_seconds(send_timeout: float) -> float:
 
 
 @asynccontextmanager
-async def _connection(
-    store: ChatStore, given: PoolConnection | None
-) -> AsyncIterator[PoolConnection]:
+async def _connection(db: Database, given: PoolConnection | None) -> AsyncIterator[PoolConnection]:
     if given is not None:
         yield given
         return
-    async with store.connection() as connection:
+    async with db.lease() as connection:
         yield connection
 
 
 async def pages(
-    store: ChatStore,
+    source: Source,
     user_id: str,
     conversation_id: ConversationId,
     *,
@@ -73,24 +71,22 @@ async def pages(
     (else the server's, usually none: a Python caller may take its time).
     """
     conversation = conversation_uuid(conversation_id)
-    with translate_errors():
-        async with (
-            _connection(store, connection) as database,
-            database.transaction(isolation="repeatable_read", readonly=True),
-        ):
+    db = database_of(source)
+    async with _connection(db, connection) as leased:
+        snapshot = db.on(leased)
+        async with snapshot.transaction(isolation="repeatable_read", readonly=True):
             if idle_seconds is not None:
-                await store.queries.scalar(
-                    database, "limit_export_idle", timeout_ms=str(round(idle_seconds * 1000))
+                await snapshot.scalar(
+                    "limit_export_idle", timeout_ms=str(round(idle_seconds * 1000))
                 )
-            last_seq = await store.queries.scalar(
-                database, "export_last_seq", conversation_id=conversation, user_id=user_id
+            last_seq = await snapshot.scalar(
+                "export_last_seq", conversation_id=conversation, user_id=user_id
             )
             if last_seq is None:
                 return  # deleted since the caller's ownership check
             after, span = 0, MAX_PAGE_ROWS
             while after < last_seq:
-                rows = await store.queries.many(
-                    database,
+                rows = await snapshot.many(
                     "export_page",
                     conversation_id=conversation,
                     user_id=user_id,
@@ -110,16 +106,16 @@ async def pages(
 
 
 async def iter_messages(
-    store: ChatStore, user_id: str, conversation_id: ConversationId
+    source: Source, user_id: str, conversation_id: ConversationId
 ) -> AsyncIterator[Message]:
     """Every message of the conversation in seq order."""
-    async for page in pages(store, user_id, conversation_id):
+    async for page in pages(source, user_id, conversation_id):
         for row in page:
             yield Message.from_row(row)
 
 
 async def jsonl(
-    store: ChatStore,
+    source: Source,
     user_id: str,
     conversation_id: ConversationId,
     *,
@@ -128,7 +124,7 @@ async def jsonl(
 ) -> AsyncIterator[bytes]:
     """One Message per line, in seq order; one chunk per page."""
     async for page in pages(
-        store, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
+        source, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
     ):
         yield "".join([Message.from_row(row).model_dump_json() + "\n" for row in page]).encode()
 
@@ -143,7 +139,7 @@ def openai_message(row: Row) -> dict[str, Any]:
 
 
 async def openai(
-    store: ChatStore,
+    source: Source,
     user_id: str,
     conversation_id: ConversationId,
     *,
@@ -157,7 +153,7 @@ async def openai(
     yield b'{"messages":['
     first = True
     async for page in pages(
-        store, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
+        source, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
     ):
         chunk: list[str] = []
         for row in page:

@@ -28,26 +28,24 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 from pydantic import TypeAdapter
 
 from chatstore import metrics
-from chatstore.dberrors import translate_errors
+from chatstore.database import Database, Source, database_of
 from chatstore.errors import (
     ChatStoreError,
     IdempotencyConflict,
     IdempotencyInProgress,
+    Unavailable,
     ValidationError,
 )
-
-if TYPE_CHECKING:
-    from chatstore.queries import Executor
-    from chatstore.store import ChatStore
 
 TTL_SECONDS = 24 * 60 * 60
 MAX_KEY_LENGTH = 255
@@ -107,43 +105,38 @@ def fingerprint(*parts: Any) -> bytes:
 class _Claim:
     """One user's key for one request, and the claim this caller holds on it."""
 
-    __slots__ = ("key", "request", "store", "token", "user_id")
+    __slots__ = ("db", "key", "request", "token", "user_id")
 
-    def __init__(self, store: ChatStore, user_id: str, key: str, request: bytes) -> None:
-        self.store = store
+    def __init__(self, db: Database, user_id: str, key: str, request: bytes) -> None:
+        self.db = db
         self.user_id = user_id
         self.key = check_key(key)
         self.request = request
         self.token = uuid.uuid4()
 
-    async def claim(self, executor: Executor) -> bool:
+    async def claim(self) -> bool:
         """True when this caller now holds the key and must do the work."""
         self.token = uuid.uuid4()
         try:
-            with translate_errors():
-                claimed = await self.store.queries.scalar(
-                    executor,
-                    "claim_idempotency_key",
-                    user_id=self.user_id,
-                    key=self.key,
-                    fingerprint=self.request,
-                    token=self.token,
-                    lease_seconds=LEASE_SECONDS,
-                )
+            claimed = await self.db.scalar(
+                "claim_idempotency_key",
+                user_id=self.user_id,
+                key=self.key,
+                fingerprint=self.request,
+                token=self.token,
+                lease_seconds=LEASE_SECONDS,
+            )
         except asyncpg.ForeignKeyViolationError as error:
             if error.constraint_name == "idempotency_keys_user_fkey":
                 raise _UserGone() from None
             raise
         return bool(claimed)
 
-    async def held(self, executor: Executor, adapter: TypeAdapter[T]) -> tuple[T] | bool:
+    async def held(self, adapter: TypeAdapter[T]) -> tuple[T] | bool:
         """Someone else's claim: ``(response,)`` when it is complete (a
         replay), True while it is pending, False when it is gone (expired or
         released: claim again). Another request's key is a conflict."""
-        with translate_errors():
-            row = await self.store.queries.one(
-                executor, "get_idempotency_key", user_id=self.user_id, key=self.key
-            )
+        row = await self.db.one("get_idempotency_key", user_id=self.user_id, key=self.key)
         if row is None:
             return False
         if bytes(row["fingerprint"]) != self.request:
@@ -155,60 +148,46 @@ class _Claim:
 
     async def complete(
         self,
-        executor: Executor,
         result: T,
         adapter: TypeAdapter[T],
         status: int,
         holds_of: HoldsOf[T],
     ) -> bool:
         holds = holds_of(result) or _NOTHING
-        with translate_errors():
-            done = await self.store.queries.scalar(
-                executor,
-                "record_idempotency_response",
-                user_id=self.user_id,
-                key=self.key,
-                token=self.token,
-                status=status,
-                response=adapter.dump_json(result).decode(),
-                conversation_id=holds.conversation_id,
-                first_seq=holds.first_seq,
-                last_seq=holds.last_seq,
-                ttl_seconds=TTL_SECONDS,
-            )
+        done = await self.db.scalar(
+            "record_idempotency_response",
+            user_id=self.user_id,
+            key=self.key,
+            token=self.token,
+            status=status,
+            response=adapter.dump_json(result).decode(),
+            conversation_id=holds.conversation_id,
+            first_seq=holds.first_seq,
+            last_seq=holds.last_seq,
+            ttl_seconds=TTL_SECONDS,
+        )
         return bool(done)
 
-    async def hold(self, executor: Executor) -> bool:
-        with translate_errors():
-            held = await self.store.queries.scalar(
-                executor,
-                "hold_idempotency_claim",
-                user_id=self.user_id,
-                key=self.key,
-                token=self.token,
-            )
+    async def hold(self) -> bool:
+        held = await self.db.scalar(
+            "hold_idempotency_claim", user_id=self.user_id, key=self.key, token=self.token
+        )
         return bool(held)
 
     async def renew(self) -> None:
-        with translate_errors():
-            await self.store.queries.execrows(
-                self.store.executor,
-                "renew_idempotency_claim",
-                user_id=self.user_id,
-                key=self.key,
-                token=self.token,
-                lease_seconds=LEASE_SECONDS,
-            )
+        await self.db.execrows(
+            "renew_idempotency_claim",
+            user_id=self.user_id,
+            key=self.key,
+            token=self.token,
+            lease_seconds=LEASE_SECONDS,
+        )
 
     async def release(self) -> None:
         """Best effort: if the database cannot be told, the lease runs out."""
-        with suppress(ChatStoreError, OSError, asyncio.TimeoutError), translate_errors():
-            await self.store.queries.exec(
-                self.store.executor,
-                "release_idempotency_claim",
-                user_id=self.user_id,
-                key=self.key,
-                token=self.token,
+        with suppress(ChatStoreError, OSError, asyncio.TimeoutError):
+            await self.db.exec(
+                "release_idempotency_claim", user_id=self.user_id, key=self.key, token=self.token
             )
 
     @asynccontextmanager
@@ -263,7 +242,7 @@ def _holds_nothing(_result: object) -> None:
 
 
 async def run_once(
-    store: ChatStore,
+    db: Database,
     user_id: str,
     key: str,
     request: bytes,
@@ -276,16 +255,16 @@ async def run_once(
     """``work()``'s result and False, or the first result for this key and
     True (a replay). ``request`` is the fingerprint of what is asked. The
     work runs inside the claim's transaction: keep it short."""
-    claim = _Claim(store, user_id, key, request)
+    claim = _Claim(db, user_id, key, request)
     wait = _Wait()
     while True:
         try:
-            async with store.transaction() as connection:
-                if await claim.claim(connection):
+            async with db.transaction():
+                if await claim.claim():
                     result = await work()
-                    await claim.complete(connection, result, adapter, status, holds_of)
+                    await claim.complete(result, adapter, status, holds_of)
                     return result, False
-                held = await claim.held(connection, adapter)
+                held = await claim.held(adapter)
         except _UserGone:
             # Answer as the request without a key does (the user's data went
             # with the user): nothing is kept, nothing is replayed.
@@ -298,7 +277,7 @@ async def run_once(
 
 
 async def run_once_outside(
-    store: ChatStore,
+    db: Database,
     user_id: str,
     key: str,
     request: bytes,
@@ -313,15 +292,15 @@ async def run_once_outside(
     connection and no transaction held (only a committed, pending claim),
     then ``work(prepared)`` stores it in one transaction that also completes
     the key. If either fails, the claim is released."""
-    claim = _Claim(store, user_id, key, request)
+    claim = _Claim(db, user_id, key, request)
     wait = _Wait()
     while True:
         try:
-            claimed = await claim.claim(store.executor)
+            claimed = await claim.claim()
         except _UserGone:
             return await work(await prepare()), False
         if not claimed:
-            held = await claim.held(store.executor, adapter)
+            held = await claim.held(adapter)
             if isinstance(held, tuple):
                 return held[0], True
             if held:
@@ -330,11 +309,11 @@ async def run_once_outside(
         try:
             async with claim.renewing():
                 prepared = await prepare()
-            async with store.transaction() as connection:
-                if not await claim.hold(connection):
+            async with db.transaction():
+                if not await claim.hold():
                     raise _ClaimLost()
                 result = await work(prepared)
-                if not await claim.complete(connection, result, adapter, status, holds_of):
+                if not await claim.complete(result, adapter, status, holds_of):
                     raise _ClaimLost()  # pragma: no cover - hold_idempotency_claim locked it
             return result, False
         except _ClaimLost:
@@ -345,9 +324,26 @@ async def run_once_outside(
             raise
 
 
-async def purge_expired(store: ChatStore, batch: int = PURGE_BATCH) -> int:
+async def purge_expired(source: Source, batch: int = PURGE_BATCH) -> int:
     """Delete up to ``batch`` expired keys; returns how many went."""
-    with translate_errors():
-        return await store.queries.execrows(
-            store.executor, "purge_expired_idempotency_keys", batch=batch
-        )
+    return await database_of(source).execrows("purge_expired_idempotency_keys", batch=batch)
+
+
+PURGE_EVERY_SECONDS = 60.0
+
+# The purge runs in the HTTP server's lifespan: its warning is the server's.
+log = logging.getLogger("chatstore.http")
+
+
+async def purge_forever(db: Database) -> None:
+    """Expired idempotency keys, a bounded batch at a time, off the request
+    path. Every process runs one; SKIP LOCKED keeps them out of each
+    other's way."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY_SECONDS)
+        try:
+            purged = PURGE_BATCH
+            while purged == PURGE_BATCH:
+                purged = await purge_expired(db)
+        except Unavailable:
+            log.warning("idempotency key purge skipped: database unavailable")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from chatstore.dberrors import translate_errors
+from chatstore.database import Source, database_of
 from chatstore.errors import NotFound, ValidationError
+from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.models import SearchHit, SearchResults
-from chatstore.store import ChatStore, ConversationId, conversation_uuid
 from chatstore.validation import check_limit
 
 MAX_QUERY_CHARS = 1000
+MAX_PAGE = 100
 
 
 async def search(
-    store: ChatStore,
+    source: Source,
     user_id: str,
     q: str,
     *,
@@ -26,7 +27,7 @@ async def search(
         raise ValidationError.at(
             ["query", "q"], f"q must be 1 to {MAX_QUERY_CHARS} characters of search text"
         )
-    check_limit(limit, 100)
+    check_limit(limit, MAX_PAGE)
     if conversation_id is None:
         narrowed = None
     else:
@@ -36,16 +37,15 @@ async def search(
             raise ValidationError.at(
                 ["query", "conversation_id"], "conversation_id must be a conversation id"
             ) from None
-    with translate_errors():
-        rows = await store.queries.many(
-            store.executor,
-            "search_messages",
-            user_id=user_id,
-            q=q,
-            limit=limit,
-            conversation_id=narrowed,
-            search_config=store.settings.search_config,
-        )
+    db = database_of(source)
+    rows = await db.many(
+        "search_messages",
+        user_id=user_id,
+        q=q,
+        limit=limit,
+        conversation_id=narrowed,
+        search_config=db.settings.search_config,
+    )
     return SearchResults(
         data=[
             SearchHit.model_construct(

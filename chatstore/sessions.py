@@ -9,14 +9,12 @@ from __future__ import annotations
 import datetime as dt
 
 from chatstore.auth import DEFAULT_SESSION_TTL, SessionUser, new_id, new_token
-from chatstore.dberrors import translate_errors
-from chatstore.store import ChatStore
+from chatstore.database import Source, database_of
 
 
-async def session_user(store: ChatStore, token: str) -> SessionUser | None:
+async def session_user(source: Source, token: str) -> SessionUser | None:
     """The user behind a live session token, in one round trip."""
-    with translate_errors():
-        row = await store.queries.one(store.executor, "session_user", token=token)
+    row = await database_of(source).one("session_user", token=token)
     if row is None:
         return None
     return SessionUser(
@@ -25,7 +23,7 @@ async def session_user(store: ChatStore, token: str) -> SessionUser | None:
 
 
 async def create_session(
-    store: ChatStore,
+    source: Source,
     email: str,
     *,
     name: str | None = None,
@@ -33,21 +31,19 @@ async def create_session(
 ) -> tuple[str, str]:
     """Find or create the user with ``email`` and open a session; returns
     (user_id, raw token) — the way to try the API by hand."""
-    async with store.transaction() as connection:
-        with translate_errors():
-            user_id: str = await store.queries.scalar(
-                connection,
-                "upsert_user_by_email",
-                id=new_id(),
-                name=name or email.partition("@")[0],
-                email=email,
-            )
-            token: str = await store.queries.scalar(
-                connection,
-                "create_session",
-                id=new_id(),
-                token=new_token(),
-                user_id=user_id,
-                expires_at=dt.datetime.now(dt.UTC) + ttl,
-            )
+    db = database_of(source)
+    async with db.transaction():
+        user_id: str = await db.scalar(
+            "upsert_user_by_email",
+            id=new_id(),
+            name=name or email.partition("@")[0],
+            email=email,
+        )
+        token: str = await db.scalar(
+            "create_session",
+            id=new_id(),
+            token=new_token(),
+            user_id=user_id,
+            expires_at=dt.datetime.now(dt.UTC) + ttl,
+        )
     return user_id, token

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from chatstore import idempotency
 from chatstore.config import Settings
-from chatstore.errors import Unavailable
-from chatstore.events import MessageEvents
 from chatstore.http.auth import Authenticator
 from chatstore.http.context import Context
 from chatstore.http.errors import EXCEPTION_HANDLERS
@@ -46,9 +42,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = store or ChatStore(settings.database_url, settings=settings)
         await opened.open()
-        hub = MessageEvents(opened)
+        hub = opened.message_events()
         app.state.streams = StreamSlots(settings.max_streams_per_user)
-        purger = asyncio.create_task(purge_idempotency_keys(opened), name="chatstore-purge")
+        purger = asyncio.create_task(
+            opened.purge_idempotency_keys_forever(), name="chatstore-purge"
+        )
         try:
             # Listening from the start: the session cache is trusted only
             # while revocations can be heard (chatstore/http/auth.py).
@@ -98,25 +96,6 @@ class _ObservedStarlette(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         return RequestObserver(super().build_middleware_stack())
-
-
-PURGE_EVERY_SECONDS = 60.0
-
-log = logging.getLogger("chatstore.http")
-
-
-async def purge_idempotency_keys(store: ChatStore) -> None:
-    """Expired idempotency keys, a bounded batch at a time, off the request
-    path. Every process runs one; SKIP LOCKED keeps them out of each
-    other's way."""
-    while True:
-        await asyncio.sleep(PURGE_EVERY_SECONDS)
-        try:
-            purged = idempotency.PURGE_BATCH
-            while purged == idempotency.PURGE_BATCH:
-                purged = await idempotency.purge_expired(store)
-        except Unavailable:
-            log.warning("idempotency key purge skipped: database unavailable")
 
 
 def app_from_env() -> Starlette:

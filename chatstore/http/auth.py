@@ -36,7 +36,6 @@ from starlette.requests import Request
 from chatstore.auth import SessionUser, token_from_request
 from chatstore.events import MessageEvents
 from chatstore.http.errors import unauthorized
-from chatstore.sessions import session_user
 from chatstore.store import ChatStore
 
 
@@ -108,7 +107,7 @@ class Authenticator:
             return user
         epoch, revocations = self._events.epoch, self._revocations
         self.lookups += 1
-        user = await session_user(self._store, token)
+        user = await self._store.session_user(token)
         if user is not None and self._revocations == revocations:
             self._remember(token, user, epoch)
         return user

@@ -47,8 +47,7 @@ async def respond_once(
     key = request.headers.get("idempotency-key")
     if key is None:
         return _answer(await work(), adapter, status, replayed=False)
-    result, replayed = await idempotency.run_once(
-        ctx.store,
+    result, replayed = await ctx.store.run_once(
         user_id,
         key,
         _asked(request, body),
@@ -78,8 +77,7 @@ async def respond_once_outside(
     key = request.headers.get("idempotency-key")
     if key is None:
         return _answer(await work(await prepare()), adapter, status, replayed=False)
-    result, replayed = await idempotency.run_once_outside(
-        ctx.store,
+    result, replayed = await ctx.store.run_once_outside(
         user_id,
         key,
         _asked(request, body),

@@ -56,10 +56,10 @@ async def message(request: Request, ctx: Context, user_id: str) -> Response:
     session_id = request.path_params["session_id"]
 
     async def think() -> chat.Reply:
-        return await chat.think(ctx.store, ctx.responder, user_id, session_id, data)
+        return await ctx.store.think(ctx.responder, user_id, session_id, data)
 
     async def send(reply: chat.Reply) -> ChatExchange:
-        done = await chat.store_reply(ctx.store, user_id, session_id, reply)
+        done = await ctx.store.store_reply(user_id, session_id, reply)
         return ChatExchange(user_message=done.user_message, reply=done.reply)
 
     # The responder may take seconds: it runs holding no pooled connection
@@ -83,8 +83,7 @@ async def history(request: Request, ctx: Context, user_id: str) -> Response:
     session_id = conversation_uuid(request.path_params["session_id"])
     limit = query_int(request, "limit", default=50, minimum=1, maximum=chat.MAX_HISTORY)
     assert limit is not None
-    window = await chat.history(
-        ctx.store,
+    window = await ctx.store.history(
         user_id,
         session_id,
         limit=limit,

@@ -11,7 +11,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatstore import events, export
-from chatstore.dberrors import translate_errors
 from chatstore.errors import NotFound, Unavailable, ValidationError
 from chatstore.http.auth import Authenticator, Caller
 from chatstore.http.context import Context, authenticated, context
@@ -34,17 +33,15 @@ async def export_conversation(request: Request, ctx: Context, user_id: str) -> R
     # starts: a spent budget (or no database) is a 503 with Retry-After now,
     # not a 200 cut short later. The response gives it back when it ends.
     lease = AsyncExitStack()
-    with translate_errors():
-        connection = await lease.enter_async_context(ctx.store.stream_connection())
+    connection = await lease.enter_async_context(ctx.store.stream_lease())
     try:
         send_timeout = ctx.settings.stream_send_timeout_seconds
         encode, media_type = (
-            (export.jsonl, "application/x-ndjson")
+            (ctx.store.export_jsonl, "application/x-ndjson")
             if fmt == "jsonl"
-            else (export.openai, "application/json")
+            else (ctx.store.export_openai, "application/json")
         )
         body = encode(
-            ctx.store,
             user_id,
             conversation.id,
             connection=connection,
@@ -79,8 +76,7 @@ async def conversation_events(request: Request) -> Response:
     slots: StreamSlots = request.app.state.streams
     slots.take(user_id)  # 429 past the cap; given back when the response ends
     try:
-        stream = events.follow(
-            ctx.store,
+        stream = ctx.store.follow(
             ctx.events,
             user_id,
             conversation.id,

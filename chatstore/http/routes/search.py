@@ -8,15 +8,13 @@ from starlette.routing import Route
 
 from chatstore.http.context import Context, authenticated, render
 from chatstore.http.params import query_int
-from chatstore.search import search as search_messages
 
 
 @authenticated
 async def search(request: Request, ctx: Context, user_id: str) -> Response:
     limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
     assert limit is not None
-    results = await search_messages(
-        ctx.store,
+    results = await ctx.store.search(
         user_id,
         request.query_params.get("q", ""),
         limit=limit,

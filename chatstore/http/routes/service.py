@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatstore import metrics
-from chatstore.dberrors import translate_errors
-from chatstore.errors import Unavailable
 from chatstore.http.context import context
 from chatstore.http.errors import RETRY_AFTER_SECONDS
-from chatstore.migrations import known_ids
 
 
 async def healthz(request: Request) -> Response:
@@ -21,17 +17,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 once the database answers and every migration is applied."""
-    store = context(request).store
-    try:
-        with translate_errors():
-            rows = await store.queries.many(store.executor, "applied_migrations")
-    except Unavailable:
-        return _not_ready("the database does not answer")
-    except asyncpg.UndefinedTableError:
-        return _not_ready("no migration has been applied")
-    missing = sorted(set(known_ids()) - {row["migration_id"] for row in rows})
-    if missing:
-        return _not_ready(f"migrations not applied: {', '.join(missing)}")
+    reason = await context(request).store.unready_reason()
+    if reason is not None:
+        return _not_ready(reason)
     return JSONResponse({"status": "ready"})
 
 

@@ -1,0 +1,117 @@
+"""Conversations: create, read, list by recent activity, patch, delete
+(sql/conversations.sql). Every query filters by the acting user: another
+user's conversation is NotFound, exactly like a missing one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import TypeAdapter
+
+from chatstore import cursor as cursor_module
+from chatstore import idempotency
+from chatstore.database import Database
+from chatstore.errors import NotFound
+from chatstore.ids import ConversationId, conversation_uuid
+from chatstore.models import (
+    Conversation,
+    ConversationInput,
+    ConversationPage,
+    ConversationPatch,
+)
+from chatstore.validation import check_limit, validate_model
+
+MAX_PAGE = 100
+
+_CONVERSATION = TypeAdapter(Conversation)
+
+
+async def create(
+    db: Database,
+    user_id: str,
+    *,
+    title: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    idempotency_key: str | None = None,
+) -> Conversation:
+    data = validate_model(
+        ConversationInput, {"title": title, "metadata": dict(metadata or {})}, db.settings
+    )
+
+    async def create() -> Conversation:
+        row = await db.one(
+            "create_conversation", user_id=user_id, title=data.title, metadata=data.metadata
+        )
+        assert row is not None
+        return Conversation.from_row(row)
+
+    if idempotency_key is None:
+        return await create()
+    request = idempotency.fingerprint("create_conversation", data.model_dump())
+    created, _ = await idempotency.run_once(
+        db,
+        user_id,
+        idempotency_key,
+        request,
+        create,
+        _CONVERSATION,
+        holds_of=lambda created: idempotency.Holds(created.id),
+    )
+    return created
+
+
+async def get(db: Database, user_id: str, conversation_id: ConversationId) -> Conversation:
+    row = await db.one("get_conversation", user_id=user_id, id=conversation_uuid(conversation_id))
+    if row is None:
+        raise NotFound("conversation")
+    return Conversation.from_row(row)
+
+
+async def page(
+    db: Database, user_id: str, *, limit: int = 20, cursor: str | None = None
+) -> ConversationPage:
+    check_limit(limit, MAX_PAGE)
+    if cursor is None:
+        rows = await db.many("list_conversations_first", user_id=user_id, limit=limit + 1)
+    else:
+        updated_at, id = cursor_module.decode(cursor)
+        rows = await db.many(
+            "list_conversations_after",
+            user_id=user_id,
+            cursor_updated_at=updated_at,
+            cursor_id=id,
+            limit=limit + 1,
+        )
+    found = [Conversation.from_row(row) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = found[-1]
+        next_cursor = cursor_module.encode(last.updated_at, last.id)
+    return ConversationPage(data=found, next_cursor=next_cursor)
+
+
+async def patch(
+    db: Database, user_id: str, conversation_id: ConversationId, change: ConversationPatch
+) -> Conversation:
+    """Apply a validated PATCH body: only its fields_set change."""
+    fields = change.model_fields_set
+    row = await db.one(
+        "update_conversation",
+        user_id=user_id,
+        id=conversation_uuid(conversation_id),
+        set_title="title" in fields,
+        title=change.title,
+        set_metadata="metadata" in fields,
+        metadata=change.metadata,
+    )
+    if row is None:
+        raise NotFound("conversation")
+    return Conversation.from_row(row)
+
+
+async def delete(db: Database, user_id: str, conversation_id: ConversationId) -> None:
+    deleted = await db.execrows(
+        "delete_conversation", user_id=user_id, id=conversation_uuid(conversation_id)
+    )
+    if deleted == 0:
+        raise NotFound("conversation")

@@ -1,0 +1,271 @@
+"""Messages: append (a batch, atomically), read, list, delete, truncate
+(sql/messages.sql); and the rules of a batch, its SQL parameters, and what
+a refused append means (the pure half of an append)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from chatstore import idempotency
+from chatstore.config import Settings
+from chatstore.database import Database
+from chatstore.errors import NotFound, SeqConflict, ValidationError
+from chatstore.ids import NO_AFTER, NO_BEFORE, ConversationId, conversation_uuid, seq_param
+from chatstore.models import MAX_BATCH, Message, MessageInput, MessagePage, Row
+from chatstore.pool import dumps
+from chatstore.validation import check_content_cap, check_limit, validate_model
+
+MAX_PAGE = 1000
+
+MessageLike = MessageInput | Mapping[str, Any]
+Order = Literal["asc", "desc"]
+
+_MESSAGES = TypeAdapter(list[Message])
+
+
+async def append(
+    db: Database,
+    user_id: str,
+    conversation_id: ConversationId,
+    messages: Sequence[MessageLike],
+    *,
+    expected_last_seq: int | None = None,
+    idempotency_key: str | None = None,
+) -> list[Message]:
+    """Append atomically: consecutive seqs in the given order, or nothing."""
+    conversation = conversation_uuid(conversation_id)
+    batch = validate_batch(messages, db.settings)
+    if expected_last_seq is not None and expected_last_seq < 0:
+        raise ValidationError.at(["expected_last_seq"], "must be 0 or more")
+
+    async def append() -> list[Message]:
+        return await _append(db, user_id, conversation, batch, expected_last_seq)
+
+    if idempotency_key is None:
+        return await append()
+    request = idempotency.fingerprint(
+        "append_messages",
+        str(conversation),
+        [m.model_dump(exclude_unset=True) for m in batch],
+        expected_last_seq,
+    )
+    stored, _ = await idempotency.run_once(
+        db,
+        user_id,
+        idempotency_key,
+        request,
+        append,
+        _MESSAGES,
+        holds_of=lambda stored: idempotency.Holds.messages(conversation, [m.seq for m in stored]),
+    )
+    return stored
+
+
+async def _append(
+    db: Database,
+    user_id: str,
+    conversation: uuid.UUID,
+    batch: list[MessageInput],
+    expected_last_seq: int | None,
+) -> list[Message]:
+    params = batch_params(batch)
+    # A second attempt only when nothing explains the first refusal:
+    # a tool call it needed was appended concurrently in between.
+    for _attempt in range(2):
+        rows = await db.many(
+            "append_messages",
+            user_id=user_id,
+            conversation_id=conversation,
+            expected_last_seq=expected_last_seq,
+            search_config=db.settings.search_config,
+            **params,
+        )
+        if rows:
+            return [Message.from_row(row) for row in rows]
+        diagnosis = await db.one(
+            "diagnose_append",
+            user_id=user_id,
+            conversation_id=conversation,
+            tool_call_ids=answered_call_ids(batch),
+        )
+        refused = refusal(diagnosis, batch, expected_last_seq)
+        if refused is not None:
+            raise refused
+    raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+
+
+async def get(db: Database, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
+    row = await db.one(
+        "get_message",
+        user_id=user_id,
+        conversation_id=conversation_uuid(conversation_id, "message"),
+        seq=seq_param(seq),
+    )
+    if row is None:
+        raise NotFound("message")
+    return Message.from_row(row)
+
+
+async def page(
+    db: Database,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    limit: int = 100,
+    order: Order = "asc",
+    after: int | None = None,
+    before: int | None = None,
+) -> MessagePage:
+    check_limit(limit, MAX_PAGE)
+    if order not in ("asc", "desc"):
+        raise ValidationError.at(["query", "order"], "order must be 'asc' or 'desc'")
+    for name, bound in (("after", after), ("before", before)):
+        if bound is not None and not 0 <= bound <= NO_BEFORE:
+            raise ValidationError.at(["query", name], f"{name} must be a seq (0 or more)")
+    rows = await db.many(
+        f"list_messages_{order}",
+        user_id=user_id,
+        conversation_id=conversation_uuid(conversation_id),
+        after=NO_AFTER if after is None else after,
+        before=NO_BEFORE if before is None else before,
+        limit=limit + 1,
+    )
+    if not rows:
+        raise NotFound("conversation")
+    found = [Message.from_row(row) for row in rows if row["seq"] is not None]
+    data = found[:limit]
+    return MessagePage(
+        data=data,
+        has_more=len(found) > limit,
+        first_seq=data[0].seq if data else None,
+        last_seq=data[-1].seq if data else None,
+    )
+
+
+async def delete(db: Database, user_id: str, conversation_id: ConversationId, seq: int) -> None:
+    conversation = conversation_uuid(conversation_id, "message")
+    async with db.transaction():
+        if not await _lock(db, user_id, conversation):
+            raise NotFound("message")
+        deleted = await db.execrows(
+            "delete_message", user_id=user_id, conversation_id=conversation, seq=seq_param(seq)
+        )
+        if deleted:
+            await _forget_responses(db, user_id, conversation, seq, seq)
+    if deleted == 0:
+        raise NotFound("message")
+
+
+async def truncate(
+    db: Database, user_id: str, conversation_id: ConversationId, from_seq: int
+) -> int:
+    """Delete every message with ``seq >= from_seq``; return how many went."""
+    if from_seq < 1:
+        raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
+    conversation = conversation_uuid(conversation_id)
+    async with db.transaction():
+        if not await _lock(db, user_id, conversation):
+            raise NotFound("conversation")
+        deleted: int = await db.scalar(
+            "truncate_messages",
+            user_id=user_id,
+            conversation_id=conversation,
+            from_seq=min(from_seq, NO_BEFORE),
+        )
+        if deleted:
+            await _forget_responses(db, user_id, conversation, from_seq, NO_BEFORE)
+    return deleted
+
+
+async def _forget_responses(
+    db: Database, user_id: str, conversation: uuid.UUID, first_seq: int, last_seq: int
+) -> None:
+    """In a message delete's transaction: the idempotency keys whose
+    stored responses hold any of the deleted messages go too, so no copy
+    of them is left to replay. (A conversation's delete takes its keys
+    by ON DELETE CASCADE, a user's delete takes the user's.)"""
+    await db.exec(
+        "delete_idempotency_keys_holding_messages",
+        user_id=user_id,
+        conversation_id=conversation,
+        first_seq=first_seq,
+        last_seq=last_seq,
+    )
+
+
+async def _lock(db: Database, user_id: str, conversation: uuid.UUID) -> bool:
+    """Take the conversation's row lock, as every writer does first."""
+    found = await db.scalar("lock_conversation", user_id=user_id, conversation_id=conversation)
+    return found is not None
+
+
+# -- a batch: the pure half ------------------------------------------------
+
+
+def validate_batch(messages: Sequence[MessageLike], settings: Settings) -> list[MessageInput]:
+    """1 to MAX_BATCH valid messages whose tool call ids are all distinct."""
+    if not 1 <= len(messages) <= MAX_BATCH:
+        raise ValidationError.at(["messages"], f"an append carries 1 to {MAX_BATCH} messages")
+    batch = []
+    for index, message in enumerate(messages):
+        if isinstance(message, MessageInput):
+            check_content_cap(message, settings.max_content_chars, ("messages", index))
+        else:
+            message = validate_model(MessageInput, message, settings, loc=("messages", index))
+        batch.append(message)
+    seen: set[str] = set()
+    for index, message in enumerate(batch):
+        for call in message.tool_calls or ():
+            if call.id in seen:
+                raise ValidationError.at(
+                    ["messages", index, "tool_calls"],
+                    f"tool call id {call.id!r} is used twice in this batch",
+                )
+            seen.add(call.id)
+    return batch
+
+
+def batch_params(batch: Sequence[MessageInput]) -> dict[str, list[Any]]:
+    """One array per column (append_messages in sql/messages.sql); JSON
+    columns travel as JSON text."""
+    return {
+        "roles": [m.role for m in batch],
+        "contents": [m.content for m in batch],
+        "names": [m.name for m in batch],
+        "tool_calls": [
+            None if m.tool_calls is None else dumps([c.model_dump() for c in m.tool_calls])
+            for m in batch
+        ],
+        "tool_call_ids": [m.tool_call_id for m in batch],
+        "metadatas": [dumps(m.metadata) for m in batch],
+    }
+
+
+def answered_call_ids(batch: Sequence[MessageInput]) -> list[str]:
+    return [m.tool_call_id for m in batch if m.tool_call_id is not None]
+
+
+def refusal(
+    diagnosis: Row | None, batch: Sequence[MessageInput], expected_last_seq: int | None
+) -> Exception | None:
+    """Why append_messages stored nothing, from diagnose_append's row; None
+    when nothing explains it (a tool call appended concurrently: retry)."""
+    if diagnosis is None:
+        return NotFound("conversation")
+    tail_seq: int = diagnosis["tail_seq"]
+    if expected_last_seq is not None and tail_seq != expected_last_seq:
+        return SeqConflict(expected_last_seq, tail_seq)
+    known = set(diagnosis["known_call_ids"])
+    for index, message in enumerate(batch):
+        if message.tool_call_id is not None and message.tool_call_id not in known:
+            return ValidationError.at(
+                ["messages", index, "tool_call_id"],
+                f"tool_call_id {message.tool_call_id!r} does not answer a tool call "
+                "of an earlier assistant message in this conversation",
+            )
+        known.update(call.id for call in message.tool_calls or ())
+    return None
