@@ -22,6 +22,9 @@ session because no revocation came must also ask :attr:`listening` and
 :attr:`epoch`: ``epoch`` changes whenever the connection is lost or made,
 so "listening, and the epoch I saw when I checked the session" means
 "no revocation can have been missed since".
+
+Long because: the LISTEN connection's life (epochs, reconnects) and the
+follower that relies on it are one protocol; apart, each would re-explain it.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ between polls, backoff up to ``POLL_MAX_SECONDS``) for up to
 IdempotencyInProgress (HTTP 409 ``idempotency_in_progress``). A claim whose
 holder died (its process killed) is free again once its lease runs out.
 A request that fails leaves no trace: retrying it does the work afresh.
+
+Long because: the two ways to run work once share the claim, its lease and
+the bounded wait; apart, each would re-explain them.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Inputs are strict (no coercion: ``"seq": "1"`` is not an int) and closed
 (unknown fields are rejected). Outputs are built from database rows without
 re-validation: the schema's CHECK constraints already hold them.
+
+Long because: every model of the contract, input and output side by side,
+so that a rule is read next to what it guards.
 """
 
 from __future__ import annotations

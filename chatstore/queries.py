@@ -31,6 +31,9 @@ is an error: mixing positional and named parameters is never intended.
 Errors are programming errors: ``QuerySyntaxError`` (a ``ValueError``) for bad
 files, ``QueryParameterError`` and ``QueryKindError`` (``TypeError``s, like a
 call with wrong keyword arguments) for bad calls, raised before any I/O.
+
+Long because: the SQL scanner's rules, each documented, and the registry
+that uses them.
 """
 
 from __future__ import annotations

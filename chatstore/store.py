@@ -8,6 +8,9 @@ here: each method hands its work to the module named after its noun.
 
 Every operation takes the acting user's id first and filters by it in SQL:
 another user's conversation raises NotFound, exactly like a missing one.
+
+Long because: it is the whole Python API, one short delegating method per
+operation.
 """
 
 from __future__ import annotations

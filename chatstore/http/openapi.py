@@ -10,6 +10,9 @@ Idempotency-Key 409 (the chat message's 409 may also be idempotency_in_progress)
 
 The repository keeps a copy in openapi.json: ``scripts/openapi`` rewrites it
 (``python -m chatstore.http.openapi`` prints it).
+
+Long because: the document's shared responses and their prose for every
+error, next to the code that walks the endpoint table.
 """
 
 from __future__ import annotations
