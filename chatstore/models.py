@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 DEFAULT_MAX_CONTENT_CHARS = 1_000_000
 MAX_BATCH = 100
@@ -346,19 +347,58 @@ class SearchResults(BaseModel):
     data: list[SearchHit]
 
 
-class OpenAIMessage(BaseModel):
-    """A chat-completions ``messages`` item; absent fields are left out."""
+# -- shapes of answers made without these models (error bodies, health, the
+# openai export, streamed as it is read), for the OpenAPI document ---------------
 
-    model_config = _OUTPUT
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def absent() -> Any:
+    """A field that is left out (never null) when it does not apply."""
+    return Field(default=None, json_schema_extra=_without_default)
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | SkipJsonSchema[None] = absent()  # only on 422
+
+
+class Error(BaseModel):
+    """Every error response: `{"error": {"code", "message", "details"?}}`."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    reason: str | SkipJsonSchema[None] = absent()  # only when not ready
+
+
+class ExportedMessage(BaseModel):
+    """A chat-completions message: role and content, the rest only when set."""
 
     role: Role
     content: str | None
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
+    name: str | SkipJsonSchema[None] = absent()
+    tool_calls: list[ToolCall] | SkipJsonSchema[None] = absent()
+    tool_call_id: str | SkipJsonSchema[None] = absent()
 
 
 class OpenAIExport(BaseModel):
-    model_config = _OUTPUT
+    messages: list[ExportedMessage]
 
-    messages: list[OpenAIMessage]
+
+class AnyObject(BaseModel):
+    """The OpenAPI document itself."""

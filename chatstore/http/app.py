@@ -12,10 +12,10 @@ from starlette.types import ASGIApp
 from chatstore.config import Settings
 from chatstore.http.auth import Authenticator
 from chatstore.http.context import Context
+from chatstore.http.endpoints import routes
 from chatstore.http.errors import EXCEPTION_HANDLERS
 from chatstore.http.middleware import RequestObserver
 from chatstore.http.openapi import openapi_document
-from chatstore.http.routes import chat, conversations, export, messages, search, service
 from chatstore.http.streams import StreamSlots
 from chatstore.http.web import routes as web_routes
 from chatstore.responder import Responder, load_responder
@@ -73,15 +73,8 @@ def create_app(
                 await opened.close()
 
     app = _ObservedStarlette(
-        routes=[
-            *service.routes,
-            *conversations.routes,
-            *messages.routes,
-            *chat.routes,
-            *search.routes,
-            *export.routes,
-            *web_routes(),
-        ],
+        # The API's endpoints (one table), and the web page's (no API).
+        routes=[*routes(), *web_routes()],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,
     )

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the HTTP contract, generated from the pydantic models.
 
-Each path and method the app serves is one row of ``OPERATIONS``; the schemas
-are the models' own (inputs as validated, outputs as serialized), so the
+Each path and method the app serves is one row of ``ENDPOINTS``
+(chatstore/http/endpoints.py), walked here; the schemas and query
+parameters are the models' own (inputs as validated, outputs as serialized), so the
 document cannot drift from what the app accepts and returns. The error
 responses of an operation follow from its shape: every /api operation can
 answer 401 and 503, one with a path parameter 404, one with a body 400, 408,
@@ -20,117 +21,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-from pydantic.json_schema import JsonSchemaMode, SkipJsonSchema, models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from chatstore.chat import MAX_HISTORY
-from chatstore.http.params import MAX_SEQ
+from chatstore.http.endpoints import ENDPOINTS, Endpoint
+from chatstore.http.params import MAX_SEQ, QueryModel, choices, rules
 from chatstore.idempotency import MAX_KEY_LENGTH, WAIT_SECONDS
-from chatstore.models import (
-    ChatExchange,
-    ChatHistory,
-    ChatMessageInput,
-    ChatStart,
-    Conversation,
-    ConversationInput,
-    ConversationPage,
-    ConversationPatch,
-    Deleted,
-    Message,
-    MessageBatch,
-    MessageInput,
-    MessageList,
-    MessagePage,
-    Role,
-    SearchResults,
-    ToolCall,
-)
-from chatstore.search import MAX_QUERY_CHARS
+from chatstore.models import Error, Readiness
 
 VERSION = "0.1.0"
 SCHEMAS = "#/components/schemas/{model}"
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"cookie": []}]
 
-# -- shapes only the document needs -------------------------------------------------------
-
-
-def _without_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
-def absent() -> Any:
-    """A field that is left out (never null) when it does not apply."""
-    return Field(default=None, json_schema_extra=_without_default)
-
-
-class ErrorDetail(BaseModel):
-    loc: list[str | int]
-    msg: str
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: list[ErrorDetail] | SkipJsonSchema[None] = absent()  # only on 422
-
-
-class Error(BaseModel):
-    """Every error response: `{"error": {"code", "message", "details"?}}`."""
-
-    error: ErrorBody
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-
-
-class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
-    reason: str | SkipJsonSchema[None] = absent()  # only when not ready
-
-
-class ExportedMessage(BaseModel):
-    """A chat-completions message: role and content, the rest only when set."""
-
-    role: Role
-    content: str | None
-    name: str | SkipJsonSchema[None] = absent()
-    tool_calls: list[ToolCall] | SkipJsonSchema[None] = absent()
-    tool_call_id: str | SkipJsonSchema[None] = absent()
-
-
-class OpenAIExport(BaseModel):
-    messages: list[ExportedMessage]
-
-
-class AnyObject(BaseModel):
-    """The OpenAPI document itself."""
-
-
 Models = tuple[type[BaseModel], ...]  # more than one: any one of them (oneOf)
 
-# -- the operations -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    method: str
-    path: str
-    id: str
-    summary: str
-    tag: str
-    status: int  # success
-    response: Models  # () for no content
-    body: Models = ()
-    body_required: bool = True
-    parameters: tuple[dict[str, Any], ...] = ()  # query and header; path ones are implied
-    streams: tuple[tuple[str, str], ...] = ()  # (media type, description): non-JSON successes
-    idempotent: bool = False  # takes an Idempotency-Key
-    extra: tuple[str, ...] = ()  # more responses, by name in RESPONSES
-    public: bool = False
+# -- parameters -----------------------------------------------------------------------
 
 
 def parameter(
@@ -145,25 +52,27 @@ def parameter(
     }
 
 
-def query_int(
-    name: str,
-    description: str,
-    *,
-    minimum: int,
-    maximum: int = MAX_SEQ,
-    default: int | None = None,
-    required: bool = False,
-) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "integer", "minimum": minimum, "maximum": maximum}
-    if default is not None:
-        schema["default"] = default
-    return parameter(name, "query", description, schema, required=required)
-
-
-def query_str(
-    name: str, description: str, *, required: bool = False, **schema: Any
-) -> dict[str, Any]:
-    return parameter(name, "query", description, {"type": "string", **schema}, required=required)
+def query_parameters(model: type[QueryModel]) -> list[dict[str, Any]]:
+    """The model's fields as OpenAPI query parameters (chatstore/http/params.py)."""
+    found = []
+    for name, field in model.model_fields.items():
+        rule = rules(field)
+        allowed = choices(field)
+        schema: dict[str, Any]
+        if allowed is not None:
+            schema = {"type": "string", "enum": list(allowed)}
+        elif "minimum" in rule:
+            schema = {"type": "integer", "minimum": rule["minimum"], "maximum": rule["maximum"]}
+        else:
+            schema = {"type": "string"}
+        schema.update(rule["schema"])
+        if field.default is not None and not rule["required"]:
+            schema["default"] = field.default
+        assert field.description is not None, f"{model.__name__}.{name} needs a description"
+        found.append(
+            parameter(name, "query", field.description, schema, required=bool(rule["required"]))
+        )
+    return found
 
 
 IDEMPOTENCY_KEY = parameter(
@@ -193,96 +102,6 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
     },
 }
-
-CONVERSATIONS = "/api/conversations"
-CONVERSATION = "/api/conversations/{id}"
-MESSAGES = "/api/conversations/{id}/messages"
-MESSAGE = "/api/conversations/{id}/messages/{seq}"
-
-# fmt: off
-OPERATIONS: tuple[Operation, ...] = (
-    Operation("post", CONVERSATIONS, "createConversation", "Create a conversation",
-              "conversations", 201, (Conversation,), (ConversationInput,), body_required=False,
-              idempotent=True),
-    Operation("get", CONVERSATIONS, "listConversations",
-              "List conversations, newest activity first", "conversations", 200,
-              (ConversationPage,), parameters=(
-                  query_int("limit", "Page size.", minimum=1, maximum=100, default=20),
-                  query_str("cursor", "The next_cursor of the previous page (opaque)."))),
-    Operation("get", CONVERSATION, "getConversation", "Get a conversation", "conversations",
-              200, (Conversation,)),
-    Operation("patch", CONVERSATION, "updateConversation",
-              "Change a conversation's title or metadata", "conversations", 200,
-              (Conversation,), (ConversationPatch,)),
-    Operation("delete", CONVERSATION, "deleteConversation",
-              "Delete a conversation and its messages", "conversations", 204, ()),
-    Operation("post", MESSAGES, "appendMessages", "Append a message, or a list atomically",
-              "messages", 201, (Message, MessageList), (MessageInput, MessageBatch),
-              idempotent=True, extra=("Conflict",)),
-    Operation("get", MESSAGES, "listMessages", "List a conversation's messages", "messages",
-              200, (MessagePage,), parameters=(
-                  query_int("limit", "Page size.", minimum=1, maximum=1000, default=100),
-                  query_str("order", "By seq.", enum=["asc", "desc"], default="asc"),
-                  query_int("after", "Only messages with a greater seq.", minimum=0),
-                  query_int("before", "Only messages with a smaller seq.", minimum=0))),
-    Operation("delete", MESSAGES, "truncateMessages",
-              "Delete every message from a seq on (edit and regenerate)", "messages", 200,
-              (Deleted,), parameters=(query_int(
-                  "from_seq", "Delete every message with seq >= from_seq.", minimum=1,
-                  required=True),)),
-    Operation("get", MESSAGE, "getMessage", "Get a message", "messages", 200, (Message,)),
-    Operation("delete", MESSAGE, "deleteMessage", "Delete a message (its seq is not reused)",
-              "messages", 204, ()),
-    Operation("post", "/api/chat/start", "startChat", "Start a chat session", "chat", 201,
-              (ChatStart,), (ConversationInput,), body_required=False, idempotent=True),
-    Operation("post", "/api/chat/{session_id}/message", "sendChatMessage",
-              "Send the user's message and get the reply", "chat", 201, (ChatExchange,),
-              (ChatMessageInput,), idempotent=True, extra=("ChatConflict",)),
-    Operation("get", "/api/chat/{session_id}/history", "getChatHistory",
-              "The latest messages of a chat session, oldest first", "chat", 200,
-              (ChatHistory,), parameters=(
-                  query_int("limit", "How many messages.", minimum=1, maximum=MAX_HISTORY,
-                            default=50),
-                  query_int("before", "Only messages with a smaller seq.", minimum=1))),
-    Operation("get", "/api/search", "searchMessages",
-              "Full-text search over the caller's messages, best matches first", "search", 200,
-              (SearchResults,), parameters=(
-                  query_str("q", 'Web-search syntax: words, "phrases", -exclusions, or.',
-                            required=True, minLength=1, maxLength=MAX_QUERY_CHARS),
-                  query_int("limit", "How many matches.", minimum=1, maximum=100, default=20),
-                  query_str("conversation_id", "Only this conversation's messages.",
-                            format="uuid"))),
-    Operation("get", "/api/conversations/{id}/export", "exportConversation",
-              "Export a conversation", "export", 200, (OpenAIExport,), parameters=(
-                  query_str("format", "openai: a chat-completions messages array (JSON); "
-                            "jsonl: one Message per line, streamed.", enum=["openai", "jsonl"],
-                            default="openai"),),
-              streams=(("application/x-ndjson", "format=jsonl: one Message (see the Message "
-                        "schema) per line, in seq order."),)),
-    Operation("get", "/api/conversations/{id}/events", "followConversation",
-              "Live updates: every message appended, as Server-Sent Events", "export", 200, (),
-              parameters=(parameter(
-                  "Last-Event-ID", "header", "Replay the messages after this seq first.",
-                  {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}),),
-              extra=("TooManyStreams",),
-              streams=(("text/event-stream", "One `event: message` per message appended, "
-                        "with `id: <seq>` and the Message (see the Message schema) as `data`; "
-                        "comment lines keep an idle stream open. The stream ends when the "
-                        "session that opened it is signed out, revoked or expires (the "
-                        "client's reconnection then gets its 401)."),)),
-    Operation("get", "/healthz", "getHealth", "Liveness", "service", 200, (Health,),
-              public=True),
-    Operation("get", "/readyz", "getReadiness",
-              "Readiness: the database answers and every migration is applied", "service",
-              200, (Readiness,), extra=("NotReady",), public=True),
-    Operation("get", "/openapi.json", "getOpenapi", "This document", "service", 200,
-              (AnyObject,), public=True),
-    Operation("get", "/metrics", "getMetrics",
-              "This process's metrics (unauthenticated: expose it to the scraper only)",
-              "service", 200, (), public=True,
-              streams=(("text/plain", "Prometheus text exposition format 0.0.4."),)),
-)
-# fmt: on
 
 # -- responses shared by operations -------------------------------------------------------
 
@@ -353,7 +172,7 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
 # fmt: on
 
 
-def error_responses(op: Operation) -> dict[int, str]:
+def error_responses(op: Endpoint) -> dict[int, str]:
     """The error responses an operation's shape implies, then its own (which win)."""
     names: list[str] = []
     if not op.public:
@@ -363,7 +182,7 @@ def error_responses(op: Operation) -> dict[int, str]:
     if op.body:
         names += ["InvalidJson", "RequestTimeout", "PayloadTooLarge", "UnsupportedMediaType"]
         names.append("ValidationError")
-    if op.parameters or op.idempotent:
+    if op.query is not None or op.headers or op.idempotent:
         names.append("ValidationError")
     if op.idempotent:
         names.append("IdempotencyConflict")
@@ -379,7 +198,7 @@ Refs = Mapping[tuple[Any, JsonSchemaMode], Mapping[str, Any]]  # (model, mode): 
 
 def _schemas() -> tuple[Refs, dict[str, Any]]:
     wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
-    for op in OPERATIONS:
+    for op in ENDPOINTS:
         wanted.update(dict.fromkeys((model, "validation") for model in op.body))
         wanted.update(dict.fromkeys((model, "serialization") for model in op.response))
     for _status, _text, model, _headers in RESPONSES.values():
@@ -418,7 +237,7 @@ def _stream_schema(media_type: str, description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
 
 
-def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
+def _operation(op: Endpoint, refs: Refs) -> dict[str, Any]:
     success: dict[str, Any] = {"description": SUCCESS[op.status]}
     content = _content(op.response, "serialization", refs) if op.response else {}
     for media_type, description in op.streams:
@@ -435,7 +254,9 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
         for name in re.findall(r"{(\w+)}", op.path)
     ]
-    parameters += [*op.parameters, *([IDEMPOTENCY_KEY] if op.idempotent else [])]
+    if op.query is not None:
+        parameters += query_parameters(op.query)
+    parameters += [*op.headers, *([IDEMPOTENCY_KEY] if op.idempotent else [])]
     document: dict[str, Any] = {
         "operationId": op.id,
         "summary": op.summary,
@@ -457,7 +278,7 @@ def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     refs, schemas = _schemas()
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in ENDPOINTS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
     responses = {
         name: {

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from chatstore import chat
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once, respond_once_outside
-from chatstore.http.params import MAX_SEQ, query_int
+from chatstore.http.params import ChatHistoryQuery, query
 from chatstore.idempotency import Holds
 from chatstore.models import (
     ChatExchange,
@@ -81,21 +80,8 @@ async def message(request: Request, ctx: Context, user_id: str) -> Response:
 @authenticated
 async def history(request: Request, ctx: Context, user_id: str) -> Response:
     session_id = conversation_uuid(request.path_params["session_id"])
-    limit = query_int(request, "limit", default=50, minimum=1, maximum=chat.MAX_HISTORY)
-    assert limit is not None
-    window = await ctx.store.history(
-        user_id,
-        session_id,
-        limit=limit,
-        before=query_int(request, "before", default=None, minimum=1, maximum=MAX_SEQ),
-    )
+    asked = query(request, ChatHistoryQuery)
+    window = await ctx.store.history(user_id, session_id, limit=asked.limit, before=asked.before)
     return render(
         ChatHistory(session_id=session_id, messages=window.messages, has_more=window.has_more)
     )
-
-
-routes = [
-    Route("/api/chat/start", start, methods=["POST"]),
-    Route("/api/chat/{session_id}/message", message, methods=["POST"]),
-    Route("/api/chat/{session_id}/history", history, methods=["GET"]),
-]

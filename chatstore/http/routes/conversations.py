@@ -5,12 +5,11 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
-from chatstore.http.params import query_int
+from chatstore.http.params import ConversationListQuery, query
 from chatstore.idempotency import Holds
 from chatstore.models import Conversation, ConversationInput, ConversationPatch
 
@@ -40,11 +39,8 @@ async def create_conversation(request: Request, ctx: Context, user_id: str) -> R
 
 @authenticated
 async def list_conversations(request: Request, ctx: Context, user_id: str) -> Response:
-    limit = query_int(request, "limit", default=20, minimum=1, maximum=100)
-    assert limit is not None
-    page = await ctx.store.list_conversations(
-        user_id, limit=limit, cursor=request.query_params.get("cursor")
-    )
+    asked = query(request, ConversationListQuery)
+    page = await ctx.store.list_conversations(user_id, limit=asked.limit, cursor=asked.cursor)
     return render(page)
 
 
@@ -66,12 +62,3 @@ async def update_conversation(request: Request, ctx: Context, user_id: str) -> R
 async def delete_conversation(request: Request, ctx: Context, user_id: str) -> Response:
     await ctx.store.delete_conversation(user_id, request.path_params["id"])
     return Response(status_code=204)
-
-
-routes = [
-    Route("/api/conversations", create_conversation, methods=["POST"]),
-    Route("/api/conversations", list_conversations, methods=["GET"]),
-    Route("/api/conversations/{id}", get_conversation, methods=["GET"]),
-    Route("/api/conversations/{id}", update_conversation, methods=["PATCH"]),
-    Route("/api/conversations/{id}", delete_conversation, methods=["DELETE"]),
-]

@@ -8,13 +8,12 @@ from contextlib import AsyncExitStack
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from chatstore import events, export
 from chatstore.errors import NotFound, Unavailable, ValidationError
 from chatstore.http.auth import Authenticator, Caller
 from chatstore.http.context import Context, authenticated, context
-from chatstore.http.params import MAX_SEQ, query_choice
+from chatstore.http.params import MAX_SEQ, ExportQuery, query
 from chatstore.http.streaming import BoundedStreamingResponse
 from chatstore.http.streams import StreamSlots
 from chatstore.models import Message
@@ -26,7 +25,7 @@ HEARTBEAT_SECONDS = 15.0
 
 @authenticated
 async def export_conversation(request: Request, ctx: Context, user_id: str) -> Response:
-    fmt = query_choice(request, "format", ("openai", "jsonl"), "openai")
+    fmt = query(request, ExportQuery).format
     # Ownership first: a stranger gets a 404, not a 200 that then stops.
     conversation = await ctx.store.get_conversation(user_id, request.path_params["id"])
     # The stream's connection, from the stream pool, before the response
@@ -135,9 +134,3 @@ async def _sse(stream: AsyncIterator[Message | None]) -> AsyncIterator[bytes]:
         # (A stream whose session ended simply ends: the follower returns,
         # and the client's reconnection gets its 401.)
         return
-
-
-routes = [
-    Route("/api/conversations/{id}/export", export_conversation, methods=["GET"]),
-    Route("/api/conversations/{id}/events", conversation_events, methods=["GET"]),
-]

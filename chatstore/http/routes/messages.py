@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+from typing import Any
 
 from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from chatstore.errors import ValidationError
 from chatstore.http.body import read_json
 from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
-from chatstore.http.params import MAX_SEQ, path_seq, query_choice, query_int
+from chatstore.http.params import MessageListQuery, TruncateQuery, path_seq, query
 from chatstore.idempotency import Holds
 from chatstore.models import Deleted, Message, MessageBatch, MessageInput, MessageList
 from chatstore.store import conversation_uuid
@@ -64,16 +62,14 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
 
 @authenticated
 async def list_messages(request: Request, ctx: Context, user_id: str) -> Response:
-    limit = query_int(request, "limit", default=100, minimum=1, maximum=1000)
-    assert limit is not None
-    order = cast(Literal["asc", "desc"], query_choice(request, "order", ("asc", "desc"), "asc"))
+    asked = query(request, MessageListQuery)
     page = await ctx.store.list_messages(
         user_id,
         request.path_params["id"],
-        limit=limit,
-        order=order,
-        after=query_int(request, "after", default=None, minimum=0, maximum=MAX_SEQ),
-        before=query_int(request, "before", default=None, minimum=0, maximum=MAX_SEQ),
+        limit=asked.limit,
+        order=asked.order,
+        after=asked.after,
+        before=asked.before,
     )
     return render(page)
 
@@ -92,19 +88,6 @@ async def delete_message(request: Request, ctx: Context, user_id: str) -> Respon
 
 @authenticated
 async def truncate_messages(request: Request, ctx: Context, user_id: str) -> Response:
-    from_seq = query_int(request, "from_seq", default=None, minimum=1, maximum=MAX_SEQ)
-    if from_seq is None:
-        raise ValidationError.at(
-            ["query", "from_seq"], "from_seq is required: every message with seq >= it is deleted"
-        )
-    deleted = await ctx.store.truncate_messages(user_id, request.path_params["id"], from_seq)
+    asked = query(request, TruncateQuery)
+    deleted = await ctx.store.truncate_messages(user_id, request.path_params["id"], asked.from_seq)
     return render(Deleted(deleted=deleted))
-
-
-routes = [
-    Route("/api/conversations/{id}/messages", append_messages, methods=["POST"]),
-    Route("/api/conversations/{id}/messages", list_messages, methods=["GET"]),
-    Route("/api/conversations/{id}/messages", truncate_messages, methods=["DELETE"]),
-    Route("/api/conversations/{id}/messages/{seq}", get_message, methods=["GET"]),
-    Route("/api/conversations/{id}/messages/{seq}", delete_message, methods=["DELETE"]),
-]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from chatstore import metrics
 from chatstore.http.context import context
@@ -39,11 +38,3 @@ async def metrics_text(request: Request) -> Response:
     """The process's metrics in Prometheus' text format. Unauthenticated,
     like /healthz: expose it only to the network that scrapes it."""
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
-
-
-routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/openapi.json", openapi, methods=["GET"]),
-    Route("/metrics", metrics_text, methods=["GET"]),
-]

@@ -1,0 +1,180 @@
+"""Every endpoint, declared once: routing, query parsing and the OpenAPI
+document all come from the rows of ``ENDPOINTS`` (Starlette's ``Route``
+carries method, path and handler; the row adds what the document says).
+
+A row's ``query`` model (chatstore/http/params.py) is what its handler
+parses with ``query(request, Model)`` and what the document lists as its
+query parameters; its ``body`` models are what the handler validates and
+what the document shows as the request body. The error responses a row
+implies follow from its shape (chatstore/http/openapi.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chatstore.http.params import (
+    MAX_SEQ,
+    ChatHistoryQuery,
+    ConversationListQuery,
+    ExportQuery,
+    MessageListQuery,
+    QueryModel,
+    SearchQuery,
+    TruncateQuery,
+)
+from chatstore.http.routes import chat, conversations, export, messages, search, service
+from chatstore.models import (
+    AnyObject,
+    ChatExchange,
+    ChatHistory,
+    ChatMessageInput,
+    ChatStart,
+    Conversation,
+    ConversationInput,
+    ConversationPage,
+    ConversationPatch,
+    Deleted,
+    Health,
+    Message,
+    MessageBatch,
+    MessageInput,
+    MessageList,
+    MessagePage,
+    OpenAIExport,
+    Readiness,
+    SearchResults,
+)
+
+Handler = Callable[[Request], Awaitable[Response]]
+Models = tuple[type[BaseModel], ...]  # more than one: any one of them (oneOf)
+
+# The query model of the endpoint serving a request (params.query checks it).
+QUERY_SCOPE_KEY = "chatstore.query"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    id: str  # the OpenAPI operationId
+    summary: str
+    tag: str
+    status: int  # success
+    response: Models  # () for no content
+    body: Models = ()
+    body_required: bool = True
+    query: type[QueryModel] | None = None
+    headers: tuple[dict[str, Any], ...] = ()  # header parameters besides Idempotency-Key
+    streams: tuple[tuple[str, str], ...] = ()  # (media type, description): non-JSON successes
+    idempotent: bool = False  # takes an Idempotency-Key
+    extra: tuple[str, ...] = ()  # more responses, by name in openapi.RESPONSES
+    public: bool = False
+
+    def route(self) -> Route:
+        handler, model = self.handler, self.query
+
+        async def endpoint(request: Request) -> Response:
+            request.scope[QUERY_SCOPE_KEY] = model
+            return await handler(request)
+
+        endpoint.__name__ = handler.__name__
+        return Route(self.path, endpoint, methods=[self.method.upper()])
+
+
+def header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+CONVERSATIONS = "/api/conversations"
+CONVERSATION = "/api/conversations/{id}"
+MESSAGES = "/api/conversations/{id}/messages"
+MESSAGE = "/api/conversations/{id}/messages/{seq}"
+
+# fmt: off
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("get", "/healthz", service.healthz, "getHealth", "Liveness", "service", 200,
+             (Health,), public=True),
+    Endpoint("get", "/readyz", service.readyz, "getReadiness",
+             "Readiness: the database answers and every migration is applied", "service",
+             200, (Readiness,), extra=("NotReady",), public=True),
+    Endpoint("get", "/openapi.json", service.openapi, "getOpenapi", "This document", "service",
+             200, (AnyObject,), public=True),
+    Endpoint("get", "/metrics", service.metrics_text, "getMetrics",
+             "This process's metrics (unauthenticated: expose it to the scraper only)",
+             "service", 200, (), public=True,
+             streams=(("text/plain", "Prometheus text exposition format 0.0.4."),)),
+    Endpoint("post", CONVERSATIONS, conversations.create_conversation, "createConversation",
+             "Create a conversation", "conversations", 201, (Conversation,),
+             (ConversationInput,), body_required=False, idempotent=True),
+    Endpoint("get", CONVERSATIONS, conversations.list_conversations, "listConversations",
+             "List conversations, newest activity first", "conversations", 200,
+             (ConversationPage,), query=ConversationListQuery),
+    Endpoint("get", CONVERSATION, conversations.get_conversation, "getConversation",
+             "Get a conversation", "conversations", 200, (Conversation,)),
+    Endpoint("patch", CONVERSATION, conversations.update_conversation, "updateConversation",
+             "Change a conversation's title or metadata", "conversations", 200,
+             (Conversation,), (ConversationPatch,)),
+    Endpoint("delete", CONVERSATION, conversations.delete_conversation, "deleteConversation",
+             "Delete a conversation and its messages", "conversations", 204, ()),
+    Endpoint("post", MESSAGES, messages.append_messages, "appendMessages",
+             "Append a message, or a list atomically", "messages", 201,
+             (Message, MessageList), (MessageInput, MessageBatch), idempotent=True,
+             extra=("Conflict",)),
+    Endpoint("get", MESSAGES, messages.list_messages, "listMessages",
+             "List a conversation's messages", "messages", 200, (MessagePage,),
+             query=MessageListQuery),
+    Endpoint("delete", MESSAGES, messages.truncate_messages, "truncateMessages",
+             "Delete every message from a seq on (edit and regenerate)", "messages", 200,
+             (Deleted,), query=TruncateQuery),
+    Endpoint("get", MESSAGE, messages.get_message, "getMessage", "Get a message", "messages",
+             200, (Message,)),
+    Endpoint("delete", MESSAGE, messages.delete_message, "deleteMessage",
+             "Delete a message (its seq is not reused)", "messages", 204, ()),
+    Endpoint("post", "/api/chat/start", chat.start, "startChat", "Start a chat session", "chat",
+             201, (ChatStart,), (ConversationInput,), body_required=False, idempotent=True),
+    Endpoint("post", "/api/chat/{session_id}/message", chat.message, "sendChatMessage",
+             "Send the user's message and get the reply", "chat", 201, (ChatExchange,),
+             (ChatMessageInput,), idempotent=True, extra=("ChatConflict",)),
+    Endpoint("get", "/api/chat/{session_id}/history", chat.history, "getChatHistory",
+             "The latest messages of a chat session, oldest first", "chat", 200,
+             (ChatHistory,), query=ChatHistoryQuery),
+    Endpoint("get", "/api/search", search.search, "searchMessages",
+             "Full-text search over the caller's messages, best matches first", "search", 200,
+             (SearchResults,), query=SearchQuery),
+    Endpoint("get", "/api/conversations/{id}/export", export.export_conversation,
+             "exportConversation", "Export a conversation", "export", 200, (OpenAIExport,),
+             query=ExportQuery,
+             streams=(("application/x-ndjson", "format=jsonl: one Message (see the Message "
+                       "schema) per line, in seq order."),)),
+    Endpoint("get", "/api/conversations/{id}/events", export.conversation_events,
+             "followConversation", "Live updates: every message appended, as Server-Sent Events",
+             "export", 200, (), headers=(header(
+                 "Last-Event-ID", "Replay the messages after this seq first.",
+                 {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}),),
+             extra=("TooManyStreams",),
+             streams=(("text/event-stream", "One `event: message` per message appended, "
+                       "with `id: <seq>` and the Message (see the Message schema) as `data`; "
+                       "comment lines keep an idle stream open. The stream ends when the "
+                       "session that opened it is signed out, revoked or expires (the "
+                       "client's reconnection then gets its 401)."),)),
+)
+# fmt: on
+
+
+def routes() -> list[Route]:
+    return [endpoint.route() for endpoint in ENDPOINTS]
