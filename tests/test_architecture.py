@@ -207,3 +207,66 @@ def test_no_module_over_300_lines_detects_a_long_module(tmp_path: Path) -> None:
     assert long_modules_without_a_reason(broken) == [
         f"chatstore.long: {MAX_LINES + 1} lines and no '{LONG_BECAUSE}' in its docstring"
     ]
+
+
+# -- one declaration per endpoint (chatstore/http/endpoints.py) ------------------
+
+
+def queries_parsed_off_their_row(package: Path) -> list[str]:
+    """Handlers whose ``query(request, Model)`` names another model than
+    their endpoint row's ``query=`` (or parse one with no row naming it).
+    Read from the source: a row and its handler must agree before any
+    request exercises them."""
+    rows: dict[str, str | None] = {}
+    endpoints = ast.parse((package / "http" / "endpoints.py").read_text("utf-8"))
+    for call in ast.walk(endpoints):
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "Endpoint":
+            handler = ast.unparse(call.args[2]).rpartition(".")[2]
+            model = next((ast.unparse(k.value) for k in call.keywords if k.arg == "query"), None)
+            rows[handler] = model
+    found = []
+    for path in sorted((package / "http" / "routes").glob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if not isinstance(function, ast.AsyncFunctionDef):
+                continue
+            parsed = {
+                ast.unparse(call.args[1])
+                for call in ast.walk(function)
+                if isinstance(call, ast.Call) and ast.unparse(call.func) == "query"
+            }
+            declared = rows.get(function.name)
+            if parsed and parsed != {declared}:
+                found.append(f"{function.name} parses {sorted(parsed)}, its row says {declared}")
+            elif declared is not None and not parsed:
+                found.append(f"{function.name} never parses its row's {declared}")
+    return found
+
+
+def test_handlers_parse_the_query_model_of_their_endpoint_row() -> None:
+    assert queries_parsed_off_their_row(PACKAGE) == []
+
+
+def test_handlers_parse_the_query_model_detects_a_mismatch(tmp_path: Path) -> None:
+    broken = _package(
+        tmp_path,
+        {
+            "http/__init__.py": "",
+            "http/endpoints.py": "ROWS = (\n"
+            "    Endpoint('get', '/a', search.search, query=SearchQuery),\n"
+            "    Endpoint('get', '/b', search.other, query=OtherQuery),\n"
+            "    Endpoint('get', '/c', search.plain),\n"
+            ")\n",
+            "http/routes/__init__.py": "",
+            "http/routes/search.py": "async def search(request):\n"
+            "    return query(request, LimitQuery)\n"
+            "async def other(request):\n"
+            "    return None\n"
+            "async def plain(request):\n"
+            "    return query(request, SearchQuery)\n",
+        },
+    )
+    assert queries_parsed_off_their_row(broken) == [
+        "search parses ['LimitQuery'], its row says SearchQuery",
+        "other never parses its row's OtherQuery",
+        "plain parses ['SearchQuery'], its row says None",
+    ]
