@@ -345,7 +345,10 @@ async def test_a_live_follower_checks_its_session_in_the_cache_not_the_database(
         for i in range(10):
             await append(store, caller, conversation, f"live {i}")
             assert (await next_message(follower)).content == f"live {i}"
-        assert auth.lookups == lookups
+        # Not one lookup a message. Rarely, on a loaded machine, a read runs
+        # ahead of its message's notification and rightly asks the database
+        # (chatstore/events.py): a lookup or two, never ten.
+        assert auth.lookups - lookups <= 2, auth.lookups - lookups
     finally:
         await follower.aclose()
 
