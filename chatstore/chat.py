@@ -1,17 +1,18 @@
-"""The chatbot's own flow on top of the store: history windows and exchanges."""
+"""The chatbot's own flow on top of the store: history windows, and what a
+responder is shown of them (a chat turn, its message and the reply, is
+chatstore/chat_turn.py)."""
 
 from __future__ import annotations
 
-from chatstore import messages
+from collections.abc import Sequence
+
+from chatstore.config import Settings
 from chatstore.database import Database
 from chatstore.errors import NotFound, ValidationError
 from chatstore.ids import NO_BEFORE, ConversationId, conversation_uuid
-from chatstore.models import ChatMessageInput, Message, MessageInput
-from chatstore.responder import Responder
-from chatstore.validation import check_limit, validate_model
+from chatstore.models import Message, MessageInput
+from chatstore.validation import check_limit
 
-# How much history a responder sees by default.
-RESPONDER_HISTORY = 50
 MAX_HISTORY = 1000
 
 
@@ -21,14 +22,6 @@ class History:
     def __init__(self, messages: list[Message], has_more: bool) -> None:
         self.messages = messages
         self.has_more = has_more
-
-
-class Exchange:
-    __slots__ = ("reply", "user_message")
-
-    def __init__(self, user_message: Message, reply: Message) -> None:
-        self.user_message = user_message
-        self.reply = reply
 
 
 async def history(
@@ -57,53 +50,57 @@ async def history(
     return History(messages, bool(rows[0]["has_more"]))
 
 
-class Reply:
-    """The user's message and the responder's reply, not stored yet."""
-
-    __slots__ = ("message", "reply")
-
-    def __init__(self, message: MessageInput, reply: MessageInput) -> None:
-        self.message = message
-        self.reply = reply
+# metadata["incomplete"]: a reply cut short (chatstore/chat_turn.py).
+INCOMPLETE = "incomplete"
 
 
-async def think(
-    db: Database,
-    responder: Responder,
-    user_id: str,
-    conversation_id: ConversationId,
-    content: str | ChatMessageInput,
-) -> Reply:
-    """Ask the responder, holding no connection and no transaction while it
-    thinks: the history is read first, in a statement of its own."""
-    given = {"content": content} if isinstance(content, str) else content
-    data = validate_model(ChatMessageInput, given, db.settings)
-    message = MessageInput(role="user", content=data.content)
-    recent = await history(db, user_id, conversation_id, limit=RESPONDER_HISTORY)
-    reply = await responder.respond(recent.messages, message)
-    if reply.role != "assistant":
-        raise TypeError(f"a responder must reply as the assistant, not {reply.role!r}")
-    return Reply(message, reply)
+def message_chars(message: Message | MessageInput) -> int:
+    """What a message weighs against the character budget."""
+    size = len(message.content or "")
+    for call in message.tool_calls or ():
+        size += len(call.function.name) + len(call.function.arguments)
+    return size
 
 
-async def store_reply(
-    db: Database, user_id: str, conversation_id: ConversationId, reply: Reply
-) -> Exchange:
-    """Store the user's message and the reply in one statement."""
-    stored = await messages.append(db, user_id, conversation_id, [reply.message, reply.reply])
-    return Exchange(stored[0], stored[1])
+def within_budget(messages: Sequence[Message], budget: int, used: int) -> list[Message]:
+    """The newest of ``messages`` whose characters, with ``used`` already
+    spent, fit ``budget`` (0: no budget); never starting with a tool message
+    cut off from its assistant tool call."""
+    if budget == 0:
+        return list(messages)
+    start = len(messages)
+    for index in range(len(messages) - 1, -1, -1):
+        used += message_chars(messages[index])
+        if used > budget:
+            break
+        start = index
+    kept = list(messages[start:])
+    while kept and kept[0].role == "tool":
+        kept.pop(0)
+    return kept
 
 
-async def exchange(
-    db: Database,
-    responder: Responder,
-    user_id: str,
-    conversation_id: ConversationId,
-    content: str | ChatMessageInput,
-) -> Exchange:
-    """Ask the responder, then store the user's message and its reply together."""
-    reply = await think(db, responder, user_id, conversation_id, content)
-    return await store_reply(db, user_id, conversation_id, reply)
+async def responder_history(
+    db: Database, settings: Settings, user_id: str, user_message: Message
+) -> list[Message]:
+    """What a responder is shown before ``user_message``: the messages
+    before it (at most CHATSTORE_RESPONDER_HISTORY_MESSAGES, widened back so
+    that no tool message is cut off from its assistant tool call), less the
+    replies stored incomplete, then cut from the oldest side to
+    CHATSTORE_RESPONDER_HISTORY_CHARS characters (content and tool-call
+    arguments, the new message counted first; a leading tool message whose
+    call was cut goes too). The new message itself is always sent."""
+    window = await history(
+        db,
+        user_id,
+        user_message.conversation_id,
+        limit=settings.responder_history_messages,
+        before=user_message.seq,
+    )
+    complete = [m for m in window.messages if INCOMPLETE not in m.metadata]
+    return within_budget(
+        complete, settings.responder_history_chars, used=message_chars(user_message)
+    )
 
 
-__all__ = ["Exchange", "History", "Reply", "exchange", "history", "store_reply", "think"]
+__all__ = ["History", "history", "responder_history", "within_budget"]

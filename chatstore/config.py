@@ -11,6 +11,19 @@ from chatstore.logs import check_format
 from chatstore.models import DEFAULT_MAX_CONTENT_CHARS
 
 
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -21,6 +34,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+# The most messages a chat history window holds (chatstore/chat.py's MAX_HISTORY).
+_MAX_RESPONDER_HISTORY = 1000
+
+
+def _history_messages(env: Mapping[str, str]) -> int:
+    name = "CHATSTORE_RESPONDER_HISTORY_MESSAGES"
+    value = _int(env, name, 50, minimum=1)
+    if value > _MAX_RESPONDER_HISTORY:
+        raise ValueError(f"{name} must be at most {_MAX_RESPONDER_HISTORY}, got {value}")
     return value
 
 
@@ -52,6 +77,21 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     responder: str = "echo"
+    # What a responder is shown of the conversation (chatstore/chat_turn.py):
+    # at most this many messages before the user's new one, and at most this
+    # many characters of content and tool-call arguments in all (0: no
+    # character budget); the oldest go first.
+    responder_history_messages: int = 50
+    responder_history_chars: int = 100_000
+    # A reply not complete after this long is cut off: 504 responder_timeout.
+    responder_timeout_seconds: float = 120.0
+    # Sent first, as the "system" message, by the openai responder.
+    system_prompt: str | None = None
+    # CHATSTORE_RESPONDER=openai: any OpenAI-compatible chat-completions
+    # endpoint (None: the openai package's own default, api.openai.com).
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_model: str | None = None
     # Text-search configuration for new messages and for queries; 'simple'
     # works for every language (no stemming, no stop words).
     search_config: str = "simple"
@@ -92,6 +132,15 @@ class Settings:
                 env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1
             ),
             responder=env.get("CHATSTORE_RESPONDER") or "echo",
+            responder_history_messages=_history_messages(env),
+            responder_history_chars=_int(env, "CHATSTORE_RESPONDER_HISTORY_CHARS", 100_000),
+            responder_timeout_seconds=_float(
+                env, "CHATSTORE_RESPONDER_TIMEOUT_SECONDS", 120.0, minimum=0.001
+            ),
+            system_prompt=env.get("CHATSTORE_SYSTEM_PROMPT") or None,
+            openai_base_url=env.get("CHATSTORE_OPENAI_BASE_URL") or None,
+            openai_api_key=env.get("CHATSTORE_OPENAI_API_KEY") or None,
+            openai_model=env.get("CHATSTORE_OPENAI_MODEL") or None,
             search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),

@@ -68,6 +68,21 @@ class ValidationError(ChatStoreError):
         return cls(msg, [{"loc": list(loc), "msg": msg}])
 
 
+class ResponderError(ChatStoreError):
+    """The responder (the model) failed before its reply was complete. The
+    user's message is stored; a partial reply, if any, is stored marked
+    incomplete (chatstore/chat_turn.py)."""
+
+    code = "responder_error"
+
+
+class ResponderTimeout(ChatStoreError):
+    """The responder's reply was not complete within
+    CHATSTORE_RESPONDER_TIMEOUT_SECONDS; stored as for ResponderError."""
+
+    code = "responder_timeout"
+
+
 class Unavailable(ChatStoreError):
     """The database cannot be reached; the caller may retry later."""
 

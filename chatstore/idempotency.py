@@ -7,12 +7,14 @@ response to replay (sql/idempotency.sql). Two ways to run the work:
   transaction, so the response is recorded if and only if the work commits;
   a concurrent repeat waits on the claimed row for the moment the first
   takes, then replays it.
-* ``run_once_outside``: work that waits on something slow (a chat message's
-  responder) must hold no pooled connection and no open transaction while it
-  waits. The claim commits alone as *pending*, with a lease of
-  ``LEASE_SECONDS`` that its holder renews while it is alive; the slow part
-  runs with nothing held; then one transaction re-takes the claim, stores
-  the work and completes the key. A failure releases the claim.
+* A chat turn (chatstore/chat_turn.py, chatstore/turn_claim.py) waits on
+  something slow, the model, and must hold no pooled connection and no open
+  transaction meanwhile. Its claim commits alone as *pending*, with a lease
+  of ``LEASE_SECONDS`` that its holder renews while it is alive; one short
+  transaction stores the user's message and remembers its seq on the claim;
+  the model runs with nothing held; then one transaction re-takes the claim,
+  stores the reply and completes the key. A failure lets the key go but
+  keeps the stored message for the retry (sql/chat_turns.sql).
 
 A repeat that finds the key pending polls for it (no connection held
 between polls, backoff up to ``POLL_MAX_SECONDS``) for up to
@@ -33,8 +35,8 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import asyncpg
@@ -193,26 +195,6 @@ class _Claim:
                 "release_idempotency_claim", user_id=self.user_id, key=self.key, token=self.token
             )
 
-    @asynccontextmanager
-    async def renewing(self) -> AsyncIterator[None]:
-        """Keep the claim's lease alive while the block runs."""
-
-        async def renew_forever() -> None:
-            while True:
-                await asyncio.sleep(RENEW_SECONDS)
-                # A failed renewal is retried next time; if the holder can
-                # never reach the database, its claim is not kept alive.
-                with suppress(ChatStoreError, OSError, asyncio.TimeoutError):
-                    await self.renew()
-
-        renewer = asyncio.create_task(renew_forever())
-        try:
-            yield
-        finally:
-            renewer.cancel()
-            with suppress(asyncio.CancelledError):
-                await renewer
-
 
 class _Wait:
     """A repeat's bounded wait for a pending claim: polls with backoff."""
@@ -234,10 +216,6 @@ class _Wait:
 class _UserGone(Exception):
     """The user was deleted (a session may outlive it for the auth cache's
     few seconds): there is no one to keep a key for."""
-
-
-class _ClaimLost(Exception):
-    """The claim's lease ran out and another request took the key over."""
 
 
 def _holds_nothing(_result: object) -> None:
@@ -277,54 +255,6 @@ async def run_once(
             return held[0], True
         if held:
             await wait.next_poll()
-
-
-async def run_once_outside(
-    db: Database,
-    user_id: str,
-    key: str,
-    request: bytes,
-    prepare: Callable[[], Awaitable[P]],
-    work: Callable[[P], Awaitable[T]],
-    adapter: TypeAdapter[T],
-    *,
-    status: int = 201,
-    holds_of: HoldsOf[T] = _holds_nothing,
-) -> tuple[T, bool]:
-    """As run_once, for work with a slow part: ``prepare()`` runs with no
-    connection and no transaction held (only a committed, pending claim),
-    then ``work(prepared)`` stores it in one transaction that also completes
-    the key. If either fails, the claim is released."""
-    claim = _Claim(db, user_id, key, request)
-    wait = _Wait()
-    while True:
-        try:
-            claimed = await claim.claim()
-        except _UserGone:
-            return await work(await prepare()), False
-        if not claimed:
-            held = await claim.held(adapter)
-            if isinstance(held, tuple):
-                return held[0], True
-            if held:
-                await wait.next_poll()
-            continue
-        try:
-            async with claim.renewing():
-                prepared = await prepare()
-            async with db.transaction():
-                if not await claim.hold():
-                    raise _ClaimLost()
-                result = await work(prepared)
-                if not await claim.complete(result, adapter, status, holds_of):
-                    raise _ClaimLost()  # pragma: no cover - hold_idempotency_claim locked it
-            return result, False
-        except _ClaimLost:
-            # Its new holder does the work; wait for its response.
-            continue
-        except BaseException:
-            await asyncio.shield(claim.release())
-            raise
 
 
 async def purge_expired(source: Source, batch: int = PURGE_BATCH) -> int:

@@ -23,7 +23,7 @@ from typing import Any, Self, TypeVar
 
 from pydantic import TypeAdapter
 
-from chatstore import chat, conversations, export, idempotency, messages, sessions
+from chatstore import chat, chat_turn, conversations, export, idempotency, messages, sessions
 from chatstore.auth import DEFAULT_SESSION_TTL, SessionUser
 from chatstore.config import Settings
 from chatstore.database import Database
@@ -31,6 +31,7 @@ from chatstore.events import MessageEvents, SessionGuard, follow
 from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.messages import MessageLike, Order
 from chatstore.models import (
+    ChatExchange,
     ChatMessageInput,
     Conversation,
     ConversationPage,
@@ -52,7 +53,6 @@ __all__ = ["UNSET", "ChatStore", "ConversationId", "Order", "conversation_uuid"]
 
 
 T = TypeVar("T")
-P = TypeVar("P")
 
 
 class _Unset:
@@ -264,30 +264,25 @@ class ChatStore:
         """The latest messages before ``before``, oldest first (chat.history)."""
         return await chat.history(self.db, user_id, conversation_id, limit=limit, before=before)
 
-    async def think(
-        self,
-        responder: Responder,
-        user_id: str,
-        conversation_id: ConversationId,
-        content: str | ChatMessageInput,
-    ) -> chat.Reply:
-        """Ask the responder, holding nothing while it thinks (chat.think)."""
-        return await chat.think(self.db, responder, user_id, conversation_id, content)
-
-    async def store_reply(
-        self, user_id: str, conversation_id: ConversationId, reply: chat.Reply
-    ) -> chat.Exchange:
-        return await chat.store_reply(self.db, user_id, conversation_id, reply)
-
     async def exchange(
         self,
         responder: Responder,
         user_id: str,
         conversation_id: ConversationId,
         content: str | ChatMessageInput,
-    ) -> chat.Exchange:
-        """Ask the responder, then store the user's message and its reply together."""
-        return await chat.exchange(self.db, responder, user_id, conversation_id, content)
+    ) -> ChatExchange:
+        """Store the user's message (committed), then ask the responder,
+        holding nothing, and store its reply (chatstore/chat_turn.py; a
+        failure raises ResponderError or ResponderTimeout after keeping the
+        user's message and any partial reply)."""
+        given = {"content": content} if isinstance(content, str) else content
+        data = validate_model(ChatMessageInput, given, self.settings)
+        turn = await chat_turn.begin(self.db, responder, user_id, conversation_id, data)
+        assert isinstance(turn, chat_turn.Turn)  # no key: never a replay
+        try:
+            return await turn.finish()
+        finally:
+            await turn.close()
 
     # -- search and export ---------------------------------------------------
 
@@ -410,29 +405,4 @@ class ChatStore:
         """``work()`` at most once per idempotency key (idempotency.run_once)."""
         return await idempotency.run_once(
             self.db, user_id, key, request, work, adapter, status=status, holds_of=holds_of
-        )
-
-    async def run_once_outside(
-        self,
-        user_id: str,
-        key: str,
-        request: bytes,
-        prepare: Callable[[], Awaitable[P]],
-        work: Callable[[P], Awaitable[T]],
-        adapter: TypeAdapter[T],
-        *,
-        status: int = 201,
-        holds_of: idempotency.HoldsOf[T],
-    ) -> tuple[T, bool]:
-        """As run_once, ``prepare()`` holding nothing (idempotency.run_once_outside)."""
-        return await idempotency.run_once_outside(
-            self.db,
-            user_id,
-            key,
-            request,
-            prepare,
-            work,
-            adapter,
-            status=status,
-            holds_of=holds_of,
         )

@@ -6,10 +6,12 @@
 -- ways to run the work between (chatstore/idempotency.py):
 --   * short work runs inside the claim's transaction: the claim, the work
 --     and the response commit or vanish together;
---   * a chat message's work (the responder) runs with no transaction open:
---     the claim commits alone, the responder runs, then one transaction
---     re-takes the claim (hold_idempotency_claim), stores the work and
---     completes the key; a failure releases the claim.
+--   * a chat turn's work (the model) runs with no transaction open: the
+--     claim commits alone, a short transaction stores the user's message and
+--     remembers its seq on the claim, the model runs, then one transaction
+--     re-takes the claim (hold_idempotency_claim), stores the reply and
+--     completes the key; a failure lets the key go but keeps the stored
+--     message for the retry (sql/chat_turns.sql, chatstore/chat_turn.py).
 -- A claim whose lease runs out (its holder died) is taken over by the next
 -- claim of the key, exactly like a key past its 24 hours.
 

@@ -36,7 +36,7 @@ def create_app(
             "set CHATSTORE_DATABASE_URL (or run `chatstore serve`, which starts "
             "an embedded PostgreSQL when no URL is given)"
         )
-    chosen_responder = responder or load_responder(settings.responder)
+    chosen_responder = responder or load_responder(settings.responder, settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,6 +69,11 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await purger
             await hub.stop()
+            if responder is None:
+                # The responder this app loaded (the openai one's HTTP client).
+                closer = getattr(chosen_responder, "aclose", None)
+                if closer is not None:
+                    await closer()
             if store is None:
                 await opened.close()
 

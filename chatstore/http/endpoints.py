@@ -149,7 +149,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              201, (ChatStart,), (ConversationInput,), body_required=False, idempotent=True),
     Endpoint("post", "/api/chat/{session_id}/message", chat.message, "sendChatMessage",
              "Send the user's message and get the reply", "chat", 201, (ChatExchange,),
-             (ChatMessageInput,), idempotent=True, extra=("ChatConflict",)),
+             (ChatMessageInput,), idempotent=True,
+             extra=("ChatConflict", "ResponderError", "ResponderTimeout"),
+             streams=(("text/event-stream", "With `Accept: text/event-stream`: the stored "
+                       "user message (`event: message`, `id: <seq>`), the reply as it comes "
+                       "(`event: delta`, `{\"content\": ...}`), the stored reply (`event: "
+                       "message`) and `event: done`; or, when the reply fails after the user "
+                       "message was stored, `event: error` with the error body "
+                       "(`responder_error`, `responder_timeout`, `unavailable`) as the last "
+                       "event. The user message is committed before the model is asked; a "
+                       "partial reply is stored with metadata `incomplete` (`responder_error`, "
+                       "`timeout`, `disconnected`)."),)),
     Endpoint("get", "/api/chat/{session_id}/history", chat.history, "getChatHistory",
              "The latest messages of a chat session, oldest first", "chat", 200,
              (ChatHistory,), query=ChatHistoryQuery),

@@ -16,6 +16,8 @@ from chatstore.errors import (
     IdempotencyConflict,
     IdempotencyInProgress,
     NotFound,
+    ResponderError,
+    ResponderTimeout,
     SeqConflict,
     Unavailable,
     ValidationError,
@@ -31,6 +33,8 @@ _STATUS: dict[type[ChatStoreError], int] = {
     IdempotencyConflict: 409,
     IdempotencyInProgress: 409,
     ValidationError: 422,
+    ResponderError: 502,
+    ResponderTimeout: 504,
     Unavailable: 503,
 }
 

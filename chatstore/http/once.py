@@ -13,18 +13,17 @@ from chatstore import idempotency
 from chatstore.http.context import JSON, Context
 
 T = TypeVar("T")
-P = TypeVar("P")
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def _asked(request: Request, body: Any) -> bytes:
+def asked(request: Request, body: Any) -> bytes:
     # The parsed body, canonicalised: whitespace or key order is not a
     # different request.
     return idempotency.fingerprint(request.method, request.url.path, body)
 
 
-def _answer(result: T, adapter: TypeAdapter[T], status: int, replayed: bool) -> Response:
+def answer(result: T, adapter: TypeAdapter[T], status: int, replayed: bool) -> Response:
     headers = {REPLAYED_HEADER: "true"} if replayed else None
     return Response(adapter.dump_json(result), status_code=status, media_type=JSON, headers=headers)
 
@@ -46,45 +45,14 @@ async def respond_once(
     (idempotency.Holds): deleting it forgets the answer."""
     key = request.headers.get("idempotency-key")
     if key is None:
-        return _answer(await work(), adapter, status, replayed=False)
+        return answer(await work(), adapter, status, replayed=False)
     result, replayed = await ctx.store.run_once(
         user_id,
         key,
-        _asked(request, body),
+        asked(request, body),
         work,
         adapter,
         status=status,
         holds_of=holds_of,
     )
-    return _answer(result, adapter, status, replayed)
-
-
-async def respond_once_outside(
-    request: Request,
-    ctx: Context,
-    user_id: str,
-    body: Any,
-    prepare: Callable[[], Awaitable[P]],
-    work: Callable[[P], Awaitable[T]],
-    adapter: TypeAdapter[T],
-    *,
-    holds_of: idempotency.HoldsOf[T],
-    status: int = 201,
-) -> Response:
-    """As respond_once for work with a slow part: ``prepare()`` runs with no
-    connection and no transaction held, with or without a key; then
-    ``work(prepared)`` stores the result."""
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return _answer(await work(await prepare()), adapter, status, replayed=False)
-    result, replayed = await ctx.store.run_once_outside(
-        user_id,
-        key,
-        _asked(request, body),
-        prepare,
-        work,
-        adapter,
-        status=status,
-        holds_of=holds_of,
-    )
-    return _answer(result, adapter, status, replayed)
+    return answer(result, adapter, status, replayed)

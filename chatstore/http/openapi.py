@@ -150,6 +150,18 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
         "stored, and a retry with the key replays the first answer once it is done.",
         Error, ("Retry-After",)
     ),
+    "ResponderError": (
+        502, "`responder_error`: the model failed before its reply was complete. The user's "
+        "message is stored (committed before the model was asked); the partial reply, if it "
+        "had any text, is stored with metadata `incomplete: responder_error`. A retry with "
+        "the same Idempotency-Key asks the model again for the stored message.",
+        Error, ()
+    ),
+    "ResponderTimeout": (
+        504, "`responder_timeout`: the reply was not complete within "
+        "CHATSTORE_RESPONDER_TIMEOUT_SECONDS; stored as for 502, with `incomplete: timeout`.",
+        Error, ()
+    ),
     "RequestTimeout": (408, "`request_timeout`: the body did not arrive in time.", Error, ()),
     "PayloadTooLarge": (413, "`payload_too_large`: the body is over the size cap.", Error, ()),
     "UnsupportedMediaType": (
@@ -231,9 +243,27 @@ SSE_EVENT: dict[str, Any] = {
 }
 
 
-def _stream_schema(media_type: str, description: str) -> dict[str, Any]:
+# The events of a chat message's stream (chatstore/http/chat_stream.py).
+CHAT_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["message", "delta", "done", "error"]},
+        "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": 'message: a Message; delta: {"content": string}; done: {}; '
+            "error: the error body.",
+        },
+    },
+}
+EVENT_SCHEMAS = {"sendChatMessage": CHAT_EVENT}
+
+
+def _stream_schema(op: Endpoint, media_type: str, description: str) -> dict[str, Any]:
     if media_type == "text/event-stream":
-        return {**SSE_EVENT, "description": description}
+        return {**EVENT_SCHEMAS.get(op.id, SSE_EVENT), "description": description}
     return {"type": "string", "description": description}
 
 
@@ -241,7 +271,7 @@ def _operation(op: Endpoint, refs: Refs) -> dict[str, Any]:
     success: dict[str, Any] = {"description": SUCCESS[op.status]}
     content = _content(op.response, "serialization", refs) if op.response else {}
     for media_type, description in op.streams:
-        content[media_type] = {"schema": _stream_schema(media_type, description)}
+        content[media_type] = {"schema": _stream_schema(op, media_type, description)}
     if content:
         success["content"] = content
     success["headers"] = {"X-Request-ID": HEADERS["X-Request-ID"]}

@@ -1,13 +1,15 @@
 """An idempotent chat message holds nothing while the responder thinks.
 
 POST /api/chat/{id}/message with an Idempotency-Key commits a pending claim
-(with a lease), releases its connection, asks the responder, then stores the
-pair and completes the key in one transaction. These tests show that no
+(with a lease), stores the user's message (and its seq on the claim) in one
+short transaction, asks the responder holding nothing, then stores the reply
+and completes the key in one transaction. These tests show that no
 pooled connection and no open transaction is held across the responder, that
 the exchange is still stored exactly once, that a repeat of a pending key
 waits (holding nothing) and then replays or answers 409
 idempotency_in_progress, that a dead holder's claim is free after its lease,
-and that a failed responder releases the claim.
+and that a failed turn lets the key go but keeps its stored user message
+for the retry.
 """
 
 from __future__ import annotations
@@ -343,7 +345,7 @@ async def test_a_live_holder_keeps_its_claim_past_one_lease(
     assert await messages_of(store, conversation) == ["long thought", "you said long thought"]
 
 
-async def test_a_failed_responder_releases_the_claim_and_a_retry_does_the_work_afresh(
+async def test_an_idempotent_retry_of_a_failed_turn_does_not_store_the_user_message_twice(
     settings: Settings, api: httpx.AsyncClient, store: ChatStore, caller: Caller
 ) -> None:
     conversation = str((await store.create_conversation(caller.user_id)).id)
@@ -355,21 +357,57 @@ async def test_a_failed_responder_releases_the_claim_and_a_retry_does_the_work_a
             failed = await down.post(
                 chat_path(conversation), json=body, headers=caller.with_key(key)
             )
-            assert failed.status_code == 500, failed.text
-    # Each retry reached the responder again: the claim was released.
+            assert_error(failed, 502, "responder_error")
+    # Each retry reached the responder again (the claim was let go), for the
+    # one user message the first attempt stored: the key remembers its seq.
     assert failing.calls == 2
-    left = await store.pool.fetchval(
-        "SELECT count(*) FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    row = await store.pool.fetchrow(
+        "SELECT status, claim_token, first_seq, last_seq FROM idempotency_keys"
+        " WHERE user_id = $1 AND key = $2",
         caller.user_id,
         key,
     )
-    assert left == 0
-    assert await messages_of(store, conversation) == []
+    assert row is not None and dict(row) == {
+        "status": None,
+        "claim_token": None,
+        "first_seq": 1,
+        "last_seq": 1,
+    }
+    assert await messages_of(store, conversation) == ["try again"]
 
     retried = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
     assert_status(retried, 201)
     assert REPLAYED.lower() not in retried.headers
+    assert retried.json()["user_message"]["seq"] == 1
+    assert retried.json()["reply"]["seq"] == 2
     assert await messages_of(store, conversation) == ["try again", "try again"]  # echo, once
+    # A replay after success answers the same.
+    replay = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    assert replay.headers.get(REPLAYED) == "true" and replay.content == retried.content
+    # Another request with the key, after the failure, is still a conflict.
+    other = await api.post(
+        chat_path(conversation), json={"content": "other"}, headers=caller.with_key(key)
+    )
+    assert_error(other, 409, "idempotency_conflict")
+
+
+async def test_deleting_the_stored_user_message_of_a_failed_turn_forgets_the_key(
+    settings: Settings, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+) -> None:
+    conversation = str((await store.create_conversation(caller.user_id)).id)
+    key = new_key()
+    body = {"content": "gone"}
+    async with open_api(
+        settings, store, responder=FailingResponder(), raise_app_exceptions=False
+    ) as down:
+        failed = await down.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+        assert_error(failed, 502, "responder_error")
+    await store.delete_message(caller.user_id, conversation, 1)
+    retried = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    assert_status(retried, 201)
+    # New work: the message is stored again, after the deleted seq.
+    assert (retried.json()["user_message"]["seq"], retried.json()["reply"]["seq"]) == (2, 3)
+    assert await messages_of(store, conversation) == ["gone", "gone"]
 
 
 async def test_a_chat_without_a_key_holds_no_transaction_either(

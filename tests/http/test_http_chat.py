@@ -1,5 +1,6 @@
-"""Chat (http-api.md): start, message (stored with the responder's reply in
-one transaction), history windows widened around tool calls."""
+"""Chat (http-api.md): start, message (the user's message stored first, the
+responder's reply when it completes), history windows widened around tool
+calls."""
 
 from __future__ import annotations
 
@@ -160,18 +161,19 @@ class FailingResponder:
         raise RuntimeError("the model is down")
 
 
-async def test_failing_responder_stores_nothing(
+async def test_failing_responder_is_502_and_keeps_the_user_message(
     store: ChatStore, settings: Settings, alice: User
 ) -> None:
-    # One transaction: no reply, no user message either.
+    # The user's message is committed before the responder is asked: it stays;
+    # no reply (the responder gave no text) and a 502, never a 500.
     async with app_client(settings, store, responder=FailingResponder()) as client:
         session_id = (await start(client, alice))["session_id"]
         response = await client.post(
             f"/api/chat/{session_id}/message", json={"content": "hi"}, headers=alice.headers
         )
-        assert response.status_code >= 500
-        assert_error(response, response.status_code, response.json()["error"]["code"])
-        assert await all_messages(client, alice, session_id) == []
+        assert_error(response, 502, "responder_error")
+        stored = await all_messages(client, alice, session_id)
+        assert [(m["role"], m["content"]) for m in stored] == [("user", "hi")]
 
 
 async def test_message_to_unknown_session_is_404(client: httpx.AsyncClient, alice: User) -> None:

@@ -6,10 +6,11 @@ from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chatstore import chat
+from chatstore import chat_turn
 from chatstore.http.body import read_json
+from chatstore.http.chat_stream import event_response, wants_events
 from chatstore.http.context import Context, authenticated, body_model, render
-from chatstore.http.once import respond_once, respond_once_outside
+from chatstore.http.once import answer, asked, respond_once
 from chatstore.http.params import ChatHistoryQuery, query
 from chatstore.idempotency import Holds
 from chatstore.models import (
@@ -51,37 +52,36 @@ async def start(request: Request, ctx: Context, user_id: str) -> Response:
 async def message(request: Request, ctx: Context, user_id: str) -> Response:
     body = await read_json(request, ctx.settings)
     data = body_model(ChatMessageInput, body, ctx.settings)
-
-    session_id = request.path_params["session_id"]
-
-    async def think() -> chat.Reply:
-        return await ctx.store.think(ctx.responder, user_id, session_id, data)
-
-    async def send(reply: chat.Reply) -> ChatExchange:
-        done = await ctx.store.store_reply(user_id, session_id, reply)
-        return ChatExchange(user_message=done.user_message, reply=done.reply)
-
-    # The responder may take seconds: it runs holding no pooled connection
-    # and no transaction, with or without an Idempotency-Key.
-    return await respond_once_outside(
-        request,
-        ctx,
+    key = request.headers.get("idempotency-key")
+    # The user's message is stored and committed here; the responder then
+    # runs holding no pooled connection and no transaction, with or without
+    # an Idempotency-Key (chatstore/chat_turn.py).
+    started = await chat_turn.begin(
+        ctx.store,
+        ctx.responder,
         user_id,
-        body,
-        think,
-        send,
-        _EXCHANGE,
-        holds_of=lambda done: Holds.messages(
-            done.user_message.conversation_id, [done.user_message.seq, done.reply.seq]
-        ),
+        request.path_params["session_id"],
+        data,
+        key=key,
+        request=asked(request, body) if key is not None else b"",
+        settings=ctx.settings,
     )
+    if wants_events(request):
+        return event_response(ctx, started)
+    if isinstance(started, chat_turn.Replayed):
+        return answer(started.exchange, _EXCHANGE, 201, replayed=True)
+    try:
+        exchange = await started.finish()
+    finally:
+        await started.close()
+    return answer(exchange, _EXCHANGE, 201, replayed=False)
 
 
 @authenticated
 async def history(request: Request, ctx: Context, user_id: str) -> Response:
     session_id = conversation_uuid(request.path_params["session_id"])
-    asked = query(request, ChatHistoryQuery)
-    window = await ctx.store.history(user_id, session_id, limit=asked.limit, before=asked.before)
+    params = query(request, ChatHistoryQuery)
+    window = await ctx.store.history(user_id, session_id, limit=params.limit, before=params.before)
     return render(
         ChatHistory(session_id=session_id, messages=window.messages, has_more=window.has_more)
     )
