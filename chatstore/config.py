@@ -111,6 +111,12 @@ class Settings:
     # write cannot be handed to the socket) is ended, and with it its
     # connection and transaction (chatstore/http/streaming.py).
     stream_send_timeout_seconds: float = 30.0
+    # Exports one user may run at once on a process: below the stream pool's
+    # size, so that one user cannot take every stream connection.
+    max_exports_per_user: int = 2
+    # The longest an export may run, however steadily its client reads: its
+    # snapshot holds back vacuum for the whole database while it is open.
+    export_max_seconds: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +152,8 @@ class Settings:
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
             max_streams_per_user=_int(env, "CHATSTORE_MAX_STREAMS_PER_USER", 8, minimum=1),
             stream_pool_size=_int(env, "CHATSTORE_STREAM_POOL_SIZE", 4, minimum=1),
+            max_exports_per_user=_int(env, "CHATSTORE_MAX_EXPORTS_PER_USER", 2, minimum=1),
+            export_max_seconds=_int(env, "CHATSTORE_EXPORT_MAX_SECONDS", 600, minimum=1),
             stream_send_timeout_seconds=_int(
                 env, "CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS", 30, minimum=1
             ),

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager, suppress
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from chatstore import metrics
 from chatstore.config import Settings
 from chatstore.http.auth import Authenticator
 from chatstore.http.context import Context
@@ -43,7 +44,10 @@ def create_app(
         opened = store or ChatStore(settings.database_url, settings=settings)
         await opened.open()
         hub = opened.message_events()
-        app.state.streams = StreamSlots(settings.max_streams_per_user)
+        app.state.streams = StreamSlots(
+            settings.max_streams_per_user, "event streams", metrics.EVENT_STREAMS
+        )
+        app.state.exports = StreamSlots(settings.max_exports_per_user, "exports")
         purger = asyncio.create_task(
             opened.purge_idempotency_keys_forever(), name="chatstore-purge"
         )

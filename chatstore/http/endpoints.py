@@ -168,7 +168,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              (SearchResults,), query=SearchQuery),
     Endpoint("get", "/api/conversations/{id}/export", export.export_conversation,
              "exportConversation", "Export a conversation", "export", 200, (OpenAIExport,),
-             query=ExportQuery,
+             query=ExportQuery, extra=("TooManyStreams",),
              streams=(("application/x-ndjson", "format=jsonl: one Message (see the Message "
                        "schema) per line, in seq order."),)),
     Endpoint("get", "/api/conversations/{id}/events", export.conversation_events,

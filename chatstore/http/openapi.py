@@ -172,8 +172,9 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
         Error, ()
     ),
     "TooManyStreams": (
-        429, "`too_many_streams`: the caller already holds the most event streams one user "
-        "may hold open on this server process (CHATSTORE_MAX_STREAMS_PER_USER); close one.",
+        429, "`too_many_streams`: the caller already holds the most streams of this kind one "
+        "user may hold open on this server process (event streams: "
+        "CHATSTORE_MAX_STREAMS_PER_USER; exports: CHATSTORE_MAX_EXPORTS_PER_USER); close one.",
         Error, ("Retry-After",)
     ),
     "Unavailable": (

@@ -48,12 +48,17 @@ class _Gone(Exception):
     """The client disconnected."""
 
 
+class _TooLong(Exception):
+    """The stream ran past its longest allowed duration."""
+
+
 class BoundedStreamingResponse(StreamingResponse):
     def __init__(
         self,
         content: AsyncIterable[bytes],
         *,
         send_timeout: float,
+        max_seconds: float | None = None,
         on_close: Callable[[], Awaitable[object]] | None = None,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
@@ -61,6 +66,10 @@ class BoundedStreamingResponse(StreamingResponse):
     ) -> None:
         super().__init__(content, status_code=status_code, headers=headers, media_type=media_type)
         self.send_timeout = send_timeout
+        # A reader that takes each write just inside the send timeout could
+        # otherwise keep the stream (an export's snapshot, which holds back
+        # vacuum for the whole database) for as long as it likes.
+        self.max_seconds = max_seconds
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,6 +81,8 @@ class BoundedStreamingResponse(StreamingResponse):
         # stream with no write coming (an idle event stream) is cancelled
         # after DISCONNECT_GRACE_SECONDS.
         gone = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.max_seconds is None else loop.time() + self.max_seconds
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -81,6 +92,8 @@ class BoundedStreamingResponse(StreamingResponse):
         async def send_within(message: Message) -> None:
             if gone.is_set():
                 raise _Gone
+            if deadline is not None and loop.time() >= deadline:
+                raise _TooLong
             try:
                 async with asyncio.timeout(self.send_timeout):
                     await send(message)
@@ -108,6 +121,8 @@ class BoundedStreamingResponse(StreamingResponse):
                 "stream ended: its client took nothing for %s s (the send timeout)",
                 self.send_timeout,
             )
+        elif isinstance(ended, _TooLong):
+            log.warning("stream ended: longer than its limit of %s s", self.max_seconds)
         elif isinstance(ended, Unavailable):
             # The database went away mid-stream: the status is sent, so the
             # body ends cut short, as above.

@@ -110,7 +110,8 @@ def read_to_end(sock: socket.socket) -> bytes:
 
 
 def judge(response: bytes) -> str:
-    """'503' for a clean refusal, 'cut' for a 200 visibly cut short, else what it was."""
+    """'503' or '429' for a clean refusal, 'cut' for a 200 visibly cut short,
+    else what it was."""
     head, _, body = response.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = lines[0]
@@ -122,6 +123,10 @@ def judge(response: bytes) -> str:
         if headers.get("retry-after", "").isdigit() and b'"unavailable"' in body:
             return "503"
         return f"503 without Retry-After or the contract's body: {response[:300]!r}"
+    if status.startswith("HTTP/1.1 429"):
+        if headers.get("retry-after", "").isdigit() and b'"too_many_streams"' in body:
+            return "429"
+        return f"429 without Retry-After or the contract's body: {response[:300]!r}"
     if status.startswith("HTTP/1.1 200"):
         # Chunked: a whole body ends with the zero-length chunk.
         if headers.get("transfer-encoding") == "chunked" and not body.endswith(b"0\r\n\r\n"):
@@ -185,6 +190,10 @@ async def test_a_client_that_stops_reading_cannot_hold_a_connection_or_starve_ot
         database,
         CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT_S),
         CHATSTORE_STREAM_POOL_SIZE=str(STREAM_POOL_SIZE),
+        # The per-user cap off (as high as the attack): this test is about the
+        # stream pool's budget; test_one_user_cannot_take_the_whole_export_pool
+        # is about the cap.
+        CHATSTORE_MAX_EXPORTS_PER_USER=str(STALLED),
     )
     attacker, victim = await make_writers(database, 2)
     await seed_big_conversation(database, attacker)
@@ -294,3 +303,45 @@ async def test_an_export_left_idle_in_its_transaction_is_ended_by_postgresql(
         await pages.aclose()
     async with store.stream_connection() as connection:
         assert connection.get_server_pid() != pid
+
+
+async def test_one_user_cannot_take_the_whole_export_pool(lab: Lab) -> None:
+    """With the default per-user cap (2) below the stream pool (4), one user's
+    stalled exports past the cap are 429 too_many_streams at once, and
+    another user's exports still get stream connections meanwhile."""
+    database = await lab.database()
+    server = await lab.serve(
+        database,
+        CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS=str(SEND_TIMEOUT_S),
+        CHATSTORE_STREAM_POOL_SIZE=str(STREAM_POOL_SIZE),
+    )
+    attacker, victim = await make_writers(database, 2)
+    await seed_big_conversation(database, attacker)
+    sockets = [await asyncio.to_thread(stalled_export, server.port, attacker) for _ in range(6)]
+    try:
+        # While the attacker's two streams are stalled: the victim's two exports
+        # (read by a client that reads) complete.
+        headers = {"Authorization": f"Bearer {victim.token}"}
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+            mine = await asyncio.gather(
+                *(
+                    client.get(
+                        f"/api/conversations/{victim.conversation_id}/export",
+                        params={"format": "jsonl"},
+                        headers=headers,
+                    )
+                    for _ in range(2)
+                )
+            )
+    finally:
+        outcomes = await asyncio.gather(*(asyncio.to_thread(read_to_end, s) for s in sockets))
+    verdicts = sorted(judge(outcome) for outcome in outcomes)
+    assert [response.status_code for response in mine] == [200, 200], [
+        response.text[:200] for response in mine
+    ]
+    # Two admitted (a 200: cut short by the send timeout, or whole when read
+    # before it), the other four refused at once.
+    refused, admitted = verdicts[:4], verdicts[4:]
+    assert refused == ["429"] * 4, verdicts
+    assert all(v == "cut" or v.startswith("a 200 that looks whole") for v in admitted), verdicts
+    assert server.problems() == [], server.logs()

@@ -187,3 +187,29 @@ async def test_a_stream_with_no_write_coming_is_cancelled_soon_after_its_client_
         await response(SCOPE, receive, send)
 
     assert closed == [True] and released == [True]
+
+
+async def test_a_stream_past_its_longest_duration_ends_cut_short_though_its_client_reads() -> None:
+    # A reader that takes every write (just inside the send timeout, say)
+    # must not keep an export's snapshot open for ever: max_seconds ends it.
+    stream = Stream()
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        await asyncio.sleep(0.01)  # a steady, slow reader
+
+    response = BoundedStreamingResponse(
+        stream.body(),
+        send_timeout=5,
+        max_seconds=0.3,
+        on_close=stream.release,
+        media_type="text/plain",
+    )
+    async with asyncio.timeout(10):
+        await response(SCOPE, never_disconnects, send)
+
+    assert stream.closed and stream.released == 1
+    # Ended well before the body's 1,000 chunks, and cut short: no final chunk.
+    assert 1 < len(sent) < 1_000, len(sent)
+    assert all(message.get("more_body") for message in sent[1:]), sent[-1]

@@ -17,7 +17,7 @@ def open_streams() -> float:
 
 
 def test_open_event_streams_are_counted_by_the_gauge_and_capped_per_user() -> None:
-    slots = StreamSlots(2)
+    slots = StreamSlots(2, "event streams", metrics.EVENT_STREAMS)
     before = open_streams()
     slots.take("alice")
     slots.take("alice")

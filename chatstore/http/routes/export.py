@@ -28,12 +28,18 @@ async def export_conversation(request: Request, ctx: Context, user_id: str) -> R
     fmt = query(request, ExportQuery).format
     # Ownership first: a stranger gets a 404, not a 200 that then stops.
     conversation = await ctx.store.get_conversation(user_id, request.path_params["id"])
-    # The stream's connection, from the stream pool, before the response
-    # starts: a spent budget (or no database) is a 503 with Retry-After now,
-    # not a 200 cut short later. The response gives it back when it ends.
+    # One user may run only a few exports at once (429 past the cap), fewer
+    # than the stream pool holds: one user cannot take it from everyone.
+    slots: StreamSlots = request.app.state.exports
+    slots.take(user_id)
     lease = AsyncExitStack()
-    connection = await lease.enter_async_context(ctx.store.stream_lease())
+    lease.callback(slots.give_back, user_id)
     try:
+        # The stream's connection, from the stream pool, before the response
+        # starts: a spent budget (or no database) is a 503 with Retry-After
+        # now, not a 200 cut short later. The response gives it back (and the
+        # user's slot) when it ends.
+        connection = await lease.enter_async_context(ctx.store.stream_lease())
         send_timeout = ctx.settings.stream_send_timeout_seconds
         encode, media_type = (
             (ctx.store.export_jsonl, "application/x-ndjson")
@@ -47,7 +53,11 @@ async def export_conversation(request: Request, ctx: Context, user_id: str) -> R
             idle_seconds=export.idle_backstop_seconds(send_timeout),
         )
         return BoundedStreamingResponse(
-            body, send_timeout=send_timeout, on_close=lease.aclose, media_type=media_type
+            body,
+            send_timeout=send_timeout,
+            max_seconds=ctx.settings.export_max_seconds,
+            on_close=lease.aclose,
+            media_type=media_type,
         )
     except BaseException:
         await lease.aclose()
