@@ -68,11 +68,20 @@ async def get(db: Database, user_id: str, conversation_id: ConversationId) -> Co
 
 
 async def page(
-    db: Database, user_id: str, *, limit: int = 20, cursor: str | None = None
+    db: Database,
+    user_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    archived: bool = False,
 ) -> ConversationPage:
+    """A page of the conversations not archived, or (``archived``) of the
+    archived ones only; a cursor pages within the list it came from."""
     check_limit(limit, MAX_PAGE)
     if cursor is None:
-        rows = await db.many("list_conversations_first", user_id=user_id, limit=limit + 1)
+        rows = await db.many(
+            "list_conversations_first", user_id=user_id, archived=archived, limit=limit + 1
+        )
     else:
         updated_at, id = cursor_module.decode(cursor)
         rows = await db.many(
@@ -80,6 +89,7 @@ async def page(
             user_id=user_id,
             cursor_updated_at=updated_at,
             cursor_id=id,
+            archived=archived,
             limit=limit + 1,
         )
     found = [Conversation.from_row(row) for row in rows[:limit]]
@@ -103,6 +113,8 @@ async def patch(
         title=change.title,
         set_metadata="metadata" in fields,
         metadata=change.metadata,
+        set_archived="archived" in fields,
+        archived=change.archived,
     )
     if row is None:
         raise NotFound("conversation")

@@ -192,6 +192,8 @@ class ConversationPatch(BaseModel):
     # refused like any other non-object (send {} to clear). Typed as the
     # object alone so that the schema and the error say so.
     metadata: Metadata = Field(default_factory=_absent)
+    # Absent means unchanged; null is refused (send true or false).
+    archived: bool = Field(default_factory=_absent)
 
 
 class ChatMessageInput(BaseModel):
@@ -215,6 +217,10 @@ class Conversation(BaseModel):
     id: uuid.UUID
     title: str | None
     metadata: dict[str, str]
+    # Put away (PATCH {"archived": true}): left out of the listing unless
+    # asked for. A default so that a response stored for an Idempotency-Key
+    # before the field existed (migrations/0010) still replays.
+    archived: bool = False
     message_count: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -227,6 +233,7 @@ class Conversation(BaseModel):
                 "id": row["id"],
                 "title": row["title"],
                 "metadata": row["metadata"],
+                "archived": row["archived"],
                 "message_count": row["message_count"],
                 "created_at": row["created_at"],
                 "updated_at": row["updated_at"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from chatstore.database import Source, database_of
 from chatstore.errors import NotFound, ValidationError
 from chatstore.ids import ConversationId, conversation_uuid
@@ -11,6 +13,11 @@ from chatstore.validation import check_limit
 MAX_QUERY_CHARS = 1000
 MAX_PAGE = 100
 
+# Whether matches in archived conversations are returned: include (the
+# default: search finds everything the caller stored), exclude, or only.
+Archived = Literal["include", "exclude", "only"]
+ARCHIVED_CHOICES: tuple[Archived, ...] = ("include", "exclude", "only")
+
 
 async def search(
     source: Source,
@@ -19,6 +26,7 @@ async def search(
     *,
     limit: int = 20,
     conversation_id: ConversationId | None = None,
+    archived: Archived = "include",
 ) -> SearchResults:
     """Best matches first, in web-search syntax: words, "phrases",
     -exclusions and ``or``. A conversation that is not the caller's simply
@@ -28,6 +36,10 @@ async def search(
             ["query", "q"], f"q must be 1 to {MAX_QUERY_CHARS} characters of search text"
         )
     check_limit(limit, MAX_PAGE)
+    if archived not in ARCHIVED_CHOICES:
+        raise ValidationError.at(
+            ["query", "archived"], f"archived must be one of {', '.join(ARCHIVED_CHOICES)}"
+        )
     if conversation_id is None:
         narrowed = None
     else:
@@ -44,6 +56,7 @@ async def search(
         q=q,
         limit=limit,
         conversation_id=narrowed,
+        archived=archived,
         search_config=db.settings.search_config,
     )
     return SearchResults(

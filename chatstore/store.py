@@ -46,6 +46,7 @@ from chatstore.pool import Pool, PoolConnection
 from chatstore.queries import Executor, Queries
 from chatstore.readiness import unready_reason
 from chatstore.responder import Responder
+from chatstore.search import Archived
 from chatstore.search import search as search_messages
 from chatstore.validation import validate_model
 
@@ -158,9 +159,18 @@ class ChatStore:
         return await conversations.get(self.db, user_id, conversation_id)
 
     async def list_conversations(
-        self, user_id: str, *, limit: int = 20, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        archived: bool = False,
     ) -> ConversationPage:
-        return await conversations.page(self.db, user_id, limit=limit, cursor=cursor)
+        """The conversations not archived, newest activity first; with
+        ``archived=True`` the archived ones only."""
+        return await conversations.page(
+            self.db, user_id, limit=limit, cursor=cursor, archived=archived
+        )
 
     async def update_conversation(
         self,
@@ -169,13 +179,17 @@ class ChatStore:
         *,
         title: str | None = UNSET,
         metadata: Mapping[str, str] = UNSET,
+        archived: bool = UNSET,
     ) -> Conversation:
-        """Change only what is passed; ``title=None`` clears the title."""
+        """Change only what is passed; ``title=None`` clears the title,
+        ``archived=True`` archives, ``archived=False`` unarchives."""
         given: dict[str, Any] = {}
         if title is not UNSET:
             given["title"] = title
         if metadata is not UNSET:
             given["metadata"] = dict(metadata)
+        if archived is not UNSET:
+            given["archived"] = archived
         patch = validate_model(ConversationPatch, given, self.settings)
         return await self.patch_conversation(user_id, conversation_id, patch)
 
@@ -293,10 +307,12 @@ class ChatStore:
         *,
         limit: int = 20,
         conversation_id: ConversationId | None = None,
+        archived: Archived = "include",
     ) -> SearchResults:
-        """Best matches first, in web-search syntax (chatstore/search.py)."""
+        """Best matches first, in web-search syntax (chatstore/search.py);
+        ``archived``: include, exclude or only archived conversations."""
         return await search_messages(
-            self.db, user_id, q, limit=limit, conversation_id=conversation_id
+            self.db, user_id, q, limit=limit, conversation_id=conversation_id, archived=archived
         )
 
     def export_pages(

@@ -14,6 +14,10 @@
 -- words. The snippet is HTML-safe: the window is escaped first and matches
 -- are wrapped in <mark>...</mark>.
 -- :conversation_id NULL means every conversation of the caller.
+-- :archived is include (every conversation), exclude (archived ones left
+-- out) or only (archived ones only); for the two filters each match looks
+-- its conversation up by primary key, so the filter costs one index probe
+-- per match and include (the default) costs nothing.
 WITH query AS (
     SELECT websearch_to_tsquery(:search_config::regconfig, :q) AS ts_query
 ),
@@ -27,6 +31,13 @@ hits AS (
     WHERE m.user_id = :user_id
         AND m.search_vector @@ query.ts_query
         AND (:conversation_id::uuid IS NULL OR m.conversation_id = :conversation_id::uuid)
+        AND (:archived::text = 'include' OR EXISTS (
+            SELECT 1
+            FROM conversations AS c
+            WHERE c.id = m.conversation_id
+                AND c.user_id = :user_id
+                AND c.archived = (:archived::text = 'only')
+        ))
     ORDER BY rank DESC, m.created_at DESC, m.conversation_id ASC, m.seq ASC
     LIMIT :limit
 )

@@ -197,7 +197,8 @@ async def test_apply_creates_an_index_for_every_access_path(empty_database: str)
     assert {
         "conversations_pkey",
         "conversations_id_user_id_key",
-        "conversations_user_activity_idx",
+        "conversations_user_archived_activity_idx",
+        "conversations_activity_idx",
         "messages_pkey",
         "message_tool_calls_pkey",
         "message_tool_calls_message_idx",

@@ -276,7 +276,8 @@ PlanMode = Literal["custom", "generic"]
 # since it also covers the owner filter. Either is one index probe.
 BY_CONVERSATION_ID = frozenset({"conversations_pkey", "conversations_id_user_id_key"})
 MESSAGE_PKEY = frozenset({"messages_pkey"})
-USER_ACTIVITY = frozenset({"conversations_user_activity_idx"})
+USER_ACTIVITY = frozenset({"conversations_user_archived_activity_idx"})
+IDLE_FIRST = frozenset({"conversations_activity_idx"})
 
 
 @dataclass(frozen=True)
@@ -299,6 +300,9 @@ HOT_QUERIES = {
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
         HotQuery("get_conversation", (BY_CONVERSATION_ID,)),
+        # Not on a request's path, but it runs every minute on every process:
+        # the idle conversations are found by index, never by a scan.
+        HotQuery("delete_idle_conversations", (IDLE_FIRST,)),
     ]
 }
 
@@ -359,15 +363,21 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "before": NO_BEFORE,
             "limit": page,
         },
-        "list_conversations_first": {"user_id": shape.owner, "limit": 21},
+        "list_conversations_first": {"user_id": shape.owner, "archived": False, "limit": 21},
         "list_conversations_after": {
             "user_id": shape.owner,
             # The cursor of a page ending at the shape's conversation.
             "cursor_updated_at": datetime.now(UTC) - timedelta(minutes=shape.conversation),
             "cursor_id": shape.id,
+            "archived": False,
             "limit": 21,
         },
         "get_conversation": {"id": shape.id, "user_id": shape.owner},
+        # Idle for an hour: a cut-off inside the seed's range of activity.
+        "delete_idle_conversations": {
+            "cutoff": datetime.now(UTC) - timedelta(hours=1),
+            "batch": 100,
+        },
     }
     chosen = values[name]
     if "search_config" in QUERIES[name].params:  # append_messages computes search_vector

@@ -120,6 +120,9 @@ def path_seq(request: Request) -> int:
 class ConversationListQuery(QueryModel):
     limit: int = param("Page size.", 20, minimum=1, maximum=conversations.MAX_PAGE)
     cursor: str | None = param("The next_cursor of the previous page (opaque).")
+    archived: Literal["false", "true"] = param(
+        "false: the conversations not archived; true: the archived ones only.", "false"
+    )
 
 
 class MessageListQuery(QueryModel):
@@ -152,6 +155,11 @@ class SearchQuery(QueryModel):
     )
     limit: int = param("How many matches.", 20, minimum=1, maximum=search.MAX_PAGE)
     conversation_id: str | None = param("Only this conversation's messages.", format="uuid")
+    archived: search.Archived = param(
+        "include: every conversation's messages; exclude: not those of archived "
+        "conversations; only: only theirs.",
+        "include",
+    )
 
 
 class ExportQuery(QueryModel):

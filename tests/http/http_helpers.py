@@ -27,7 +27,15 @@ from chatstore.store import ChatStore
 BASE_URL = "http://test"
 JSON_HEADERS = {"content-type": "application/json"}
 
-CONVERSATION_KEYS = {"id", "title", "metadata", "message_count", "created_at", "updated_at"}
+CONVERSATION_KEYS = {
+    "id",
+    "title",
+    "metadata",
+    "archived",
+    "message_count",
+    "created_at",
+    "updated_at",
+}
 MESSAGE_KEYS = {
     "conversation_id",
     "seq",
@@ -157,6 +165,7 @@ def assert_conversation(body: Any) -> dict[str, Any]:
     assert body["title"] is None or isinstance(body["title"], str), body
     assert isinstance(body["metadata"], dict), body
     assert all(isinstance(v, str) for v in body["metadata"].values()), body
+    assert type(body["archived"]) is bool, body
     assert type(body["message_count"]) is int and body["message_count"] >= 0, body
     created = assert_time(body["created_at"])
     updated = assert_time(body["updated_at"])

@@ -40,7 +40,9 @@ async def create_conversation(request: Request, ctx: Context, user_id: str) -> R
 @authenticated
 async def list_conversations(request: Request, ctx: Context, user_id: str) -> Response:
     asked = query(request, ConversationListQuery)
-    page = await ctx.store.list_conversations(user_id, limit=asked.limit, cursor=asked.cursor)
+    page = await ctx.store.list_conversations(
+        user_id, limit=asked.limit, cursor=asked.cursor, archived=asked.archived == "true"
+    )
     return render(page)
 
 

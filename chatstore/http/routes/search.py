@@ -13,6 +13,10 @@ from chatstore.http.params import SearchQuery, query
 async def search(request: Request, ctx: Context, user_id: str) -> Response:
     asked = query(request, SearchQuery)
     results = await ctx.store.search(
-        user_id, asked.q, limit=asked.limit, conversation_id=asked.conversation_id
+        user_id,
+        asked.q,
+        limit=asked.limit,
+        conversation_id=asked.conversation_id,
+        archived=asked.archived,
     )
     return render(results)
