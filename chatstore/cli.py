@@ -1,4 +1,4 @@
-"""The `chatstore` command: serve, migrate, token, queries."""
+"""The `chatstore` command: serve, migrate, token, purge, erase, queries."""
 
 from __future__ import annotations
 
@@ -149,6 +149,50 @@ def _print_sign_in_line(settings: Settings, url: str, host: str, port: int) -> N
     print(f"chatstore: open {link} to sign in as {LOCAL_EMAIL}", flush=True)
 
 
+def _purge(args: argparse.Namespace, settings: Settings) -> None:
+    """Retention once: what is idle for the days given (or configured) goes,
+    or with --dry-run is listed, per user: counts, then the ids."""
+    from chatstore import retention
+    from chatstore.store import ChatStore
+
+    days = args.days if args.days is not None else settings.retention_days
+    if days is None or days < 1:
+        raise ValueError("give --days N (1 or more) or set CHATSTORE_RETENTION_DAYS")
+
+    async def run() -> retention.Purged:
+        async with ChatStore(url, settings=settings) as store:
+            if args.dry_run:
+                return await store.idle_conversations(days)
+            return await store.purge_idle(days)
+
+    with database_url(settings) as url:
+        purged = asyncio.run(run())
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {purged.total} conversations ({sum(purged.messages.values())} messages) "
+        f"idle for {days} days, of {len(purged.conversations)} users"
+    )
+    for user_id in sorted(purged.ids):
+        print(
+            f"user {user_id}: {purged.conversations[user_id]} conversations, "
+            f"{purged.messages[user_id]} messages"
+        )
+        for conversation_id in purged.ids[user_id]:
+            print(f"  {conversation_id}")
+
+
+def _erase(args: argparse.Namespace, settings: Settings) -> None:
+    """DELETE /api/me/data for the user with this id, from the shell."""
+    from chatstore.store import ChatStore
+
+    async def run() -> str:
+        async with ChatStore(url, settings=settings) as store:
+            return (await store.erase_user_data(args.user)).model_dump_json()
+
+    with database_url(settings) as url:
+        print(asyncio.run(run()))
+
+
 def _queries(args: argparse.Namespace, settings: Settings) -> None:
     from chatstore.queries import Queries
     from chatstore.resources import sql_dir
@@ -199,6 +243,23 @@ def parser() -> argparse.ArgumentParser:
         help="--open: where the page is served (default http://127.0.0.1:8000)",
     )
     token.set_defaults(run=_token)
+
+    purge = commands.add_parser(
+        "purge", help="delete the conversations idle for CHATSTORE_RETENTION_DAYS, once"
+    )
+    purge.add_argument(
+        "--days", type=int, default=None, help="idle for this many days (default: the setting)"
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="list what would go, per user; delete nothing"
+    )
+    purge.set_defaults(run=_purge)
+
+    erase = commands.add_parser(
+        "erase", help="delete everything a user stored (not the user, not their sessions)"
+    )
+    erase.add_argument("--user", required=True, help="the user's id")
+    erase.set_defaults(run=_erase)
 
     queries = commands.add_parser("queries", help="list every named SQL query")
     queries.set_defaults(run=_queries)

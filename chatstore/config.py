@@ -117,6 +117,9 @@ class Settings:
     # The longest an export may run, however steadily its client reads: its
     # snapshot holds back vacuum for the whole database while it is open.
     export_max_seconds: float = 600.0
+    # Conversations with no activity (updated_at) for this many days are
+    # deleted by a background job (chatstore/retention.py); None: kept forever.
+    retention_days: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,4 +160,5 @@ class Settings:
             stream_send_timeout_seconds=_int(
                 env, "CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS", 30, minimum=1
             ),
+            retention_days=_int(env, "CHATSTORE_RETENTION_DAYS", 0) or None,
         )

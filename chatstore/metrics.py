@@ -62,6 +62,11 @@ IDEMPOTENT_REPLAYS = Counter(
     "Requests answered from a stored response because their Idempotency-Key was used before.",
     registry=REGISTRY,
 )
+RETENTION_DELETED = Counter(
+    "chatstore_retention_deleted_conversations",
+    "Conversations deleted by the retention job (CHATSTORE_RETENTION_DAYS) on this process.",
+    registry=REGISTRY,
+)
 
 
 class _Pools(Collector):

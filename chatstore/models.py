@@ -31,6 +31,9 @@ from pydantic.json_schema import SkipJsonSchema
 DEFAULT_MAX_CONTENT_CHARS = 1_000_000
 MAX_BATCH = 100
 MAX_METADATA_KEYS = 16
+# An import is one transaction: its size is bounded by the body cap
+# (CHATSTORE_MAX_BODY_BYTES) and by this many messages.
+MAX_IMPORT_MESSAGES = 10_000
 # seq is a bigint.
 MAX_SEQ = 2**63 - 1
 
@@ -196,6 +199,16 @@ class ConversationPatch(BaseModel):
     archived: bool = Field(default_factory=_absent)
 
 
+class ImportInput(BaseModel):
+    """Body of POST /api/conversations/import (application/json)."""
+
+    model_config = _INPUT
+
+    title: Title | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    messages: Annotated[list[MessageInput], Field(max_length=MAX_IMPORT_MESSAGES)]
+
+
 class ChatMessageInput(BaseModel):
     """Body of POST /api/chat/{session_id}/message."""
 
@@ -335,6 +348,22 @@ class Deleted(BaseModel):
     model_config = _OUTPUT
 
     deleted: int
+
+
+class ErasedCounts(BaseModel):
+    model_config = _OUTPUT
+
+    conversations: int
+    messages: int
+    idempotency_keys: int
+
+
+class Erased(BaseModel):
+    """What an erasure deleted; all zeros when there was nothing (a repeat)."""
+
+    model_config = _OUTPUT
+
+    deleted: ErasedCounts
 
 
 class SearchHit(BaseModel):

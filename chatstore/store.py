@@ -23,7 +23,18 @@ from typing import Any, Self, TypeVar
 
 from pydantic import TypeAdapter
 
-from chatstore import chat, chat_turn, conversations, export, idempotency, messages, sessions
+from chatstore import (
+    chat,
+    chat_turn,
+    conversations,
+    erasure,
+    export,
+    idempotency,
+    imports,
+    messages,
+    retention,
+    sessions,
+)
 from chatstore.auth import DEFAULT_SESSION_TTL, SessionUser
 from chatstore.config import Settings
 from chatstore.database import Database
@@ -34,8 +45,10 @@ from chatstore.models import (
     ChatExchange,
     ChatMessageInput,
     Conversation,
+    ConversationInput,
     ConversationPage,
     ConversationPatch,
+    Erased,
     Message,
     MessageInput,
     MessagePage,
@@ -201,6 +214,50 @@ class ChatStore:
 
     async def delete_conversation(self, user_id: str, conversation_id: ConversationId) -> None:
         await conversations.delete(self.db, user_id, conversation_id)
+
+    # -- the lifecycle: import, erasure, retention ----------------------------
+
+    async def import_conversation(
+        self,
+        user_id: str,
+        messages_: Sequence[MessageLike],
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Conversation:
+        """A new conversation holding ``messages_`` (seqs from 1), atomically
+        (chatstore/imports.py)."""
+        return await imports.import_conversation(
+            self.db,
+            user_id,
+            messages_,
+            title=title,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    async def store_import(
+        self, user_id: str, data: ConversationInput, checked: Sequence[MessageInput]
+    ) -> Conversation:
+        """Write an import already validated (imports.validate_import)."""
+        return await imports.store_import(self.db, user_id, data, checked)
+
+    async def erase_user_data(self, user_id: str) -> Erased:
+        """Everything the user stored, deleted; the user and sessions stay."""
+        return await erasure.erase_user_data(self.db, user_id)
+
+    async def purge_idle(self, days: int, batch: int = retention.BATCH) -> retention.Purged:
+        """Delete the conversations idle for ``days`` (chatstore/retention.py)."""
+        return await retention.purge(self.db, days, batch)
+
+    async def idle_conversations(self, days: int) -> retention.Purged:
+        """What purge_idle would delete, deleting nothing."""
+        return await retention.would_purge(self.db, days)
+
+    async def retain_forever(self, days: int) -> None:
+        """The retention loop a server runs in the background."""
+        await retention.run_retention(self.db, days)
 
     # -- messages ------------------------------------------------------------
 

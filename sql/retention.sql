@@ -24,8 +24,9 @@ WITH doomed AS (
 )
 
 DELETE FROM conversations AS c
-USING doomed
-WHERE c.id = doomed.id
+-- ARRAY(...): the batch's ids as one value, so the delete finds each row by
+-- its primary key; a join with the CTE may be planned as a scan of the table.
+WHERE c.id = ANY(ARRAY(SELECT doomed.id FROM doomed))
     AND c.updated_at < :cutoff
 RETURNING c.id, c.user_id, c.message_count;
 

@@ -211,11 +211,19 @@ async def test_responses_match_the_document(client: httpx.AsyncClient) -> None:
     c.check(await client.post(messages, content=b"{}", headers={"content-type": "text/plain"}), 415)
     c.check(await client.post(messages, content=b" " * 5000, headers=json_body), 413)
 
+    imported = c.check(await client.post(f"{api}/import", json=exported), 201)
+    assert imported["message_count"] == 3
+    ndjson = {"content-type": "application/x-ndjson"}
+    lines = (await client.get(jsonl)).content
+    c.check(await client.post(f"{api}/import", content=lines, headers=ndjson), 201)
+    c.check(await client.post(f"{api}/import", json={"messages": [{"role": "x"}]}), 422)
+
     c.check(await client.get("/healthz"), 200)
     c.check(await client.get("/readyz"), 200)
     c.check(await client.get("/openapi.json"), 200)
     c.check(await client.get("/metrics"), 200)
     c.check(await client.delete(f"{api}/{cid}"), 204)
+    c.check(await client.delete("/api/me/data"), 200)
 
     every = {(path, method) for path, item in c.document["paths"].items() for method in item}
     assert every - c.covered == set(), "operations this test does not exercise"

@@ -108,6 +108,8 @@ OWNED_TABLES = re.compile(
 # touch better-auth's "user" and "session" only, which are the owners themselves.)
 OWNER_FILTER_EXCEPTIONS: dict[str, str] = {
     "purge_expired_idempotency_keys": "maintenance: deletes expired keys of every user",
+    "delete_idle_conversations": "retention: deletes idle conversations of every user",
+    "idle_conversations": "retention's dry run: lists idle conversations of every user",
 }
 
 

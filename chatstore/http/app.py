@@ -51,6 +51,13 @@ def create_app(
         purger = asyncio.create_task(
             opened.purge_idempotency_keys_forever(), name="chatstore-purge"
         )
+        retention = (
+            None
+            if settings.retention_days is None
+            else asyncio.create_task(
+                opened.retain_forever(settings.retention_days), name="chatstore-retention"
+            )
+        )
         try:
             # Listening from the start: the session cache is trusted only
             # while revocations can be heard (chatstore/http/auth.py).
@@ -69,9 +76,11 @@ def create_app(
             )
             yield
         finally:
-            purger.cancel()
-            with suppress(asyncio.CancelledError):
-                await purger
+            for job in (purger, retention):
+                if job is not None:
+                    job.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await job
             await hub.stop()
             if responder is None:
                 # The responder this app loaded (the openai one's HTTP client).

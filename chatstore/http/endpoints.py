@@ -30,7 +30,17 @@ from chatstore.http.params import (
     SearchQuery,
     TruncateQuery,
 )
-from chatstore.http.routes import chat, conversations, export, messages, search, service
+from chatstore.http.routes import (
+    chat,
+    conversations,
+    erasure,
+    export,
+    imports,
+    messages,
+    search,
+    service,
+)
+from chatstore.imports import MAX_IMPORT_MESSAGES, ImportInput
 from chatstore.models import (
     AnyObject,
     ChatExchange,
@@ -42,6 +52,7 @@ from chatstore.models import (
     ConversationPage,
     ConversationPatch,
     Deleted,
+    Erased,
     Health,
     Message,
     MessageBatch,
@@ -72,6 +83,8 @@ class Endpoint:
     response: Models  # () for no content
     body: Models = ()
     body_required: bool = True
+    # (media type, description): request bodies in a media type besides JSON
+    body_streams: tuple[tuple[str, str], ...] = ()
     query: type[QueryModel] | None = None
     headers: tuple[dict[str, Any], ...] = ()  # header parameters besides Idempotency-Key
     streams: tuple[tuple[str, str], ...] = ()  # (media type, description): non-JSON successes
@@ -124,10 +137,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("get", CONVERSATIONS, conversations.list_conversations, "listConversations",
              "List conversations, newest activity first", "conversations", 200,
              (ConversationPage,), query=ConversationListQuery),
+    Endpoint("post", f"{CONVERSATIONS}/import", imports.import_conversation,
+             "importConversation",
+             "Create a conversation from an export, atomically (seqs from 1)", "conversations",
+             201, (Conversation,), (ImportInput,), idempotent=True,
+             body_streams=(("application/x-ndjson", "chatstore's JSONL export: one Message "
+                            "(see the Message schema) per line; conversation_id, seq and "
+                            f"created_at are ignored. At most {MAX_IMPORT_MESSAGES} messages; "
+                            "the body cap applies."),)),
     Endpoint("get", CONVERSATION, conversations.get_conversation, "getConversation",
              "Get a conversation", "conversations", 200, (Conversation,)),
     Endpoint("patch", CONVERSATION, conversations.update_conversation, "updateConversation",
-             "Change a conversation's title or metadata", "conversations", 200,
+             "Change a conversation's title, metadata or archived flag", "conversations", 200,
              (Conversation,), (ConversationPatch,)),
     Endpoint("delete", CONVERSATION, conversations.delete_conversation, "deleteConversation",
              "Delete a conversation and its messages", "conversations", 204, ()),
@@ -166,6 +187,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("get", "/api/search", search.search, "searchMessages",
              "Full-text search over the caller's messages, best matches first", "search", 200,
              (SearchResults,), query=SearchQuery),
+    Endpoint("delete", "/api/me/data", erasure.erase_my_data, "eraseMyData",
+             "Delete everything the caller stored (not the account or its sessions)", "me",
+             200, (Erased,)),
     Endpoint("get", "/api/conversations/{id}/export", export.export_conversation,
              "exportConversation", "Export a conversation", "export", 200, (OpenAIExport,),
              query=ExportQuery, extra=("TooManyStreams",),

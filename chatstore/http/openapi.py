@@ -299,7 +299,13 @@ def _operation(op: Endpoint, refs: Refs) -> dict[str, Any]:
     if op.body:
         document["requestBody"] = {
             "required": op.body_required,
-            "content": _content(op.body, "validation", refs),
+            "content": {
+                **_content(op.body, "validation", refs),
+                **{
+                    media_type: {"schema": _stream_schema(op, media_type, description)}
+                    for media_type, description in op.body_streams
+                },
+            },
         }
     if not op.public:
         document["security"] = SECURITY

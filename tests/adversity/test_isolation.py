@@ -72,6 +72,8 @@ NO_OBJECT = {
     ("post", "/api/conversations"): "test_another_users_idempotency_key_is_not_replayed",
     ("post", "/api/chat/start"): "test_another_users_idempotency_key_is_not_replayed",
     ("get", "/api/search"): "test_search_narrowed_to_another_users_conversation_finds_nothing",
+    ("post", "/api/conversations/import"): "test_another_users_idempotency_key_is_not_replayed",
+    ("delete", "/api/me/data"): "test_erasing_your_data_never_touches_another_users",
 }
 
 SECRET_WORD = "zanzibarquokka"  # in A's messages only: what B must never find
@@ -107,6 +109,8 @@ class World:
     create_body: dict[str, Any]
     start_key: str  # A's Idempotency-Key on POST /api/chat/start
     start_body: dict[str, Any]
+    import_key: str  # A's Idempotency-Key on POST /api/conversations/import
+    import_body: dict[str, Any]
     a_cursor: str  # a next_cursor from A's listing
 
 
@@ -119,6 +123,7 @@ def templates(world: World) -> dict[tuple[str, str], list[Req]]:
             Req(body={"title": "pwned"}),
             Req(body={"metadata": {}}, note="clear metadata"),
             Req(body={"title": None}, note="clear title"),
+            Req(body={"archived": True}, note="archive"),
         ],
         ("delete", "/api/conversations/{id}"): [Req()],
         ("get", "/api/conversations/{id}/messages"): [
@@ -266,7 +271,9 @@ async def _ok(response: httpx.Response, status: int = 201) -> Any:
 @pytest.fixture(scope="module")
 async def world(client: httpx.AsyncClient, store: ChatStore) -> World:
     a, b = await make_user(store), await make_user(store)
-    create_key, start_key, message_key, chat_key = (f"a-{secrets.token_hex(8)}" for _ in range(4))
+    create_key, start_key, message_key, chat_key, import_key = (
+        f"a-{secrets.token_hex(8)}" for _ in range(5)
+    )
     create_body = {"title": "A's secret plans", "metadata": {"owner": "a"}}
     conversation = await _ok(
         await client.post(
@@ -330,6 +337,14 @@ async def world(client: httpx.AsyncClient, store: ChatStore) -> World:
             headers={**a.headers, "Idempotency-Key": chat_key},
         )
     )
+    import_body = {"title": "A's import", "messages": seed_messages(SECRET_WORD)}
+    await _ok(
+        await client.post(
+            "/api/conversations/import",
+            json=import_body,
+            headers={**a.headers, "Idempotency-Key": import_key},
+        )
+    )
     listed = await _ok(
         await client.get("/api/conversations", params={"limit": 1}, headers=a.headers), 200
     )
@@ -361,6 +376,8 @@ async def world(client: httpx.AsyncClient, store: ChatStore) -> World:
         create_body=create_body,
         start_key=start_key,
         start_body=start_body,
+        import_key=import_key,
+        import_body=import_body,
         a_cursor=listed["next_cursor"],
     )
 
@@ -498,10 +515,10 @@ async def test_another_users_cursor_lists_only_your_own(
     )
     b_ids = {c["id"] for c in mine["data"]}
     assert world.b_conversation in b_ids
-    for limit in ("1", "20", "100"):
+    for limit, archived in (("1", "false"), ("20", "false"), ("100", "false"), ("100", "true")):
         paged = await client.get(
             "/api/conversations",
-            params={"cursor": world.a_cursor, "limit": limit},
+            params={"cursor": world.a_cursor, "limit": limit, "archived": archived},
             headers=world.b.headers,
         )
         assert paged.status_code == 200, paged.text
@@ -512,18 +529,20 @@ async def test_another_users_cursor_lists_only_your_own(
     assert not b_ids & {world.conversation, world.session}
 
 
-@pytest.mark.parametrize("path", ["/api/conversations", "/api/chat/start"])
+@pytest.mark.parametrize(
+    "path", ["/api/conversations", "/api/chat/start", "/api/conversations/import"]
+)
 async def test_another_users_idempotency_key_is_not_replayed(
     client: httpx.AsyncClient, world: World, store: ChatStore, path: str
 ) -> None:
     """Keys are per user: B sending A's key with A's very body creates B's
     own object (no replay of A's response, which would hand B A's ids), and
     a different body under that key is no conflict for B either."""
-    key, body = (
-        (world.create_key, world.create_body)
-        if path == "/api/conversations"
-        else (world.start_key, world.start_body)
-    )
+    key, body = {
+        "/api/conversations": (world.create_key, world.create_body),
+        "/api/chat/start": (world.start_key, world.start_body),
+        "/api/conversations/import": (world.import_key, world.import_body),
+    }[path]
     c = await make_user(store)
     a_replayed = await client.post(
         path, json=body, headers={**world.a.headers, "Idempotency-Key": key}
@@ -546,7 +565,9 @@ async def test_another_users_idempotency_key_is_not_replayed(
 
     other = await make_user(store)
     different = await client.post(
-        path, json={"title": "something else"}, headers={**other.headers, "Idempotency-Key": key}
+        path,
+        json={**body, "title": "something else"},
+        headers={**other.headers, "Idempotency-Key": key},
     )
     assert different.status_code == 201, different.text
     assert _created_id(different.json()) not in (a_id, c_id)
@@ -556,6 +577,39 @@ def _created_id(body: dict[str, Any]) -> str:
     value = body.get("id") or body["session_id"]
     assert isinstance(value, str)
     return value
+
+
+async def test_erasing_your_data_never_touches_another_users(
+    client: httpx.AsyncClient, world: World, store: ChatStore
+) -> None:
+    """DELETE /api/me/data takes no id: the user is the session's. D erases
+    (twice) and every row of A's is as it was; D's own are gone."""
+    d = await make_user(store)
+    own = await _ok(await client.post("/api/conversations", json={}, headers=d.headers))
+    await _ok(
+        await client.post(
+            f"/api/conversations/{own['id']}/messages",
+            json={"role": "user", "content": "D's"},
+            headers={**d.headers, "Idempotency-Key": world.message_key},
+        )
+    )
+    a_before = await db_snapshot(store, world.a.user_id)
+    for expected in ({"conversations": 1, "messages": 1, "idempotency_keys": 1}, None):
+        erased = await client.request(
+            "DELETE",
+            "/api/me/data",
+            params={"user_id": world.a.user_id},
+            headers={**d.headers, "X-User-Id": world.a.user_id},
+        )
+        assert erased.status_code == 200, erased.text
+        if expected is not None:
+            assert erased.json() == {"deleted": expected}
+    assert await db_snapshot(store, world.a.user_id) == a_before
+    assert await db_snapshot(store, d.user_id) == {
+        "conversations": [],
+        "messages": [],
+        "idempotency_keys": [],
+    }
 
 
 async def test_another_users_message_key_on_your_own_conversation_is_yours(
