@@ -17,6 +17,8 @@ const state = {
   listLoading: false,
   open: null, // see openConversation
   sending: false,
+  archived: false, // the sidebar lists the archived conversations (true) or the others
+  listGeneration: 0, // moves when the sidebar switches list: late pages of the other are dropped
 };
 
 // -- small DOM helpers ------------------------------------------------------------
@@ -103,10 +105,13 @@ function conversationItem(conversation) {
     { class: "conversation-actions" },
     el("summary", { "aria-label": `Actions for ${title}` }, "⋯"),
     el("button", { type: "button", onclick: () => startRename(conversation.id) }, "Rename"),
-    // ARCHIVE (issue 15): the API has no archive yet. When it does (say
-    // PATCH {"archived": true} and GET /api/conversations?archived=...), add
-    // an "Archive" button here beside Rename and Delete, and a way to list
-    // archived conversations in the sidebar.
+    // Archived conversations leave the list (GET /api/conversations leaves
+    // them out) and are listed by the sidebar's "Archived" switch.
+    el(
+      "button",
+      { type: "button", onclick: () => setArchived(conversation.id, !conversation.archived) },
+      conversation.archived ? "Unarchive" : "Archive",
+    ),
     el("button", { type: "button", onclick: () => deleteConversation(conversation.id) }, "Delete"),
   );
   const item = el("li", { "data-id": conversation.id }, link, actions);
@@ -114,7 +119,18 @@ function conversationItem(conversation) {
   return item;
 }
 
+function forget(id) {
+  const known = state.conversations.get(id);
+  if (known) known.item.remove();
+  state.conversations.delete(id);
+}
+
 function remember(conversation, { top = false } = {}) {
+  // The sidebar shows one list at a time: the archived ones, or the others.
+  if (conversation.archived !== state.archived) {
+    forget(conversation.id);
+    return;
+  }
   const known = state.conversations.get(conversation.id);
   const item = conversationItem(conversation);
   if (known) known.item.replaceWith(item);
@@ -127,11 +143,14 @@ function remember(conversation, { top = false } = {}) {
 async function loadConversations() {
   if (state.listDone || state.listLoading) return;
   state.listLoading = true;
+  const generation = state.listGeneration;
   $("conversations").setAttribute("aria-busy", "true");
   try {
     const query = new URLSearchParams({ limit: String(LIST_PAGE) });
+    if (state.archived) query.set("archived", "true");
     if (state.cursor) query.set("cursor", state.cursor);
     const page = await api.json("GET", `/api/conversations?${query}`);
+    if (generation !== state.listGeneration) return; // the other list's page
     for (const conversation of page.data) {
       if (!state.conversations.has(conversation.id)) remember(conversation);
     }
@@ -139,17 +158,23 @@ async function loadConversations() {
     state.listDone = page.next_cursor === null;
     $("conversations-more").textContent = state.listDone
       ? state.conversations.size === 0
-        ? "No conversations yet."
+        ? state.archived
+          ? "No archived conversations."
+          : "No conversations yet."
         : ""
       : "Loading…";
   } catch (error) {
+    if (generation !== state.listGeneration) return;
     showError(error);
     state.listDone = true;
     $("conversations-more").textContent = "";
   } finally {
-    state.listLoading = false;
-    $("conversations").setAttribute("aria-busy", "false");
+    if (generation === state.listGeneration) {
+      state.listLoading = false;
+      $("conversations").setAttribute("aria-busy", "false");
+    }
   }
+  if (generation !== state.listGeneration) return;
   // The observer fires on changes only: a first page shorter than the sidebar
   // leaves the marker in view, so ask for the next page here.
   const marker = $("conversations-more").getBoundingClientRect();
@@ -195,6 +220,37 @@ function startRename(id) {
   known.item.querySelector("details").open = false;
   input.focus();
   input.select();
+}
+
+async function setArchived(id, archived) {
+  try {
+    const updated = await api.json("PATCH", `/api/conversations/${id}`, { body: { archived } });
+    remember(updated); // leaves this list: it belongs to the other one now
+    announce(`${conversationTitle(updated)} ${archived ? "archived" : "unarchived"}.`);
+    if (state.conversations.size === 0 && state.listDone) {
+      $("conversations-more").textContent = state.archived
+        ? "No archived conversations."
+        : "No conversations yet.";
+    }
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// Switches the sidebar between the conversations and the archived ones.
+function toggleArchived() {
+  state.archived = !state.archived;
+  state.listGeneration += 1;
+  state.listLoading = false;
+  state.listDone = false;
+  state.cursor = null;
+  state.conversations.clear();
+  $("conversations").replaceChildren();
+  $("conversations-more").textContent = "Loading…";
+  const toggle = $("archived-toggle");
+  toggle.setAttribute("aria-pressed", String(state.archived));
+  toggle.textContent = state.archived ? "Back to conversations" : "Archived conversations";
+  loadConversations();
 }
 
 async function deleteConversation(id) {
@@ -637,6 +693,7 @@ async function runSearch() {
     $("search-results").hidden = false;
     $("conversations").hidden = true;
     $("conversations-more").hidden = true;
+    $("archived-toggle").hidden = true;
   } catch (error) {
     showError(error);
   }
@@ -646,6 +703,7 @@ function closeSearch() {
   $("search-results").hidden = true;
   $("conversations").hidden = false;
   $("conversations-more").hidden = false;
+  $("archived-toggle").hidden = false;
 }
 
 // -- navigation ------------------------------------------------------------------------------
@@ -713,6 +771,7 @@ function start() {
     clearTimeout(searchTimer);
     searchTimer = setTimeout(runSearch, 300);
   });
+  $("archived-toggle").addEventListener("click", toggleArchived);
   $("search-close").addEventListener("click", () => {
     $("search").value = "";
     closeSearch();

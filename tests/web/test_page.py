@@ -481,6 +481,39 @@ async def test_rename_and_delete_from_the_sidebar(
     assert (await store.list_conversations(person.user_id, limit=10)).data == []
 
 
+async def test_archive_and_unarchive_from_the_sidebar_and_see_the_archived_list(
+    context: BrowserContext, server: str, person: Person, store: ChatStore
+) -> None:
+    await conversation(store, person, "kept", ["x"])
+    put_away = await conversation(store, person, "put away", ["y"])
+    page = await signed_in(context, server, person)
+    items = page.locator("#conversations li")
+    await expect(items).to_have_count(2)
+    item = items.filter(has_text="put away")
+    await item.locator("summary").click()
+    await item.get_by_role("button", name="Archive").click()
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("kept")
+    assert (await store.get_conversation(person.user_id, put_away)).archived is True
+
+    # A reload lists it no more; the switch shows the archived ones only.
+    await page.reload()
+    await expect(items).to_have_count(1)
+    toggle = page.get_by_role("button", name="Archived conversations")
+    await toggle.click()
+    await expect(page.locator("#archived-toggle")).to_have_attribute("aria-pressed", "true")
+    await expect(items).to_have_count(1)
+    await expect(items.first).to_contain_text("put away")
+    await items.first.locator("summary").click()
+    await items.first.get_by_role("button", name="Unarchive").click()
+    await expect(items).to_have_count(0)
+    await expect(page.locator("#conversations-more")).to_have_text("No archived conversations.")
+    assert (await store.get_conversation(person.user_id, put_away)).archived is False
+
+    await page.get_by_role("button", name="Back to conversations").click()
+    await expect(items).to_have_count(2)
+
+
 async def test_tool_calls_and_results_are_folded(
     context: BrowserContext, server: str, person: Person, store: ChatStore
 ) -> None:
