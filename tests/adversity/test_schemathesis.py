@@ -79,8 +79,8 @@ COMMITTED = json.loads((REPO / "openapi.json").read_text())
 
 # Requests in all, across every operation and both generation modes.
 MIN_REQUESTS = 5_000
-# Examples per (operation, mode): 16 operations with inputs x 2 modes x 165
-# = 5,280 requests (the 3 without inputs exhaust theirs at once).
+# Examples per (operation, mode): 18 operations with inputs x 2 modes x 165
+# = 5,940 requests (the 3 without inputs exhaust theirs at once).
 EXAMPLES = 165
 WORKERS = 3
 EVENTS_TIMEOUT = 0.25
@@ -186,9 +186,13 @@ def hostile_server(database: str, settings: Settings) -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_users(store: ChatStore) -> tuple[User, User]:
-    """The fuzzing caller and a stranger whose objects it must never see."""
-    return await make_user(store), await make_user(store)
+async def fuzz_users(store: ChatStore) -> tuple[User, User, dict[str, User]]:
+    """The fuzzing caller, a stranger whose objects it must never see, and
+    the callers of DELETE /api/me/data, one per generation mode: erasing is
+    the point of that operation, so each of its runs is a user of its own
+    (the other runs, in parallel, would find their seeded conversations gone)."""
+    erasers = {mode.value: await make_user(store) for mode in GenerationMode}
+    return await make_user(store), await make_user(store), erasers
 
 
 def seed(client: httpx.Client, user: User, count: int) -> tuple[list[str], str]:
@@ -346,9 +350,9 @@ def test_served_document_is_the_committed_one(hostile_server: Served) -> None:
 
 
 def test_schemathesis_every_operation(
-    hostile_server: Served, fuzz_users: tuple[User, User]
+    hostile_server: Served, fuzz_users: tuple[User, User, dict[str, User]]
 ) -> None:
-    owner, stranger = fuzz_users
+    owner, stranger, erasers = fuzz_users
     tally = Tally()
     started = time.monotonic()
     cpu_before = hostile_server.cpu_seconds()
@@ -358,7 +362,15 @@ def test_schemathesis_every_operation(
     ):
         foreign, foreign_cursor = seed(client, stranger, 2)
         jobs = [
-            Job(hostile_server.base_url, path, method, mode.value, owner, foreign, foreign_cursor)
+            Job(
+                hostile_server.base_url,
+                path,
+                method,
+                mode.value,
+                erasers[mode.value] if path == "/api/me/data" else owner,
+                foreign,
+                foreign_cursor,
+            )
             for path, method in OPERATIONS
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         ]
