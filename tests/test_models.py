@@ -776,3 +776,18 @@ async def test_unicode_content_round_trips_exactly(store: ChatStore, user: str, 
     again = await store.get_conversation(user, conversation.id)
     assert again.title == text
     assert again.metadata == {text: text}
+
+
+def test_a_conversation_stored_before_archived_existed_still_replays() -> None:
+    # An Idempotency-Key's stored response from before migration 0010 has no
+    # "archived": replaying it must not fail (it was not archived then).
+    from pydantic import TypeAdapter
+
+    from chatstore.models import Conversation
+
+    stored = (
+        '{"id": "9f1c0f7e-5d0c-4a59-9a57-3c1f6a1f0c11", "title": null, "metadata": {},'
+        ' "message_count": 0, "created_at": "2026-01-01T00:00:00Z",'
+        ' "updated_at": "2026-01-01T00:00:00Z"}'
+    )
+    assert TypeAdapter(Conversation).validate_json(stored).archived is False
