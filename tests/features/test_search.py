@@ -351,6 +351,7 @@ async def test_one_users_search_is_served_by_the_index_over_a_million_messages(
                 "q": "common",
                 "limit": 20,
                 "conversation_id": None,
+                "archived": "include",
                 "search_config": "simple",
             }
             plan = await explain(connection, query.sql, query.args(values))
@@ -387,6 +388,21 @@ async def test_one_users_search_is_served_by_the_index_over_a_million_messages(
             everyone = await explain(connection, everyone_sql, query.args(values))
             print(f"without the owner filter: {buffers(everyone)} shared buffers")
             assert buffers(plan) * 10 < buffers(everyone), (buffers(everyone), report)
+
+            # Leaving archived conversations out still starts from the
+            # user's matches in the index (then one conversation probe each).
+            excluding = await explain(
+                connection, query.sql, query.args({**values, "archived": "exclude"})
+            )
+            excluded_nodes = plan_nodes(excluding)
+            print(f"archived=exclude: {buffers(excluding)} shared buffers")
+            assert any(n.get("Index Name") == "messages_search_idx" for n in excluded_nodes), (
+                excluded_nodes
+            )
+            assert not any(
+                n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "messages"
+                for n in excluded_nodes
+            ), excluded_nodes
 
             # A rare word of one user: a handful of buffers.
             rare = await explain(connection, query.sql, query.args({**values, "q": "rare17"}))
@@ -549,6 +565,7 @@ async def test_snippets_of_long_messages_read_a_bounded_window_of_each(
         "q": "needle",
         "limit": 20,
         "conversation_id": conversation.id,
+        "archived": "include",
         "search_config": "simple",
     }
     connection = await asyncpg.connect(database)
