@@ -27,7 +27,13 @@ from chatstore import idempotency, messages
 from chatstore.chat import INCOMPLETE, responder_history
 from chatstore.config import Settings
 from chatstore.database import Database, Source, database_of
-from chatstore.errors import ChatStoreError, NotFound, ResponderError, ResponderTimeout
+from chatstore.errors import (
+    ChatStoreError,
+    NotFound,
+    ResponderError,
+    ResponderTimeout,
+    ValidationError,
+)
 from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.models import ChatExchange, ChatMessageInput, Message, MessageInput, ToolCall
 from chatstore.responder import Responder, stream_reply
@@ -128,7 +134,14 @@ class Turn:
             # is gone, or the server is shutting down.
             await asyncio.shield(self._failed(reply, DISCONNECTED))
             raise
-        self.exchange = await self._store(answer)
+        try:
+            self.exchange = await self._store(answer)
+        except ValidationError as error:
+            # A rule only the database checks (a tool call id this
+            # conversation already used): still the responder's failure.
+            log.warning("reply refused by the store: %r", error)
+            kept = await self._failed(reply, RESPONDER_FAILED)
+            raise ResponderError(f"the responder failed: {error}; {kept}") from error
 
     async def finish(self) -> ChatExchange:
         """The whole reply, stored."""
@@ -198,6 +211,11 @@ class Turn:
                 return ChatExchange(user_message=self.user_message, reply=stored)
             await claim.stop_renewing()
             async with self.db.transaction():
+                # The conversation's row lock first, as every writer takes it
+                # (sql/messages.sql), then the key's: a message or
+                # conversation delete takes them in that order too.
+                if not await messages.lock(self.db, self.user_id, conversation):
+                    raise NotFound("conversation")
                 if not await claim.hold():
                     # The key went: its user message or conversation was
                     # deleted meanwhile (a lease that ran out while renewing
@@ -214,8 +232,10 @@ class Turn:
                     ),
                 )
                 return exchange
-        except BaseException:
-            if claim is not None:
+        except BaseException as error:
+            # A refused reply goes on to _failed, which lets the key go
+            # after storing what it can.
+            if claim is not None and not isinstance(error, ValidationError):
                 await asyncio.shield(claim.let_go())
             raise
 

@@ -21,7 +21,10 @@ between polls, backoff up to ``POLL_MAX_SECONDS``) for up to
 ``WAIT_SECONDS``, then replays the finished response or raises
 IdempotencyInProgress (HTTP 409 ``idempotency_in_progress``). A claim whose
 holder died (its process killed) is free again once its lease runs out.
-A request that fails leaves no trace: retrying it does the work afresh.
+Short work that fails leaves no trace: its claim goes with its
+transaction, and a retry does the work afresh. A chat turn that fails
+keeps its stored user message, and the key remembers it: a retry asks the
+model again for that message rather than storing it twice.
 
 Long because: the two ways to run work once share the claim, its lease and
 the bounded wait; apart, each would re-explain them.
@@ -232,15 +235,28 @@ async def run_once(
     *,
     status: int = 201,
     holds_of: HoldsOf[T] = _holds_nothing,
+    conversation_id: uuid.UUID | None = None,
 ) -> tuple[T, bool]:
     """``work()``'s result and False, or the first result for this key and
     True (a replay). ``request`` is the fingerprint of what is asked. The
-    work runs inside the claim's transaction: keep it short."""
+    work runs inside the claim's transaction: keep it short. Work that
+    writes to an existing conversation names it (``conversation_id``): its
+    row lock is taken before the key's."""
     claim = _Claim(db, user_id, key, request)
     wait = _Wait()
     while True:
         try:
             async with db.transaction():
+                if conversation_id is not None:
+                    # Every writer takes the conversation's row first
+                    # (sql/messages.sql). A claim that takes over an expired
+                    # key locks a row that may hold this conversation's
+                    # messages, which a message or conversation delete
+                    # locks after the conversation: the other order would
+                    # deadlock with it. Not the caller's: the work says so.
+                    await db.scalar(
+                        "lock_conversation", user_id=user_id, conversation_id=conversation_id
+                    )
                 if await claim.claim():
                     result = await work()
                     await claim.complete(result, adapter, status, holds_of)
@@ -280,3 +296,7 @@ async def purge_forever(db: Database) -> None:
                 purged = await purge_expired(db)
         except Unavailable:
             log.warning("idempotency key purge skipped: database unavailable")
+        except Exception:
+            # Anything else is a bug, but the loop is the process's only
+            # purger: say so loudly and try again next time.
+            log.exception("idempotency key purge failed")

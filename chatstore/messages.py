@@ -61,6 +61,7 @@ async def append(
         append,
         _MESSAGES,
         holds_of=lambda stored: idempotency.Holds.messages(conversation, [m.seq for m in stored]),
+        conversation_id=conversation,
     )
     return stored
 
@@ -149,7 +150,7 @@ async def page(
 async def delete(db: Database, user_id: str, conversation_id: ConversationId, seq: int) -> None:
     conversation = conversation_uuid(conversation_id, "message")
     async with db.transaction():
-        if not await _lock(db, user_id, conversation):
+        if not await lock(db, user_id, conversation):
             raise NotFound("message")
         deleted = await db.execrows(
             "delete_message", user_id=user_id, conversation_id=conversation, seq=seq_param(seq)
@@ -168,7 +169,7 @@ async def truncate(
         raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
     conversation = conversation_uuid(conversation_id)
     async with db.transaction():
-        if not await _lock(db, user_id, conversation):
+        if not await lock(db, user_id, conversation):
             raise NotFound("conversation")
         deleted: int = await db.scalar(
             "truncate_messages",
@@ -197,8 +198,10 @@ async def _forget_responses(
     )
 
 
-async def _lock(db: Database, user_id: str, conversation: uuid.UUID) -> bool:
-    """Take the conversation's row lock, as every writer does first."""
+async def lock(db: Database, user_id: str, conversation: uuid.UUID) -> bool:
+    """Take the conversation's row lock, as every writer does first (in
+    the caller's transaction): before an idempotency key's row, so that no
+    two writers wait on each other in a cycle. False: not the caller's."""
     found = await db.scalar("lock_conversation", user_id=user_id, conversation_id=conversation)
     return found is not None
 

@@ -474,8 +474,18 @@ class ChatStore:
         *,
         status: int = 201,
         holds_of: idempotency.HoldsOf[T],
+        conversation_id: ConversationId | None = None,
     ) -> tuple[T, bool]:
-        """``work()`` at most once per idempotency key (idempotency.run_once)."""
+        """``work()`` at most once per idempotency key (idempotency.run_once);
+        ``conversation_id``: the existing conversation the work writes to."""
         return await idempotency.run_once(
-            self.db, user_id, key, request, work, adapter, status=status, holds_of=holds_of
+            self.db,
+            user_id,
+            key,
+            request,
+            work,
+            adapter,
+            status=status,
+            holds_of=holds_of,
+            conversation_id=None if conversation_id is None else conversation_uuid(conversation_id),
         )

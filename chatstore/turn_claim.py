@@ -67,6 +67,10 @@ class TurnClaim(idempotency._Claim):
         if user_seq is not None:
             return await messages.get(self.db, self.user_id, conversation, user_seq)
         async with self.db.transaction():
+            # The conversation's row lock before the key's, as in every
+            # writer (chat_turn.Turn._store says why); a missing one is
+            # append's NotFound below.
+            await messages.lock(self.db, self.user_id, conversation)
             if not await self.hold():
                 raise ClaimLost()
             (message,) = await messages.append(self.db, self.user_id, conversation, [user_input])

@@ -8,10 +8,11 @@
 
 A reply that fails ends the stream with ``event: error`` and the contract's
 error body (``{"error": {"code": "responder_error" | "responder_timeout" |
-"unavailable", "message": ...}}``) after what chatstore/chat_turn.py stores
-for it. A replayed Idempotency-Key streams the stored pair (its reply as one
-delta) with Idempotent-Replayed: true. The stream holds no connection while
-the model works; BoundedStreamingResponse ends it when its client stops
+"unavailable" | "not_found", "message": ...}}``; docs/http-api.md lists
+when) after what chatstore/chat_turn.py stores for it. A replayed
+Idempotency-Key streams the stored pair (its reply as one delta) with
+Idempotent-Replayed: true. The stream holds no connection while the model
+works; BoundedStreamingResponse ends it when its client stops
 reading or disconnects (the turn then stores its partial reply as
 ``disconnected``).
 """
@@ -37,8 +38,26 @@ CREATED = 201
 
 
 def wants_events(request: Request) -> bool:
+    """Accept names text/event-stream, and not with ``q=0`` (which says
+    "not this one", RFC 9110 section 12.4.2)."""
     accept = request.headers.get("accept", "")
-    return any(part.split(";")[0].strip() == EVENT_STREAM for part in accept.split(","))
+    for part in accept.split(","):
+        media, *params = (piece.strip() for piece in part.split(";"))
+        if media.lower() != EVENT_STREAM:
+            continue
+        if not any(_refused(param) for param in params):
+            return True
+    return False
+
+
+def _refused(param: str) -> bool:
+    name, _, value = param.partition("=")
+    if name.strip().lower() != "q":
+        return False
+    try:
+        return float(value.strip()) == 0
+    except ValueError:
+        return False
 
 
 def _event(event: str, data: str, event_id: int | None = None) -> bytes:

@@ -38,11 +38,13 @@ async def respond_once(
     *,
     holds_of: idempotency.HoldsOf[T],
     status: int = 201,
+    conversation_id: str | None = None,
 ) -> Response:
     """Run ``work`` (short: it runs inside the key's claim) and answer with
     its result; with an Idempotency-Key, at most once per key, replaying the
     first answer to repeats. ``holds_of`` says what content the answer holds
-    (idempotency.Holds): deleting it forgets the answer."""
+    (idempotency.Holds): deleting it forgets the answer. ``conversation_id``:
+    the existing conversation the work writes to (locked before the key)."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return answer(await work(), adapter, status, replayed=False)
@@ -54,5 +56,6 @@ async def respond_once(
         adapter,
         status=status,
         holds_of=holds_of,
+        conversation_id=conversation_id,
     )
     return answer(result, adapter, status, replayed)

@@ -22,7 +22,7 @@ from chatstore import chat_turn, idempotency
 from chatstore.config import Settings
 from chatstore.embedded import free_port
 from chatstore.http.app import create_app
-from chatstore.models import ChatMessageInput, Message, MessageInput
+from chatstore.models import ChatMessageInput, Message, MessageInput, ToolCall
 from chatstore.openai_responder import OpenAIResponder
 from chatstore.responder import EchoResponder, ReplyChunk, Responder, load_responder
 from chatstore.store import ChatStore
@@ -606,3 +606,98 @@ async def test_a_reply_that_cannot_be_stored_is_a_502_responder_error_not_a_500(
     assert [name for name, _ in events_of(streamed.text)] == ["message", "delta", "error"]
     assert events_of(streamed.text)[-1][1]["error"]["code"] == "responder_error"
     assert await stored(store, conversation) == [("user", "a", {}), ("user", "b", {})]
+
+
+class ToolCallingResponder:
+    """Streams some text, then a tool call whose id is always the same."""
+
+    async def respond(self, history: Sequence[Message], message: MessageInput) -> MessageInput:
+        raise NotImplementedError  # pragma: no cover - the turn streams
+
+    async def stream(
+        self, history: Sequence[Message], message: MessageInput
+    ) -> AsyncIterator[ReplyChunk]:
+        yield ReplyChunk("calling f")
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        yield ReplyChunk(tool_calls=[ToolCall.model_validate(call)])
+
+
+async def test_a_reply_that_the_store_refuses_is_a_502_responder_error_keeping_its_partial(
+    store: ChatStore, settings: Settings, caller: Caller
+) -> None:
+    # Only the database knows a tool call id is already used in the
+    # conversation: the append's refusal is the model's failure, not the
+    # client's 422, and the reply's text is kept (marked incomplete).
+    conversation = await new_conversation(store, caller)
+    async with open_api(
+        settings, store, responder=ToolCallingResponder(), raise_app_exceptions=False
+    ) as api:
+        first = await api.post(
+            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+        )
+        plain = await api.post(
+            chat_path(conversation),
+            json={"content": "b"},
+            headers={**caller.headers, "Idempotency-Key": new_key()},
+        )
+        streamed = await api.post(
+            chat_path(conversation), json={"content": "c"}, headers={**caller.headers, **SSE}
+        )
+    assert_status(first, 201)
+    error = assert_error(plain, 502, "responder_error")
+    assert "already used" in error["message"]
+    events = events_of(streamed.text)
+    assert [name for name, _ in events] == ["message", "delta", "error"]
+    assert events[-1][1]["error"]["code"] == "responder_error"
+    incomplete = {"incomplete": "responder_error"}
+    assert await stored(store, conversation) == [
+        ("user", "a", {}),
+        ("assistant", "calling f", {}),
+        ("user", "b", {}),
+        ("assistant", "calling f", incomplete),
+        ("user", "c", {}),
+        ("assistant", "calling f", incomplete),
+    ]
+
+
+class DeletingResponder:
+    """Deletes its user's conversations while it thinks, then replies."""
+
+    def __init__(self, store: ChatStore, user_id: str) -> None:
+        self.store = store
+        self.user_id = user_id
+
+    async def respond(self, history: Sequence[Message], message: MessageInput) -> MessageInput:
+        for listed in (await self.store.list_conversations(self.user_id)).data:
+            await self.store.delete_conversation(self.user_id, listed.id)
+        return MessageInput(role="assistant", content="too late")
+
+
+@pytest.mark.parametrize("key", [None, "keyed"])
+async def test_a_conversation_deleted_while_the_model_thinks_ends_the_turn_visibly(
+    store: ChatStore, settings: Settings, caller: Caller, key: str | None
+) -> None:
+    # Neither a 500 nor a stream that just stops.
+    def headers() -> dict[str, str]:
+        return caller.headers if key is None else {**caller.headers, "Idempotency-Key": new_key()}
+
+    async with open_api(
+        settings,
+        store,
+        responder=DeletingResponder(store, caller.user_id),
+        raise_app_exceptions=False,
+    ) as api:
+        plain = await api.post(
+            chat_path(await new_conversation(store, caller)),
+            json={"content": "a"},
+            headers=headers(),
+        )
+        streamed = await api.post(
+            chat_path(await new_conversation(store, caller)),
+            json={"content": "b"},
+            headers={**headers(), **SSE},
+        )
+    assert_error(plain, 404, "not_found")
+    events = events_of(streamed.text)
+    assert [name for name, _ in events] == ["message", "delta", "error"]
+    assert events[-1][1]["error"]["code"] == "not_found"

@@ -43,6 +43,7 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
             holds_of=lambda stored: Holds.messages(
                 conversation_uuid(conversation_id), [m.seq for m in stored.data]
             ),
+            conversation_id=conversation_id,
         )
     message = body_model(MessageInput, body, ctx.settings)
 
@@ -57,6 +58,7 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
         append_one,
         _MESSAGE,
         holds_of=lambda stored: Holds.messages(stored.conversation_id, [stored.seq]),
+        conversation_id=conversation_id,
     )
 
 
