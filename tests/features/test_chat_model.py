@@ -141,6 +141,36 @@ async def test_without_the_event_stream_header_the_answer_is_the_json_exchange(
     assert fake.requests[0].body["stream"] is True
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/event-stream;q=0, application/json",
+        "application/json, text/event-stream; q=0.0",
+        "text/event-stream;Q=0",
+    ],
+)
+async def test_an_event_stream_accepted_with_q_0_is_refused_and_the_answer_is_json(
+    settings: Settings, store: ChatStore, caller: Caller, accept: str
+) -> None:
+    # q=0 says "not acceptable" (RFC 9110 section 12.4.2).
+    conversation = await new_conversation(store, caller)
+    async with open_api(settings, store, responder=EchoResponder()) as api:
+        response = await api.post(
+            chat_path(conversation),
+            json={"content": "hi"},
+            headers={**caller.headers, "Accept": accept},
+        )
+        streamed = await api.post(
+            chat_path(conversation),
+            json={"content": "hi"},
+            headers={**caller.headers, "Accept": "text/event-stream;q=0.5"},
+        )
+    assert_status(response, 201)
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["reply"]["content"] == "hi"
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+
+
 # -- the request the model receives ----------------------------------------------
 
 

@@ -11,6 +11,7 @@ expired key is taken over; the purge deletes a bounded batch of expired keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from typing import Any
@@ -448,3 +449,35 @@ async def test_python_api_create_conversation_with_a_key_stores_once(
     with pytest.raises(IdempotencyConflict):
         await store.create_conversation(caller.user_id, title="other", idempotency_key="c")
     assert await stored(store, caller.user_id) == (1, 0)
+
+
+async def test_the_purge_loop_logs_an_unexpected_failure_with_its_traceback_and_keeps_going(
+    store: ChatStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The loop is the process's only purger: a bug in one round must not end
+    # it silently for the process's life.
+    monkeypatch.setattr(idempotency, "PURGE_EVERY_SECONDS", 0.01)
+    rounds = 0
+
+    async def purge_expired(source: object, batch: int = idempotency.PURGE_BATCH) -> int:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("a bug in the purge")
+        return 0
+
+    monkeypatch.setattr(idempotency, "purge_expired", purge_expired)
+    purging = asyncio.create_task(idempotency.purge_forever(store.db))
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while rounds < 3 and not purging.done():
+            assert asyncio.get_running_loop().time() < deadline, "the purge stopped looping"
+            await asyncio.sleep(0.01)
+        assert not purging.done(), purging
+    finally:
+        purging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purging
+    (failed,) = [r for r in caplog.records if r.name == "chatstore.http" and r.exc_info]
+    assert failed.levelname == "ERROR"
+    assert failed.exc_info is not None and isinstance(failed.exc_info[1], RuntimeError)
