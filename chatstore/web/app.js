@@ -19,6 +19,12 @@ const state = {
   sending: false,
   archived: false, // the sidebar lists the archived conversations (true) or the others
   listGeneration: 0, // moves when the sidebar switches list: late pages of the other are dropped
+  // The send that failed, {text, key, where}: sending the same text again
+  // (to the same place) reuses its Idempotency-Key, so a retry after a
+  // 502/504, an `event: error` or a dropped connection is stored once (the
+  // server replays what the first attempt finished, or asks the model again
+  // for the message it stored). One for /api/chat/start, one for a message.
+  failed: { start: null, message: null },
 };
 
 // -- small DOM helpers ------------------------------------------------------------
@@ -526,40 +532,56 @@ function titleFrom(text) {
   return line.length > 60 ? `${line.slice(0, 59)}…` : line;
 }
 
+// The key for sending `text` to `where`: the failed attempt's when it is
+// the same text to the same place, else a new one; remembered until the
+// send succeeds.
+function keyFor(kind, text, where) {
+  const failed = state.failed[kind];
+  if (failed && failed.text === text && failed.where === where) return failed;
+  return { text, where, key: api.newKey() };
+}
+
 async function sendMessage(text) {
-  if (!state.open) {
-    const started = await api.json("POST", "/api/chat/start", {
-      body: { title: titleFrom(text) },
-      idempotencyKey: api.newKey(),
-    });
-    remember(started.conversation, { top: true });
-    navigate(started.session_id, null, { wait: true });
-    await openConversation(started.session_id);
-  } else if (state.open.newerMore) {
-    // Reading an old page: the reply goes at the end, so show the end first.
-    await openConversation(state.open.id);
-  }
-  const open = state.open;
-  const pending = el(
-    "li",
-    { class: "message user pending" },
-    el("div", { class: "message-head" }, el("span", { class: "who" }, "You"), "sending…"),
-    el("div", { class: "content" }, text),
-  );
-  $("messages").append(pending);
-  $("empty").hidden = true;
-  scrollToBottom();
+  let attempt = null;
+  let pending = null;
   let draft = null;
   try {
+    if (!state.open) {
+      attempt = keyFor("start", text, null);
+      const started = await api.json("POST", "/api/chat/start", {
+        body: { title: titleFrom(text) },
+        idempotencyKey: attempt.key,
+      });
+      state.failed.start = null;
+      attempt = null;
+      remember(started.conversation, { top: true });
+      navigate(started.session_id, null, { wait: true });
+      await openConversation(started.session_id);
+    } else if (state.open.newerMore) {
+      // Reading an old page: the reply goes at the end, so show the end first.
+      await openConversation(state.open.id);
+    }
+    const open = state.open;
+    attempt = keyFor("message", text, open.id);
+    pending = el(
+      "li",
+      { class: "message user pending" },
+      el("div", { class: "message-head" }, el("span", { class: "who" }, "You"), "sending…"),
+      el("div", { class: "content" }, text),
+    );
+    $("messages").append(pending);
+    $("empty").hidden = true;
+    scrollToBottom();
     const response = await api.send("POST", `/api/chat/${open.id}/message`, {
       body: { content: text },
       accept: "text/event-stream, application/json",
-      idempotencyKey: api.newKey(),
+      idempotencyKey: attempt.key,
     });
     const type = response.headers.get("content-type") || "";
     if (type.startsWith("text/event-stream")) {
       // The streaming chat: the stored messages as `message`, the reply's text
       // as `delta`s while it is written, then `done`, or `error`.
+      let done = false;
       await api.readEvents(response, ({ event, data }) => {
         const body = JSON.parse(data);
         if (event === "message") {
@@ -579,6 +601,7 @@ async function sendMessage(text) {
           const piece = typeof body === "string" ? body : (body.content ?? body.delta ?? "");
           draft.querySelector(".content").append(piece);
         } else if (event === "done") {
+          done = true;
           if (body && body.user_message) place(body.user_message);
           if (body && body.reply) place(body.reply);
           pending.remove();
@@ -589,6 +612,8 @@ async function sendMessage(text) {
         }
         scrollToBottom();
       });
+      // A stream cut before `done` (the connection dropped) is a failure too.
+      if (!done) throw new api.ApiError(0, "disconnected", "The reply was cut off; send again.");
     } else {
       const exchange = await response.json();
       pending.remove();
@@ -596,10 +621,12 @@ async function sendMessage(text) {
       place(exchange.reply);
       announce(`Assistant: ${exchange.reply.content ?? ""}`);
     }
+    state.failed.message = null;
     scrollToBottom();
     bump(open.id);
   } catch (error) {
-    pending.remove();
+    if (attempt) state.failed[attempt.where === null ? "start" : "message"] = attempt;
+    if (pending) pending.remove();
     if (draft) draft.remove();
     if ($("input").value === "") $("input").value = text;
     throw error;

@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import re
 import secrets
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,8 @@ from chatstore.cli import sign_in_link
 from chatstore.config import Settings
 from chatstore.embedded import free_port
 from chatstore.http.app import create_app
+from chatstore.models import Message, MessageInput
+from chatstore.responder import ReplyChunk, Responder
 from chatstore.store import ChatStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -68,10 +69,12 @@ expect.set_options(timeout=20_000)
 
 
 @contextlib.contextmanager
-def serving(database: str, settings: Settings, port: int) -> Iterator[str]:
+def serving(
+    database: str, settings: Settings, port: int, responder: Responder | None = None
+) -> Iterator[str]:
     """The real app under uvicorn on a loopback port, in a thread with its own
     event loop (the page's requests must not wait on the test's loop)."""
-    app = create_app(dataclasses.replace(settings, database_url=database))
+    app = create_app(dataclasses.replace(settings, database_url=database), responder=responder)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
     )
@@ -385,76 +388,143 @@ async def test_after_a_server_restart_the_page_resumes_and_misses_nothing(
     assert len(resumes) >= 2 and set(resumes) == {"1"}, resumes
 
 
-# -- the streaming chat (when the server answers text/event-stream) ---------------------------
+# -- the streaming chat, against the real server -----------------------------------------------
 #
-# The server answers the chat with JSON today; the page already reads the
-# streaming form another change may add. Until then these tests answer the
-# POST in the browser (page.route) with that form, to check the page's side.
+# The page asks for text/event-stream; these tests drive the real server with
+# a responder the test controls (it runs on the server thread's own loop).
 
 
-def stored(cid: str, seq: int, role: str, content: str) -> str:
-    message = {
-        "conversation_id": cid,
-        "seq": seq,
-        "role": role,
-        "content": content,
-        "name": None,
-        "tool_calls": None,
-        "tool_call_id": None,
-        "metadata": {},
-        "created_at": "2026-01-01T00:00:00Z",
-    }
-    return json.dumps(message)
+class GatedResponder:
+    """Streams its first words, then waits for the test before the last (a
+    threading.Event: the server runs on another thread and loop)."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    async def respond(self, history: Sequence[Message], message: MessageInput) -> MessageInput:
+        raise NotImplementedError  # pragma: no cover - the turn streams
+
+    async def stream(
+        self, history: Sequence[Message], message: MessageInput
+    ) -> AsyncIterator[ReplyChunk]:
+        yield ReplyChunk("Once ")
+        await asyncio.to_thread(self.go.wait, 60)
+        yield ReplyChunk("upon")
 
 
-async def answer_with_events(page: Page, events: list[tuple[str, str]]) -> None:
-    body = "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
+class FailsOnceResponder:
+    """Fails the first time it is asked each message (after the server has
+    stored it), then echoes."""
 
-    async def fulfil(route: Route) -> None:
-        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+    def __init__(self) -> None:
+        self.asked: set[str | None] = set()
 
-    await page.route("**/api/chat/*/message", fulfil)
+    async def respond(self, history: Sequence[Message], message: MessageInput) -> MessageInput:
+        if message.content not in self.asked:
+            self.asked.add(message.content)
+            raise RuntimeError("the model is down")
+        return MessageInput(role="assistant", content=f"you said {message.content}")
+
+
+async def contents(store: ChatStore, cid: str) -> list[str | None]:
+    rows = await store.pool.fetch(
+        "SELECT content FROM messages WHERE conversation_id = $1 ORDER BY seq", cid
+    )
+    return [row["content"] for row in rows]
 
 
 async def test_a_streamed_reply_is_written_from_its_deltas_then_stored_once(
+    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+) -> None:
+    gated = GatedResponder()
+    with serving(database, settings, free_port(), responder=gated) as server:
+        try:
+            cid = await conversation(store, person, "streamed", ["hello", "hi"])
+            page = await signed_in(context, server, person, f"#c={cid}")
+            await expect(page.locator("#messages li")).to_have_count(2)
+            await send(page, "tell me")
+            # The first delta is written while the model is still at work.
+            draft = page.locator("#messages li.streaming")
+            await expect(draft.locator(".content")).to_have_text(re.compile(r"^Once\s*$"))
+            await expect(page.locator("#messages li")).to_have_count(4)
+            await expect(page.locator("#messages li").nth(2)).to_contain_text("tell me")
+        finally:
+            gated.go.set()
+        messages = page.locator("#messages li")
+        await expect(messages.nth(3).locator(".content")).to_have_text("Once upon")
+        await expect(messages).to_have_count(4)
+        await expect(messages.nth(3)).to_have_class(re.compile("assistant"))
+        await expect(page.locator("#messages .pending, #messages .streaming")).to_have_count(0)
+    assert await contents(store, cid) == ["hello", "hi", "tell me", "Once upon"]
+
+
+async def test_sending_again_after_a_failed_reply_reuses_its_key_and_stores_the_message_once(
+    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+) -> None:
+    with serving(database, settings, free_port(), responder=FailsOnceResponder()) as server:
+        cid = await conversation(store, person, "broken", ["hello"])
+        page = await signed_in(context, server, person, f"#c={cid}")
+        await send(page, "try this")
+        await expect(page.locator("#error")).to_contain_text("responder_error")
+        await expect(page.locator("#error")).to_contain_text("the user's message is stored")
+        await expect(page.locator("#input")).to_have_value("try this")  # nothing typed is lost
+        # The stored user message is shown, no half reply.
+        await expect(page.locator("#messages li")).to_have_count(2)
+        await page.locator("#input").press("Enter")
+        messages = page.locator("#messages li")
+        await expect(messages).to_have_count(3)
+        await expect(messages.nth(2)).to_contain_text("you said try this")
+        await expect(page.locator("#error")).to_be_hidden()
+    assert await contents(store, cid) == ["hello", "try this", "you said try this"]
+
+
+async def lose_the_first_answer(page: Page, url: str) -> list[str | None]:
+    """The first request to ``url`` reaches the server, which does the work,
+    but its answer is lost (the connection drops); the next go through.
+    Returns the Idempotency-Key of each request."""
+    keys: list[str | None] = []
+
+    async def handle(route: Route) -> None:
+        keys.append(route.request.headers.get("idempotency-key"))
+        if len(keys) == 1:
+            await route.fetch()
+            await route.abort()
+        else:
+            await route.continue_()
+
+    await page.route(url, handle)
+    return keys
+
+
+async def test_a_start_whose_answer_was_lost_is_sent_again_with_its_key_making_one_conversation(
     context: BrowserContext, server: str, person: Person, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "streamed", ["hello", "hi"])
-    page = await signed_in(context, server, person, f"#c={cid}")
+    page = await signed_in(context, server, person)
+    keys = await lose_the_first_answer(page, "**/api/chat/start")
+    await send(page, "hello there")
+    await expect(page.locator("#error")).to_be_visible()
+    await expect(page.locator("#input")).to_have_value("hello there")
+    await page.locator("#input").press("Enter")
     await expect(page.locator("#messages li")).to_have_count(2)
-    await answer_with_events(
-        page,
-        [
-            ("message", stored(cid, 3, "user", "tell me")),
-            ("delta", json.dumps({"content": "Once "})),
-            ("delta", json.dumps({"content": "upon"})),
-            ("message", stored(cid, 4, "assistant", "Once upon")),
-            ("done", "{}"),
-        ],
-    )
-    await send(page, "tell me")
-    messages = page.locator("#messages li")
-    await expect(messages).to_have_count(4)
-    await expect(messages.nth(3)).to_have_class(re.compile("assistant"))
-    await expect(messages.nth(3).locator(".content")).to_have_text("Once upon")
-    await expect(page.locator("#messages .pending, #messages .streaming")).to_have_count(0)
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
+    (only,) = (await store.list_conversations(person.user_id)).data
+    assert await contents(store, str(only.id)) == ["hello there", "hello there"]
 
 
-async def test_a_stream_error_shows_the_contracts_message(
+async def test_a_message_whose_answer_was_lost_is_sent_again_with_its_key_and_stored_once(
     context: BrowserContext, server: str, person: Person, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "broken", ["hello"])
+    cid = await conversation(store, person, "dropped", ["hello"])
     page = await signed_in(context, server, person, f"#c={cid}")
-    failure = {"error": {"code": "responder_failed", "message": "the model is unavailable"}}
-    await answer_with_events(
-        page, [("delta", json.dumps({"content": "Half"})), ("error", json.dumps(failure))]
-    )
-    await send(page, "try this")
-    await expect(page.locator("#error")).to_contain_text(
-        "responder_failed: the model is unavailable"
-    )
-    await expect(page.locator("#messages li")).to_have_count(1)  # no half reply left behind
-    await expect(page.locator("#input")).to_have_value("try this")  # nothing typed is lost
+    keys = await lose_the_first_answer(page, "**/api/chat/*/message")
+    await send(page, "once only")
+    await expect(page.locator("#error")).to_be_visible()
+    await expect(page.locator("#input")).to_have_value("once only")
+    await page.locator("#input").press("Enter")
+    await expect(page.locator("#messages li")).to_have_count(3)
+    await expect(page.locator("#error")).to_be_hidden()
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
+    assert await contents(store, cid) == ["hello", "once only", "once only"]
 
 
 # -- the rest of the page ---------------------------------------------------------------------
