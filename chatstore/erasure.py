@@ -15,6 +15,9 @@ async def erase_user_data(source: Source, user_id: str) -> Erased:
     """One transaction: all of it goes, or (on a failure) none of it."""
     db = database_of(source)
     async with db.transaction():
+        # The conversations before the keys, as every writer (a chat reply
+        # being stored holds its conversation, then its key).
+        await db.scalar("lock_user_conversations", user_id=user_id)
         keys: int = await db.scalar("erase_idempotency_keys", user_id=user_id)
         row = await db.one("erase_conversations", user_id=user_id)
     assert row is not None

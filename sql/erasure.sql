@@ -10,8 +10,23 @@
 --                       conversation, which its delete would cascade to)
 -- tests/features/test_erasure.py checks this list against the schema.
 
+-- name: lock_user_conversations :scalar
+-- First of all: the user's conversation rows, locked as every writer takes
+-- a conversation first (sql/messages.sql), before erase_idempotency_keys
+-- locks the keys. A chat reply being stored holds its conversation, then its
+-- key: taking the keys first would deadlock with it. In id order, so that
+-- two erasures of one user queue rather than cross. Returns how many.
+SELECT count(*) AS locked_count
+FROM (
+    SELECT c.id
+    FROM conversations AS c
+    WHERE c.user_id = :user_id
+    ORDER BY c.id
+    FOR UPDATE
+) AS locked_conversations;
+
 -- name: erase_idempotency_keys :scalar
--- First, so that the count includes the keys of the conversations deleted
+-- After lock_user_conversations, so that the count includes the keys of the conversations deleted
 -- next (their cascade would otherwise take them uncounted). By the primary
 -- key's user_id prefix.
 WITH deleted AS (

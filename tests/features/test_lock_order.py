@@ -165,3 +165,45 @@ async def test_an_idempotent_append_takes_the_conversation_before_the_key(
         "SELECT seq FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation
     )
     assert [row["seq"] for row in left] == ([2] if delete == "message_delete" else [])
+
+
+async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
+    store: ChatStore, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reply's transaction holds the conversation and is about to take
+    # its key; the erasure must queue on the conversation, not take the key
+    # first and then wait for the conversation.
+    conversation = str((await store.create_conversation(caller.user_id)).id)
+    turn = await chat_turn.begin(
+        store,
+        Echo(),
+        caller.user_id,
+        conversation,
+        ChatMessageInput(content="hi"),
+        key=new_key(),
+        request=idempotency.fingerprint("a chat turn"),
+    )
+    assert isinstance(turn, chat_turn.Turn)
+    pause = Pause()
+    hold = turn_claim.TurnClaim.hold
+
+    async def hold_after_a_pause(claim: turn_claim.TurnClaim) -> bool:
+        await pause.here()
+        return await hold(claim)
+
+    monkeypatch.setattr(turn_claim.TurnClaim, "hold", hold_after_a_pause)
+    try:
+        stored, erased = await pause.race(
+            store, turn.finish(), lambda: store.erase_user_data(caller.user_id)
+        )
+    finally:
+        await turn.close()
+    assert not isinstance(stored, BaseException), repr(stored)
+    assert not isinstance(erased, BaseException), repr(erased)
+    assert erased.deleted.messages == 2  # type: ignore[attr-defined]
+    assert (
+        await store.pool.fetchval(
+            "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", caller.user_id
+        )
+        == 0
+    )
