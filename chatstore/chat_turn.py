@@ -10,7 +10,11 @@ the user's message and, when it has text, the partial reply with
 ResponderTimeout (504), or lets the client's cancellation go on. With an
 Idempotency-Key (chatstore/turn_claim.py), a retry of a failed turn asks the
 model again for the stored message, and a completed turn is replayed. What
-the responder is shown: chatstore/chat.py's responder_history.
+the responder is shown: chatstore/chat.py's responder_history. A reply the
+store refuses (a rule only the database checks) is a ResponderError too.
+
+Long because: a turn's endings (stored, failed, cut off, refused by the
+store) share its reply and its claim, and must agree on what is kept.
 """
 
 from __future__ import annotations
