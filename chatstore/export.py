@@ -64,7 +64,8 @@ async def pages(
     idle_seconds: float | None = None,
     page_bytes: int = PAGE_BYTES,
 ) -> AsyncGenerator[Sequence[Row], None]:
-    """The conversation's messages in seq order, a page at a time.
+    """The conversation's active path (what it shows) in seq order, a page
+    at a time.
 
     ``connection``: run there (else on a connection of the main pool).
     ``idle_seconds``: the transaction's idle_in_transaction_session_timeout
@@ -108,7 +109,7 @@ async def pages(
 async def iter_messages(
     source: Source, user_id: str, conversation_id: ConversationId
 ) -> AsyncIterator[Message]:
-    """Every message of the conversation in seq order."""
+    """The messages of the conversation's active path, in seq order."""
     async for page in pages(source, user_id, conversation_id):
         for row in page:
             yield Message.from_row(row)
@@ -122,7 +123,8 @@ async def jsonl(
     connection: PoolConnection | None = None,
     idle_seconds: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """One Message per line, in seq order; one chunk per page."""
+    """One Message per line, the active path in seq order; one chunk per
+    page."""
     async for page in pages(
         source, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
     ):
@@ -149,7 +151,8 @@ async def openai(
     """``{"messages": [...]}`` ready for a chat-completions request. Tool
     messages whose assistant tool call is no longer stored (deleted) are
     left out: such a history would be refused. One chunk per page (none for
-    a page of left-out messages)."""
+    a page of left-out messages). The active path only: the conversation
+    as a model is shown it."""
     yield b'{"messages":['
     first = True
     async for page in pages(

@@ -41,8 +41,9 @@ from chatstore.pool import dumps
 from chatstore.validation import check_content_cap, validate_model
 
 # The fields of an exported Message (JSONL) that the import does not keep:
-# the new conversation gives its own.
-EXPORT_ONLY_FIELDS = ("conversation_id", "seq", "created_at")
+# the new conversation gives its own. (An export is the active path, so each
+# parent_seq is the line before: the import's own append chains them again.)
+EXPORT_ONLY_FIELDS = ("conversation_id", "seq", "parent_seq", "created_at")
 
 __all__ = [
     "MAX_IMPORT_MESSAGES",

@@ -1,6 +1,10 @@
 """Messages: append (a batch, atomically), read, list, delete, truncate
 (sql/messages.sql); and the rules of a batch, its SQL parameters, and what
-a refused append means (the pure half of an append)."""
+a refused append means (the pure half of an append).
+
+Long because: an append on a branch (parent_seq) needs its own transaction
+and refusal, and splitting the write path from its pure half would leave
+each module reading the other."""
 
 from __future__ import annotations
 
@@ -34,24 +38,35 @@ async def append(
     messages: Sequence[MessageLike],
     *,
     expected_last_seq: int | None = None,
+    parent_seq: int | None = None,
     idempotency_key: str | None = None,
 ) -> list[Message]:
-    """Append atomically: consecutive seqs in the given order, or nothing."""
+    """Append atomically: consecutive seqs in the given order, or nothing.
+
+    The first message follows ``parent_seq`` (a message on the active path;
+    0: a new first message; None: the active leaf), each next one the one
+    before it, and the last becomes the active leaf."""
     conversation = conversation_uuid(conversation_id)
     batch = validate_batch(messages, db.settings)
     if expected_last_seq is not None and expected_last_seq < 0:
         raise ValidationError.at(["expected_last_seq"], "must be 0 or more")
+    if parent_seq is not None and not 0 <= parent_seq <= NO_BEFORE:
+        raise ValidationError.at(["parent_seq"], "must be a seq, or 0 for a new first message")
 
     async def append() -> list[Message]:
-        return await _append(db, user_id, conversation, batch, expected_last_seq)
+        return await _append(db, user_id, conversation, batch, expected_last_seq, parent_seq)
 
     if idempotency_key is None:
         return await append()
+    # parent_seq joins the fingerprint only when given, so that a plain
+    # append's fingerprint is what it was before branches.
+    branch = () if parent_seq is None else (parent_seq,)
     request = idempotency.fingerprint(
         "append_messages",
         str(conversation),
         [m.model_dump(exclude_unset=True) for m in batch],
         expected_last_seq,
+        *branch,
     )
     stored, _ = await idempotency.run_once(
         db,
@@ -72,31 +87,58 @@ async def _append(
     conversation: uuid.UUID,
     batch: list[MessageInput],
     expected_last_seq: int | None,
+    parent_seq: int | None,
 ) -> list[Message]:
     params = batch_params(batch)
     # A second attempt only when nothing explains the first refusal:
     # a tool call it needed was appended concurrently in between.
     for _attempt in range(2):
-        rows = await db.many(
-            "append_messages",
-            user_id=user_id,
-            conversation_id=conversation,
-            expected_last_seq=expected_last_seq,
-            search_config=db.settings.search_config,
-            **params,
-        )
+        if parent_seq is None:
+            rows = await _append_statement(
+                db, user_id, conversation, expected_last_seq, None, params
+            )
+        else:
+            # A branching append moves the active path: its statement runs
+            # after the row lock, so that its snapshot sees every path
+            # change committed before it (sql/messages.sql).
+            async with db.transaction():
+                if not await lock(db, user_id, conversation):
+                    raise NotFound("conversation")
+                rows = await _append_statement(
+                    db, user_id, conversation, expected_last_seq, parent_seq, params
+                )
         if rows:
             return [Message.from_row(row) for row in rows]
         diagnosis = await db.one(
             "diagnose_append",
             user_id=user_id,
             conversation_id=conversation,
+            parent_seq=parent_seq,
             tool_call_ids=answered_call_ids(batch),
         )
-        refused = refusal(diagnosis, batch, expected_last_seq)
+        refused = refusal(diagnosis, batch, expected_last_seq, parent_seq)
         if refused is not None:
             raise refused
     raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+
+
+async def _append_statement(
+    db: Database,
+    user_id: str,
+    conversation: uuid.UUID,
+    expected_last_seq: int | None,
+    parent_seq: int | None,
+    params: dict[str, list[Any]],
+) -> Sequence[Row]:
+    return await db.many(
+        "append_messages",
+        user_id=user_id,
+        conversation_id=conversation,
+        expected_last_seq=expected_last_seq,
+        parent_seq=parent_seq,
+        search_config=db.settings.search_config,
+        **params,
+    )
 
 
 async def get(db: Database, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
@@ -164,7 +206,8 @@ async def delete(db: Database, user_id: str, conversation_id: ConversationId, se
 async def truncate(
     db: Database, user_id: str, conversation_id: ConversationId, from_seq: int
 ) -> int:
-    """Delete every message with ``seq >= from_seq``; return how many went."""
+    """Delete the active path from its first message with ``seq >= from_seq``
+    and everything below it; return how many went."""
     if from_seq < 1:
         raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
     conversation = conversation_uuid(conversation_id)
@@ -253,7 +296,10 @@ def answered_call_ids(batch: Sequence[MessageInput]) -> list[str]:
 
 
 def refusal(
-    diagnosis: Row | None, batch: Sequence[MessageInput], expected_last_seq: int | None
+    diagnosis: Row | None,
+    batch: Sequence[MessageInput],
+    expected_last_seq: int | None,
+    parent_seq: int | None = None,
 ) -> Exception | None:
     """Why append_messages stored nothing, from diagnose_append's row; None
     when nothing explains it (a tool call appended concurrently: retry)."""
@@ -262,13 +308,19 @@ def refusal(
     tail_seq: int = diagnosis["tail_seq"]
     if expected_last_seq is not None and tail_seq != expected_last_seq:
         return SeqConflict(expected_last_seq, tail_seq)
+    if not diagnosis["parent_on_path"]:
+        return ValidationError.at(
+            ["parent_seq"],
+            f"parent_seq {parent_seq} is not a message on the conversation's active path "
+            "(switch to its branch first)",
+        )
     known = set(diagnosis["known_call_ids"])
     for index, message in enumerate(batch):
         if message.tool_call_id is not None and message.tool_call_id not in known:
             return ValidationError.at(
                 ["messages", index, "tool_call_id"],
                 f"tool_call_id {message.tool_call_id!r} does not answer a tool call "
-                "of an earlier assistant message in this conversation",
+                "of an earlier assistant message on this message's path",
             )
         known.update(call.id for call in message.tool_calls or ())
     return None

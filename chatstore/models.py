@@ -171,6 +171,17 @@ class MessageBatch(BaseModel):
 
     messages: Annotated[list[MessageInput], Field(min_length=1, max_length=MAX_BATCH)]
     expected_last_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+    # The first message's parent: a message on the active path (a new
+    # sibling of its child there), 0 for a new first message; absent: the
+    # active leaf. The batch's last message becomes the active leaf.
+    parent_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
+
+
+class MessageAppend(MessageInput):
+    """The single-message form of an append: a message, and optionally the
+    parent it follows (as MessageBatch.parent_seq)."""
+
+    parent_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
 
 
 class ConversationInput(BaseModel):
@@ -255,10 +266,17 @@ class Conversation(BaseModel):
 
 
 class Message(BaseModel):
-    model_config = _OUTPUT
+    # Every field is in every response: the document says so of parent_seq
+    # too, although it has a default.
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
     conversation_id: uuid.UUID
     seq: int
+    # The message this one follows (null for a first message): a
+    # conversation is a tree, and what it shows is the active path. (A
+    # default, so that Python code building a Message before branches still
+    # does; the store always sets it.)
+    parent_seq: int | None = None
     role: Role
     content: str | None
     name: str | None
@@ -269,21 +287,57 @@ class Message(BaseModel):
 
     @classmethod
     def from_row(cls, row: Row) -> Message:
+        return _trusted(cls, cls.fields_of(row))
+
+    @staticmethod
+    def fields_of(row: Row) -> dict[str, Any]:
         calls = row["tool_calls"]
-        return _trusted(
-            cls,
-            {
-                "conversation_id": row["conversation_id"],
-                "seq": row["seq"],
-                "role": row["role"],
-                "content": row["content"],
-                "name": row["name"],
-                "tool_calls": None if calls is None else [_tool_call(call) for call in calls],
-                "tool_call_id": row["tool_call_id"],
-                "metadata": row["metadata"],
-                "created_at": row["created_at"],
-            },
-        )
+        return {
+            "conversation_id": row["conversation_id"],
+            "seq": row["seq"],
+            "parent_seq": row["parent_seq"],
+            "role": row["role"],
+            "content": row["content"],
+            "name": row["name"],
+            "tool_calls": None if calls is None else [_tool_call(call) for call in calls],
+            "tool_call_id": row["tool_call_id"],
+            "metadata": row["metadata"],
+            "created_at": row["created_at"],
+        }
+
+
+class Sibling(Message):
+    """A message among its alternatives (GET .../messages/{seq}/siblings)."""
+
+    # Whether the conversation shows it: it is on the path from the root to
+    # the active leaf.
+    on_active_path: bool
+
+    @classmethod
+    def from_row(cls, row: Row) -> Sibling:
+        return _trusted(cls, {**cls.fields_of(row), "on_active_path": row["on_path"]})
+
+
+class SiblingList(BaseModel):
+    model_config = _OUTPUT
+
+    data: list[Sibling]
+
+
+class ActiveLeafInput(BaseModel):
+    """PUT .../active: the message to show; the conversation's active leaf
+    becomes its newest descendant (itself when it has none)."""
+
+    model_config = _INPUT
+
+    leaf_seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+
+
+class ActiveLeaf(BaseModel):
+    model_config = _OUTPUT
+
+    # The active leaf now: the end of the path the conversation shows.
+    leaf_seq: int
 
 
 def _tool_call(call: Mapping[str, Any]) -> ToolCall:

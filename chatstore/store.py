@@ -24,6 +24,7 @@ from typing import Any, Self, TypeVar
 from pydantic import TypeAdapter
 
 from chatstore import (
+    branches,
     chat,
     chat_turn,
     conversations,
@@ -54,6 +55,7 @@ from chatstore.models import (
     MessagePage,
     Row,
     SearchResults,
+    Sibling,
 )
 from chatstore.pool import Pool, PoolConnection
 from chatstore.queries import Executor, Queries
@@ -267,10 +269,15 @@ class ChatStore:
         conversation_id: ConversationId,
         message: MessageLike,
         *,
+        parent_seq: int | None = None,
         idempotency_key: str | None = None,
     ) -> Message:
         (stored,) = await self.append_messages(
-            user_id, conversation_id, [message], idempotency_key=idempotency_key
+            user_id,
+            conversation_id,
+            [message],
+            parent_seq=parent_seq,
+            idempotency_key=idempotency_key,
         )
         return stored
 
@@ -281,15 +288,19 @@ class ChatStore:
         messages_: Sequence[MessageLike],
         *,
         expected_last_seq: int | None = None,
+        parent_seq: int | None = None,
         idempotency_key: str | None = None,
     ) -> list[Message]:
-        """Append atomically: consecutive seqs in the given order, or nothing."""
+        """Append atomically: consecutive seqs in the given order, or nothing.
+        ``parent_seq``: the first message's parent (a message on the active
+        path, 0 for a new first message; None: the active leaf)."""
         return await messages.append(
             self.db,
             user_id,
             conversation_id,
             messages_,
             expected_last_seq=expected_last_seq,
+            parent_seq=parent_seq,
             idempotency_key=idempotency_key,
         )
 
@@ -319,8 +330,20 @@ class ChatStore:
     async def truncate_messages(
         self, user_id: str, conversation_id: ConversationId, from_seq: int
     ) -> int:
-        """Delete every message with ``seq >= from_seq``; return how many went."""
+        """Delete the active path from its first message with ``seq >=
+        from_seq``, and everything below it; return how many went."""
         return await messages.truncate(self.db, user_id, conversation_id, from_seq)
+
+    async def list_siblings(
+        self, user_id: str, conversation_id: ConversationId, seq: int
+    ) -> list[Sibling]:
+        """Message ``seq`` and its alternatives (same parent), oldest first."""
+        return await branches.siblings(self.db, user_id, conversation_id, seq)
+
+    async def switch_branch(self, user_id: str, conversation_id: ConversationId, seq: int) -> int:
+        """Show message ``seq``'s branch; return the new active leaf (its
+        newest descendant, or itself)."""
+        return await branches.switch(self.db, user_id, conversation_id, seq)
 
     # -- chat ----------------------------------------------------------------
 

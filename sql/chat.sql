@@ -1,7 +1,8 @@
 -- The chatbot's own reads.
 
 -- name: chat_history :many
--- The latest :limit messages before :before (exclusive), oldest first,
+-- The latest :limit messages of the active path (on_path, migrations/0012)
+-- before :before (exclusive), oldest first,
 -- widened back so the window never starts with a tool message cut off from
 -- the assistant message whose tool call it answers: the window then starts
 -- at the earliest such assistant message (found by message_tool_calls'
@@ -11,7 +12,8 @@
 --
 -- Every messages read filters by the parameters and by "seq > 0" (always
 -- true, see messages_seq_positive): it gives the planner a range on
--- messages_pkey, so each read is an ordered index scan that stops early.
+-- messages_active_path_idx, so each read is an ordered index scan that
+-- stops early.
 -- has_more is computed once (MATERIALIZED), not once per output row.
 -- A tool message whose assistant message was deleted answers nothing that
 -- is stored: it is left out, as in export_messages.
@@ -20,6 +22,7 @@ WITH recent AS (
     FROM messages AS m
     WHERE m.conversation_id = :conversation_id
         AND m.user_id = :user_id
+        AND m.on_path
         AND m.seq > 0
         AND m.seq < :before
     ORDER BY m.seq DESC
@@ -48,6 +51,7 @@ older AS MATERIALIZED (
         FROM messages AS m
         WHERE m.conversation_id = :conversation_id
             AND m.user_id = :user_id
+            AND m.on_path
             AND m.seq > 0
             AND m.seq < (SELECT window_start.seq FROM window_start)
         ORDER BY m.seq DESC
@@ -58,18 +62,20 @@ older AS MATERIALIZED (
 SELECT
     c.id AS found,
     older.has_more,
-    m.conversation_id, m.seq, m.role, m.content, m.name,
+    m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
     m.tool_calls, m.tool_call_id, m.metadata, m.created_at
 FROM conversations AS c
 CROSS JOIN window_start
 CROSS JOIN older
 LEFT JOIN LATERAL (
     SELECT
-        messages.conversation_id, messages.seq, messages.role, messages.content, messages.name,
+        messages.conversation_id, messages.seq, messages.parent_seq, messages.role,
+        messages.content, messages.name,
         messages.tool_calls, messages.tool_call_id, messages.metadata, messages.created_at
     FROM messages
     WHERE messages.conversation_id = :conversation_id
         AND messages.user_id = :user_id
+        AND messages.on_path
         AND messages.seq >= window_start.seq
         AND messages.seq < :before
         AND (messages.role <> 'tool' OR EXISTS (

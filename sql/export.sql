@@ -39,8 +39,11 @@ WHERE c.id = :conversation_id
 -- never detoasted. answerable: whether a tool message answers a tool call
 -- still stored before it (the openai format leaves out those that do not,
 -- which chat-completions APIs would refuse), worked out for returned rows only.
+-- Both formats export the active path (on_path, migrations/0012): what the
+-- conversation shows and a model is shown, and what an import rebuilds
+-- (a linear conversation).
 SELECT
-    page.conversation_id, page.seq, page.role, page.content, page.name,
+    page.conversation_id, page.seq, page.parent_seq, page.role, page.content, page.name,
     page.tool_calls, page.tool_call_id, page.metadata, page.created_at,
     page.row_bytes,
     (page.role <> 'tool' OR EXISTS (
@@ -52,7 +55,7 @@ SELECT
     )) AS answerable
 FROM (
     SELECT
-        m.conversation_id, m.seq, m.role, m.content, m.name,
+        m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
         m.tool_calls, m.tool_call_id, m.metadata, m.created_at,
         sized.row_bytes,
         sum(sized.row_bytes) OVER running AS running_bytes,
@@ -70,6 +73,7 @@ FROM (
         ) AS sized
     WHERE m.conversation_id = :conversation_id
         AND m.user_id = :user_id
+        AND m.on_path
         AND m.seq > :after
         AND m.seq <= :after + :span
     WINDOW running AS (ORDER BY m.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)

@@ -9,14 +9,28 @@
 -- an append is one round trip and all-or-nothing without a client-side
 -- transaction. The batch arrives as parallel arrays, one element per message.
 --
--- The conversation row is updated first: that takes its row lock, reserves
--- seq last_seq+1 .. last_seq+n and moves the counters in the same statement.
--- The UPDATE only matches when every rule the database must judge holds:
+-- Branches (migrations/0012): the batch's first message is a child of
+-- :parent_seq, or of the active leaf (tail_seq) when it is NULL; 0 starts a
+-- new first message (a root). Each next message is a child of the one
+-- before it, and the batch's last message becomes the active leaf: the
+-- active path's messages after the parent leave it (on_path), the batch's
+-- join it. A branching append (:parent_seq given) runs after
+-- lock_conversation in one transaction, so that this statement's snapshot
+-- sees every path change committed before it; a plain append changes no
+-- stored message's on_path (nothing on the path is after the leaf).
+--
+-- The conversation row is locked first (FOR UPDATE: a writer that waited
+-- reads the row the previous writer left, so the parent it takes from
+-- tail_seq is that writer's last message), then updated: that reserves seq
+-- last_seq+1 .. last_seq+n and moves the counters. Nothing is written
+-- unless every rule the database must judge holds:
 --   * the conversation exists and belongs to the caller;
---   * expected_last_seq, when given, is still the seq of the conversation's
---     newest message (tail_seq; 0 when empty);
---   * every tool message answers a tool call of an earlier assistant message,
---     stored (message_tool_calls) or earlier in this batch.
+--   * expected_last_seq, when given, is still the active leaf (tail_seq;
+--     0 when empty);
+--   * :parent_seq, when given and not 0, is a message on the active path;
+--   * every tool message answers a tool call of an assistant message on the
+--     new message's path (an active-path message up to the parent), or of
+--     an earlier message of this batch.
 -- When it does not match, nothing is written and no row comes back; the
 -- store then asks diagnose_append why.
 --
@@ -34,16 +48,36 @@ WITH batch AS (
         ) WITH ORDINALITY AS b (role, content, name, tool_calls, tool_call_id, metadata, ord)
 ),
 
-conversation AS (
-    UPDATE conversations AS c
-    SET
-        last_seq      = c.last_seq + cardinality(:roles::text[]),
-        tail_seq      = c.last_seq + cardinality(:roles::text[]),
-        message_count = c.message_count + cardinality(:roles::text[]),
-        updated_at    = greatest(c.updated_at, clock_timestamp())
+locked AS (
+    SELECT
+        c.id,
+        c.user_id,
+        c.last_seq,
+        c.tail_seq,
+        coalesce(:parent_seq::bigint, c.tail_seq) AS parent_seq
+    FROM conversations AS c
     WHERE c.id = :conversation_id
         AND c.user_id = :user_id
-        AND (:expected_last_seq::bigint IS NULL OR c.tail_seq = :expected_last_seq::bigint)
+    FOR UPDATE
+),
+
+allowed AS (
+    -- The locked row, when the append may go ahead.
+    SELECT locked.id, locked.user_id, locked.last_seq, locked.parent_seq
+    FROM locked
+    WHERE (:expected_last_seq::bigint IS NULL OR locked.tail_seq = :expected_last_seq::bigint)
+        AND (
+            locked.parent_seq = 0
+            OR locked.parent_seq = locked.tail_seq
+            OR EXISTS (
+                SELECT 1
+                FROM messages AS parent
+                WHERE parent.conversation_id = locked.id
+                    AND parent.user_id = locked.user_id
+                    AND parent.seq = locked.parent_seq
+                    AND parent.on_path
+            )
+        )
         AND NOT EXISTS (
             SELECT 1
             FROM batch AS t
@@ -51,8 +85,13 @@ conversation AS (
                 AND NOT EXISTS (
                     SELECT 1
                     FROM message_tool_calls AS stored_call
-                    WHERE stored_call.conversation_id = c.id
+                    INNER JOIN messages AS caller
+                        ON stored_call.conversation_id = caller.conversation_id
+                            AND stored_call.seq = caller.seq
+                    WHERE stored_call.conversation_id = locked.id
                         AND stored_call.call_id = t.tool_call_id
+                        AND caller.on_path
+                        AND caller.seq <= locked.parent_seq
                 )
                 AND NOT EXISTS (
                     SELECT 1
@@ -62,7 +101,31 @@ conversation AS (
                         AND tool_call.value ->> 'id' = t.tool_call_id
                 )
         )
-    RETURNING c.id, c.user_id, c.last_seq - cardinality(:roles::text[]) AS base_seq
+),
+
+conversation AS (
+    UPDATE conversations AS c
+    SET
+        last_seq      = allowed.last_seq + cardinality(:roles::text[]),
+        tail_seq      = allowed.last_seq + cardinality(:roles::text[]),
+        message_count = c.message_count + cardinality(:roles::text[]),
+        updated_at    = greatest(c.updated_at, clock_timestamp())
+    FROM allowed
+    WHERE c.id = allowed.id
+    RETURNING c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq
+),
+
+left_path AS (
+    -- The active path's messages after the new parent leave it (none on a
+    -- plain append: the parent is the leaf), read from
+    -- messages_active_path_idx.
+    UPDATE messages AS m
+    SET on_path = FALSE
+    FROM conversation
+    WHERE m.conversation_id = conversation.id
+        AND m.user_id = conversation.user_id
+        AND m.on_path
+        AND m.seq > conversation.parent_seq
 ),
 
 inserted AS (
@@ -74,7 +137,7 @@ inserted AS (
     INSERT INTO messages
     (
         conversation_id, seq, user_id, role, content, name,
-        tool_calls, tool_call_id, metadata, search_vector
+        tool_calls, tool_call_id, metadata, search_vector, parent_seq, on_path
     )
     SELECT
         conversation.id, conversation.base_seq + batch.ord AS seq, conversation.user_id,
@@ -82,18 +145,25 @@ inserted AS (
         batch.tool_calls, batch.tool_call_id, batch.metadata,
         to_tsvector(
             :search_config::regconfig, chatstore_search_text(batch.content)
-        ) AS search_vector
+        ) AS search_vector,
+        CASE
+            WHEN batch.ord = 1 THEN nullif(conversation.parent_seq, 0)
+            ELSE conversation.base_seq + batch.ord - 1
+        END AS parent_seq,
+        TRUE AS on_path
     FROM conversation
     CROSS JOIN batch
     RETURNING
-        conversation_id, seq, role, content, name,
+        conversation_id, seq, parent_seq, role, content, name,
         tool_calls, tool_call_id, metadata, created_at
 ),
 
 calls AS (
     -- A reused call id within the conversation violates the primary key and
     -- fails the whole statement: a history with two answers to "call_1"
-    -- is one that chat-completions APIs reject.
+    -- is one that chat-completions APIs reject. Call ids are unique across
+    -- all of a conversation's branches, so a tool message's call is always
+    -- its own path's.
     INSERT INTO message_tool_calls (conversation_id, call_id, seq)
     SELECT inserted.conversation_id, tool_call.value ->> 'id' AS call_id, inserted.seq
     FROM inserted
@@ -102,7 +172,7 @@ calls AS (
 )
 
 SELECT
-    conversation_id, seq, role, content, name,
+    conversation_id, seq, parent_seq, role, content, name,
     tool_calls, tool_call_id, metadata, created_at
 FROM inserted
 ORDER BY seq;
@@ -110,15 +180,32 @@ ORDER BY seq;
 -- name: diagnose_append :one
 -- Only after append_messages stored nothing: why. No row when the
 -- conversation is not the caller's; tail_seq is what expected_last_seq is
--- compared with; known_call_ids are the tool_call_ids of the batch that the
--- conversation does have.
+-- compared with; parent_on_path whether :parent_seq (NULL: the leaf; 0: a
+-- new root) may be a parent; known_call_ids are the tool_call_ids of the
+-- batch that the path up to the parent does have.
 SELECT
     c.tail_seq,
+    (
+        coalesce(:parent_seq::bigint, c.tail_seq) IN (0, c.tail_seq)
+        OR EXISTS (
+            SELECT 1
+            FROM messages AS parent
+            WHERE parent.conversation_id = c.id
+                AND parent.user_id = c.user_id
+                AND parent.seq = :parent_seq::bigint
+                AND parent.on_path
+        )
+    ) AS parent_on_path,
     ARRAY(
         SELECT stored_call.call_id
         FROM message_tool_calls AS stored_call
+        INNER JOIN messages AS caller
+            ON stored_call.conversation_id = caller.conversation_id
+                AND stored_call.seq = caller.seq
         WHERE stored_call.conversation_id = c.id
             AND stored_call.call_id = ANY(:tool_call_ids::text[])
+            AND caller.on_path
+            AND caller.seq <= coalesce(:parent_seq::bigint, c.tail_seq)
     ) AS known_call_ids
 FROM conversations AS c
 WHERE c.id = :conversation_id
@@ -128,7 +215,7 @@ WHERE c.id = :conversation_id
 -- One message by its position; the owner filter makes another user's
 -- message "not found".
 SELECT
-    conversation_id, seq, role, content, name,
+    conversation_id, seq, parent_seq, role, content, name,
     tool_calls, tool_call_id, metadata, created_at
 FROM messages
 WHERE conversation_id = :conversation_id
@@ -136,26 +223,30 @@ WHERE conversation_id = :conversation_id
     AND seq = :seq;
 
 -- name: list_messages_asc :many
--- A page in seq order between two exclusive bounds (the store passes 0 and
--- the largest bigint when the caller gives none), read from messages_pkey.
+-- A page of the active path (on_path: the root to the active leaf, see
+-- migrations/0012) in seq order between two exclusive bounds (the store
+-- passes 0 and the largest bigint when the caller gives none), read from
+-- messages_active_path_idx: messages of other branches are not in it, so a
+-- page reads about :limit entries however many branches there are.
 -- The conversation row comes first so that one round trip also tells an
 -- empty conversation (one row of NULL message columns) from a missing or
 -- foreign one (no row at all). The inner query filters by the parameters,
--- not by c.id: given the value, the planner walks messages_pkey in order and
+-- not by c.id: given the value, the planner walks the index in order and
 -- stops after :limit rows, whatever the conversation's size (with c.id it
 -- planned for an average conversation and sorted the whole of a big one).
 SELECT
     c.id AS found,
-    m.conversation_id, m.seq, m.role, m.content, m.name,
+    m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
     m.tool_calls, m.tool_call_id, m.metadata, m.created_at
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT
-        conversation_id, seq, role, content, name,
+        conversation_id, seq, parent_seq, role, content, name,
         tool_calls, tool_call_id, metadata, created_at
     FROM messages
     WHERE conversation_id = :conversation_id
         AND user_id = :user_id
+        AND on_path
         AND seq > :after
         AND seq < :before
     ORDER BY seq ASC
@@ -166,19 +257,21 @@ WHERE c.id = :conversation_id
 ORDER BY m.seq ASC;
 
 -- name: list_messages_desc :many
--- As list_messages_asc, newest first: a backward scan of messages_pkey.
+-- As list_messages_asc, newest first: a backward scan of
+-- messages_active_path_idx.
 SELECT
     c.id AS found,
-    m.conversation_id, m.seq, m.role, m.content, m.name,
+    m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
     m.tool_calls, m.tool_call_id, m.metadata, m.created_at
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT
-        conversation_id, seq, role, content, name,
+        conversation_id, seq, parent_seq, role, content, name,
         tool_calls, tool_call_id, metadata, created_at
     FROM messages
     WHERE conversation_id = :conversation_id
         AND user_id = :user_id
+        AND on_path
         AND seq > :after
         AND seq < :before
     ORDER BY seq DESC
@@ -202,29 +295,32 @@ FOR UPDATE;
 -- name: delete_message :execrows
 -- Deletes one message (after lock_conversation, in its transaction) and
 -- moves the counters by what was really deleted; its seq is never reused.
--- When it was the newest message, tail_seq falls back to the one before it.
+-- Its children are adopted by its parent (in a linear conversation: the
+-- message is taken out of the line, as before branches), so deleting one
+-- message never deletes another. When it was the active leaf, its parent
+-- becomes the leaf; otherwise the active path stays what it was, less it.
 WITH deleted AS (
     DELETE FROM messages AS m
     WHERE m.conversation_id = :conversation_id
         AND m.user_id = :user_id
         AND m.seq = :seq
-    RETURNING m.seq
+    RETURNING m.seq, m.parent_seq
+),
+
+adopted AS (
+    UPDATE messages AS child
+    SET parent_seq = deleted.parent_seq
+    FROM deleted
+    WHERE child.conversation_id = :conversation_id
+        AND child.user_id = :user_id
+        AND child.parent_seq = deleted.seq
 )
 
 UPDATE conversations AS c
 SET
     message_count = c.message_count - (SELECT count(*) FROM deleted),
     tail_seq      = CASE
-        WHEN c.tail_seq = :seq THEN coalesce(
-            (
-                SELECT max(m.seq)
-                FROM messages AS m
-                WHERE m.conversation_id = :conversation_id
-                    AND m.user_id = :user_id
-                    AND m.seq > 0
-                    AND m.seq < :seq
-            ), 0
-        )
+        WHEN c.tail_seq = :seq THEN coalesce((SELECT deleted.parent_seq FROM deleted), 0)
         ELSE c.tail_seq
     END,
     updated_at    = greatest(c.updated_at, clock_timestamp())
@@ -233,14 +329,39 @@ WHERE c.id = :conversation_id
     AND EXISTS (SELECT 1 FROM deleted);
 
 -- name: truncate_messages :scalar
--- Edit-and-regenerate: deletes every message with seq >= from_seq (after
--- lock_conversation, in its transaction) and returns how many went.
--- tail_seq becomes the newest message left before from_seq (0 if none).
-WITH deleted AS (
+-- Edit-and-regenerate without keeping the old answer: deletes the active
+-- path from its first message with seq >= from_seq, with every message
+-- below it (other branches growing from that suffix go too), after
+-- lock_conversation in its transaction, and returns how many went. The
+-- message before the cut becomes the active leaf (0 if none); branches
+-- growing from earlier messages are kept.
+WITH RECURSIVE cut AS (
+    SELECT m.seq, m.parent_seq
+    FROM messages AS m
+    WHERE m.conversation_id = :conversation_id
+        AND m.user_id = :user_id
+        AND m.on_path
+        AND m.seq >= :from_seq
+    ORDER BY m.seq ASC
+    LIMIT 1
+),
+
+subtree AS (
+    SELECT cut.seq
+    FROM cut
+    UNION ALL
+    SELECT child.seq
+    FROM subtree
+    INNER JOIN messages AS child
+        ON subtree.seq = child.parent_seq
+            AND child.conversation_id = :conversation_id
+),
+
+deleted AS (
     DELETE FROM messages AS m
     WHERE m.conversation_id = :conversation_id
         AND m.user_id = :user_id
-        AND m.seq >= :from_seq
+        AND m.seq IN (SELECT subtree.seq FROM subtree)
     RETURNING m.seq
 ),
 
@@ -248,16 +369,7 @@ counted AS (
     UPDATE conversations AS c
     SET
         message_count = c.message_count - (SELECT count(*) FROM deleted),
-        tail_seq      = coalesce(
-            (
-                SELECT max(m.seq)
-                FROM messages AS m
-                WHERE m.conversation_id = :conversation_id
-                    AND m.user_id = :user_id
-                    AND m.seq > 0
-                    AND m.seq < :from_seq
-            ), 0
-        ),
+        tail_seq      = coalesce((SELECT cut.parent_seq FROM cut), 0),
         updated_at    = greatest(c.updated_at, clock_timestamp())
     WHERE c.id = :conversation_id
         AND c.user_id = :user_id

@@ -722,3 +722,73 @@ async def test_deleting_a_user_cascades_to_conversations_messages_and_tool_calls
     )
     assert counts is not None
     assert dict(counts) == {"conversations": 0, "messages": 0, "calls": 0}
+
+
+# -- 0012.branches -----------------------------------------------------------------
+
+BRANCHES = "0012.branches"
+
+
+def before_branches() -> int:
+    """How many of the newest migrations to roll back to be before 0012."""
+    return len(MIGRATION_IDS) - MIGRATION_IDS.index(BRANCHES)
+
+
+async def test_existing_conversations_migrate_to_one_linear_branch(
+    empty_database: str, settings: Settings
+) -> None:
+    await asyncio.to_thread(migrations.apply, empty_database)
+    await asyncio.to_thread(migrations.rollback, empty_database, before_branches())
+    conn = await asyncpg.connect(empty_database)
+    try:
+        user_id = new_id()
+        await conn.execute(
+            """INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")
+               VALUES ($1, 'U', $1 || '@example.test', true, now(), now())""",
+            user_id,
+        )
+        conversation: uuid.UUID = await conn.fetchval(
+            """INSERT INTO conversations (user_id, last_seq, tail_seq, message_count)
+               VALUES ($1, 5, 5, 4) RETURNING id""",
+            user_id,
+        )
+        for seq in (1, 2, 4, 5):  # 3 was deleted
+            await conn.execute(
+                INSERT_MESSAGE,
+                conversation,
+                seq,
+                user_id,
+                "user",
+                f"m{seq}",
+                None,
+                None,
+                None,
+                None,
+            )
+    finally:
+        await conn.close()
+    await asyncio.to_thread(migrations.apply, empty_database)
+    async with ChatStore(empty_database, settings=settings) as store:
+        page = await store.list_messages(user_id, conversation)
+        assert [(m.seq, m.parent_seq) for m in page.data] == [(1, None), (2, 1), (4, 2), (5, 4)]
+        appended = await store.append_message(
+            user_id, conversation, {"role": "user", "content": "x"}
+        )
+        assert appended.parent_seq == 5
+        # A branch, then the rollback: the active path is what is left.
+        await store.append_messages(
+            user_id, conversation, [{"role": "user", "content": "y"}], parent_seq=2
+        )
+    await asyncio.to_thread(migrations.rollback, empty_database, before_branches())
+    conn = await asyncpg.connect(empty_database)
+    try:
+        seqs = await conn.fetch(
+            "SELECT seq FROM messages WHERE conversation_id = $1 ORDER BY seq", conversation
+        )
+        count = await conn.fetchval(
+            "SELECT message_count FROM conversations WHERE id = $1", conversation
+        )
+    finally:
+        await conn.close()
+    assert [r["seq"] for r in seqs] == [1, 2, 7]
+    assert count == 3

@@ -170,6 +170,10 @@ async def test_responses_match_the_document(client: httpx.AsyncClient) -> None:
     c.check(await client.get(messages), 200)
     c.check(await client.get(messages, params={"order": "desc", "limit": 1, "before": 3}), 200)
     c.check(await client.get(f"{messages}/2"), 200)
+    c.check(await client.get(f"{messages}/2/siblings"), 200)
+    c.check(await client.put(f"{api}/{cid}/active", json={"leaf_seq": 3}), 200)
+    c.check(await client.put(f"{api}/{cid}/active", json={"leaf_seq": 99}), 404)
+    c.check(await client.put(f"{api}/{cid}/active", json={}), 422)
 
     start = c.check(await client.post("/api/chat/start", json={"title": "chat"}), 201)
     chat = f"/api/chat/{start['session_id']}"

@@ -38,5 +38,7 @@ def test_readme_python_example_runs_as_pasted(database: str) -> None:
     assert done.stdout.splitlines() == [
         "4 assistant 6 x 7 = 42",
         "3 tool 42",
+        "4 6 x 7 = 42 False",
+        "5 42 True",
         "another user's conversation does not exist for them",
     ]

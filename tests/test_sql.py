@@ -181,12 +181,13 @@ SELECT format('seeduser_%s', lpad(i::text, 4, '0')), 'Seed user ' || i,
 FROM generate_series(1, {USERS}) AS i;
 
 INSERT INTO conversations
-    (id, user_id, title, metadata, last_seq, message_count, created_at, updated_at)
+    (id, user_id, title, metadata, last_seq, tail_seq, message_count, created_at, updated_at)
 SELECT md5('conversation ' || i)::uuid,
        CASE WHEN i <= {BUSY_USER_CONVERSATIONS} THEN 'seeduser_0001'
             ELSE format('seeduser_%s', lpad((2 + i % {USERS - 1})::text, 4, '0')) END,
        'Conversation ' || i,
        '{{}}'::jsonb,
+       n.messages,
        n.messages,
        n.messages,
        now() - interval '30 days',
@@ -199,7 +200,7 @@ CROSS JOIN LATERAL (
 
 INSERT INTO messages
     (conversation_id, seq, user_id, role, content, tool_calls, tool_call_id, created_at,
-     search_vector)
+     search_vector, parent_seq)
 SELECT c.id, s, c.user_id,
        (ARRAY['assistant', 'user', 'assistant', 'tool'])[s % 4 + 1],
        t.content,
@@ -208,7 +209,8 @@ SELECT c.id, s, c.user_id,
            'function', jsonb_build_object('name', 'lookup', 'arguments', '{{}}'))) END,
        CASE WHEN s % 4 = 3 THEN 'call_' || (s - 1) END,
        c.created_at + make_interval(secs => s),
-       to_tsvector('simple', coalesce(t.content, ''))
+       to_tsvector('simple', coalesce(t.content, '')),
+       nullif(s - 1, 0)
 FROM conversations AS c
 CROSS JOIN LATERAL generate_series(1, c.last_seq) AS s
 CROSS JOIN LATERAL (
@@ -278,6 +280,9 @@ PlanMode = Literal["custom", "generic"]
 # since it also covers the owner filter. Either is one index probe.
 BY_CONVERSATION_ID = frozenset({"conversations_pkey", "conversations_id_user_id_key"})
 MESSAGE_PKEY = frozenset({"messages_pkey"})
+# The active path's messages only (migrations/0012): what every read of a
+# conversation walks.
+ACTIVE_PATH = frozenset({"messages_active_path_idx"})
 USER_ACTIVITY = frozenset({"conversations_user_archived_activity_idx"})
 IDLE_FIRST = frozenset({"conversations_activity_idx"})
 
@@ -295,10 +300,10 @@ HOT_QUERIES = {
     q.name: q
     for q in [
         HotQuery("append_messages", (BY_CONVERSATION_ID,)),
-        HotQuery("list_messages_asc", (BY_CONVERSATION_ID, MESSAGE_PKEY), page=101),
-        HotQuery("list_messages_desc", (BY_CONVERSATION_ID, MESSAGE_PKEY), page=101),
+        HotQuery("list_messages_asc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
+        HotQuery("list_messages_desc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("get_message", (MESSAGE_PKEY,)),
-        HotQuery("chat_history", (BY_CONVERSATION_ID, MESSAGE_PKEY), page=50),
+        HotQuery("chat_history", (BY_CONVERSATION_ID, ACTIVE_PATH), page=50),
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
         HotQuery("get_conversation", (BY_CONVERSATION_ID,)),
@@ -343,6 +348,7 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "conversation_id": shape.id,
             "user_id": shape.owner,
             "expected_last_seq": None,
+            "parent_seq": None,
         },
         "list_messages_asc": {
             "conversation_id": shape.id,
@@ -491,7 +497,7 @@ async def test_hot_query_uses_its_index_without_sequential_scans(
         assert used & wanted, f"none of {sorted(wanted)} used:\n{outline(root)}"
 
 
-MESSAGE_INDEXES = {"messages_pkey"}
+MESSAGE_INDEXES = {"messages_pkey", "messages_active_path_idx", "messages_parent_idx"}
 INDEX_NODES = {"Index Scan", "Index Only Scan", "Bitmap Index Scan", "Seq Scan"}
 
 
@@ -529,3 +535,88 @@ async def test_message_page_reads_about_a_page_not_the_conversation(
     assert visited <= budget, (
         f"{name} visited {visited} messages for a page of {page}:\n{outline(root)}"
     )
+
+
+# --- branches: paging the active path of a conversation with many branches -----------
+
+# A conversation of BRANCH_STEPS * REGENERATIONS messages: at every step of its
+# active path, REGENERATIONS alternatives share a parent, and the newest of them
+# is the one on the path (the others were regenerated away). Its active path is
+# one message in REGENERATIONS: a read that walked the conversation in seq order
+# and filtered would visit REGENERATIONS times the page.
+BRANCH_STEPS = 2_000
+REGENERATIONS = 10
+BRANCHY = Shape(-1, user_id(3))
+BRANCHY_SQL = f"""
+INSERT INTO conversations
+    (id, user_id, title, metadata, last_seq, tail_seq, message_count, created_at, updated_at)
+VALUES ($1, $2, 'Branchy', '{{}}'::jsonb, {BRANCH_STEPS * REGENERATIONS},
+        {BRANCH_STEPS * REGENERATIONS}, {BRANCH_STEPS * REGENERATIONS}, now(), now());
+
+INSERT INTO messages
+    (conversation_id, seq, user_id, role, content, search_vector, parent_seq, on_path)
+SELECT $1, s, $2, 'user', 'message ' || s, to_tsvector('simple', 'message ' || s),
+       nullif((s - 1) / {REGENERATIONS} * {REGENERATIONS}, 0),
+       s % {REGENERATIONS} = 0
+FROM generate_series(1, {BRANCH_STEPS * REGENERATIONS}) AS s;
+
+ANALYZE messages;
+"""
+
+
+@pytest.fixture(scope="module")
+async def branchy(seeded: ChatStore) -> ChatStore:
+    async with seeded.pool.acquire() as conn:
+        for statement in BRANCHY_SQL.split(";\n"):
+            if statement.strip():
+                args = (BRANCHY.id, BRANCHY.owner) if "$1" in statement else ()
+                await conn.execute(statement, *args)
+    return seeded
+
+
+def branchy_arguments(name: str, bounds: dict[str, int]) -> dict[str, object]:
+    values = arguments(name, BRANCHY)
+    values.update(bounds)
+    return values
+
+
+MIDDLE = BRANCH_STEPS * REGENERATIONS // 2
+PATH_PAGES = [
+    pytest.param(name, bounds, mode, id=f"{name}-{'-'.join(bounds) or 'unbounded'}-{mode}")
+    for name, bounds in [
+        ("list_messages_asc", {}),
+        ("list_messages_asc", {"after": MIDDLE}),
+        ("list_messages_asc", {"after": MIDDLE, "before": MIDDLE + 50_000}),
+        ("list_messages_desc", {}),
+        ("list_messages_desc", {"before": MIDDLE}),
+        ("list_messages_desc", {"after": 3, "before": MIDDLE}),
+        ("chat_history", {}),
+        ("chat_history", {"before": MIDDLE}),
+    ]
+    for mode in ("custom", "generic")
+]
+
+
+@pytest.mark.parametrize(("name", "bounds", "mode"), PATH_PAGES)
+async def test_active_path_page_reads_about_a_page_not_the_branches(
+    branchy: ChatStore, name: str, bounds: dict[str, int], mode: PlanMode
+) -> None:
+    # The rule: paging along the active path is O(page), in either order,
+    # with after and before, however many branches the conversation has.
+    query = QUERIES[name]
+    page = HOT_QUERIES[name].page
+    assert page is not None
+    async with branchy.pool.acquire() as conn:
+        root = await explain(conn, query, branchy_arguments(name, bounds), mode, analyze=True)
+    returned = sum(
+        n.get("Actual Rows", 0) for n in nodes(root) if n.get("Relation Name") == "conversations"
+    )
+    assert returned == 1, outline(root)
+    visited = messages_rows_visited(root)
+    print(f"{name} {bounds} {mode}: {visited} index entries for a page of {page}")
+    # A walk in seq order that filtered the other branches out would visit
+    # REGENERATIONS (10) times the page.
+    assert visited <= 2 * page + 16, (
+        f"{name} {bounds} visited {visited} messages for a page of {page}:\n{outline(root)}"
+    )
+    assert {n.get("Index Name") for n in nodes(root)} & ACTIVE_PATH, outline(root)

@@ -42,6 +42,8 @@ from chatstore.http.routes import (
 )
 from chatstore.imports import MAX_IMPORT_MESSAGES, ImportInput
 from chatstore.models import (
+    ActiveLeaf,
+    ActiveLeafInput,
     AnyObject,
     ChatExchange,
     ChatHistory,
@@ -55,13 +57,14 @@ from chatstore.models import (
     Erased,
     Health,
     Message,
+    MessageAppend,
     MessageBatch,
-    MessageInput,
     MessageList,
     MessagePage,
     OpenAIExport,
     Readiness,
     SearchResults,
+    SiblingList,
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -154,14 +157,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Delete a conversation and its messages", "conversations", 204, ()),
     Endpoint("post", MESSAGES, messages.append_messages, "appendMessages",
              "Append a message, or a list atomically", "messages", 201,
-             (Message, MessageList), (MessageInput, MessageBatch), idempotent=True,
+             (Message, MessageList), (MessageAppend, MessageBatch), idempotent=True,
              extra=("Conflict",)),
     Endpoint("get", MESSAGES, messages.list_messages, "listMessages",
              "List a conversation's messages", "messages", 200, (MessagePage,),
              query=MessageListQuery),
     Endpoint("delete", MESSAGES, messages.truncate_messages, "truncateMessages",
-             "Delete every message from a seq on (edit and regenerate)", "messages", 200,
+             "Delete the active path from a seq on, with its branches", "messages", 200,
              (Deleted,), query=TruncateQuery),
+    Endpoint("get", MESSAGE + "/siblings", messages.list_siblings, "listSiblings",
+             "A message and its alternatives (same parent), each with whether it is on the "
+             "active path", "messages", 200, (SiblingList,)),
+    Endpoint("put", CONVERSATION + "/active", messages.switch_branch, "switchBranch",
+             "Show a message's branch: its newest descendant becomes the active leaf",
+             "messages", 200, (ActiveLeaf,), (ActiveLeafInput,)),
     Endpoint("get", MESSAGE, messages.get_message, "getMessage", "Get a message", "messages",
              200, (Message,)),
     Endpoint("delete", MESSAGE, messages.delete_message, "deleteMessage",

@@ -134,9 +134,10 @@ class MessageListQuery(QueryModel):
 
 class TruncateQuery(QueryModel):
     from_seq: int = param(
-        "Delete every message with seq >= from_seq.",
+        "Delete the active path from its first message with seq >= from_seq, "
+        "and everything below it.",
         minimum=1,
-        required="from_seq is required: every message with seq >= it is deleted",
+        required="from_seq is required: the active path from it on is deleted",
     )
 
 

@@ -144,12 +144,19 @@ def templates(world: World) -> dict[tuple[str, str], list[Req]]:
                 headers={"Idempotency-Key": world.message_key},
                 note="A's idempotency key, A's body",
             ),
+            Req(body={"messages": [one], "parent_seq": 1}, note="branch from A's message"),
+            Req(body={**one, "parent_seq": 0}, note="a new first message in A's"),
         ],
         ("delete", "/api/conversations/{id}/messages"): [
             Req(query={"from_seq": "1"}),
             Req(query={"from_seq": str(world.gap_seq)}),
         ],
         ("get", "/api/conversations/{id}/messages/{seq}"): [Req()],
+        ("get", "/api/conversations/{id}/messages/{seq}/siblings"): [Req()],
+        ("put", "/api/conversations/{id}/active"): [
+            Req(body={"leaf_seq": 1}, note="switch A's branch"),
+            Req(body={"leaf_seq": world.last_seq}),
+        ],
         ("delete", "/api/conversations/{id}/messages/{seq}"): [Req()],
         ("get", "/api/conversations/{id}/export"): [
             Req(query={"format": "openai"}),

@@ -39,6 +39,7 @@ CONVERSATION_KEYS = {
 MESSAGE_KEYS = {
     "conversation_id",
     "seq",
+    "parent_seq",
     "role",
     "content",
     "name",

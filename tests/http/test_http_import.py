@@ -88,11 +88,15 @@ async def test_import_of_a_jsonl_export_round_trips_with_seqs_renumbered_from_1(
     again = _lines((await _export(client, alice, imported["id"], "jsonl")).content)
 
     def kept(line: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in line.items() if k not in ("conversation_id", "seq", "created_at")}
+        # parent_seq names a seq: renumbered with them (one line, one branch).
+        renumbered = ("conversation_id", "seq", "parent_seq", "created_at")
+        return {k: v for k, v in line.items() if k not in renumbered}
 
     before = _lines(exported)
     assert [m["seq"] for m in before] == [1, 3, 4, 5]
     assert [m["seq"] for m in again] == [1, 2, 3, 4]
+    assert [m["parent_seq"] for m in before] == [None, 1, 3, 4]
+    assert [m["parent_seq"] for m in again] == [None, 1, 2, 3]
     assert {m["conversation_id"] for m in again} == {imported["id"]}
     assert [kept(m) for m in again] == [kept(m) for m in before]
 

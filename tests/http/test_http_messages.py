@@ -68,6 +68,7 @@ async def test_single_append_is_201_message(client: httpx.AsyncClient, alice: Us
     assert message == {
         "conversation_id": conversation_id,
         "seq": 1,
+        "parent_seq": None,
         "role": "user",
         "content": "hi",
         "name": "alice_1",

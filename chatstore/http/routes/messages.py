@@ -1,4 +1,5 @@
-"""Messages: append (one or a batch), list, get, delete one, truncate."""
+"""Messages: append (one or a batch), list, get, delete one, truncate;
+branches: a message's siblings, switching the active leaf."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from chatstore.http.context import Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import MessageListQuery, TruncateQuery, path_seq, query
 from chatstore.idempotency import Holds
-from chatstore.models import Deleted, Message, MessageBatch, MessageInput, MessageList
+from chatstore.models import (
+    ActiveLeaf,
+    ActiveLeafInput,
+    Deleted,
+    Message,
+    MessageAppend,
+    MessageBatch,
+    MessageList,
+    SiblingList,
+)
 from chatstore.store import conversation_uuid
 
 _MESSAGE = TypeAdapter(Message)
@@ -29,7 +39,11 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
 
         async def append_batch() -> MessageList:
             stored = await ctx.store.append_messages(
-                user_id, conversation_id, batch.messages, expected_last_seq=batch.expected_last_seq
+                user_id,
+                conversation_id,
+                batch.messages,
+                expected_last_seq=batch.expected_last_seq,
+                parent_seq=batch.parent_seq,
             )
             return MessageList(data=stored)
 
@@ -45,10 +59,12 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
             ),
             conversation_id=conversation_id,
         )
-    message = body_model(MessageInput, body, ctx.settings)
+    message = body_model(MessageAppend, body, ctx.settings)
 
     async def append_one() -> Message:
-        return await ctx.store.append_message(user_id, conversation_id, message)
+        return await ctx.store.append_message(
+            user_id, conversation_id, message, parent_seq=message.parent_seq
+        )
 
     return await respond_once(
         request,
@@ -93,3 +109,16 @@ async def truncate_messages(request: Request, ctx: Context, user_id: str) -> Res
     asked = query(request, TruncateQuery)
     deleted = await ctx.store.truncate_messages(user_id, request.path_params["id"], asked.from_seq)
     return render(Deleted(deleted=deleted))
+
+
+@authenticated
+async def list_siblings(request: Request, ctx: Context, user_id: str) -> Response:
+    found = await ctx.store.list_siblings(user_id, request.path_params["id"], path_seq(request))
+    return render(SiblingList(data=found))
+
+
+@authenticated
+async def switch_branch(request: Request, ctx: Context, user_id: str) -> Response:
+    asked = body_model(ActiveLeafInput, await read_json(request, ctx.settings), ctx.settings)
+    leaf = await ctx.store.switch_branch(user_id, request.path_params["id"], asked.leaf_seq)
+    return render(ActiveLeaf(leaf_seq=leaf))
