@@ -40,6 +40,7 @@ fast_unsafe) live here until they move to tests/support.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import importlib.util
@@ -55,11 +56,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -237,6 +238,25 @@ def _check_reachable(
             )
 
 
+def _no_follow(path: Path, flags: int) -> IO[str]:
+    """``path`` opened without following a symlink: a planted one is refused (ELOOP)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise ClusterError(
+                f"{path} is a symbolic link: chatstore does not follow links in its data "
+                "folder (someone with the server's account may have planted it)."
+            ) from None
+        raise
+    return os.fdopen(fd, "a" if flags & os.O_APPEND else "r")
+
+
+def _read_no_follow(path: Path) -> str:
+    with _no_follow(path, os.O_RDONLY) as f:
+        return f.read()
+
+
 @dataclass
 class Cluster:
     data_dir: Path
@@ -287,8 +307,9 @@ class Cluster:
                 c._run(args, as_server=True, what="initdb")
             c._save_password(password)
         port_file = data_dir / PORT_FILE
-        if port is None and port_file.exists():
-            port = int(port_file.read_text().strip())
+        if port is None and port_file.exists() and not port_file.is_symlink():
+            # (A planted link is not ours to read: a fresh port replaces it below.)
+            port = int(_read_no_follow(port_file).strip())
         c.port = port if port is not None else free_port()
         c._write(PORT_FILE, f"{c.port}\n")
         settings = [
@@ -307,8 +328,8 @@ class Cluster:
         )
         main_conf = data_dir / "postgresql.conf"
         include = f"include_if_exists = '{CONF_FILE}'"
-        if include not in main_conf.read_text():
-            with main_conf.open("a") as f:
+        if include not in _read_no_follow(main_conf):
+            with _no_follow(main_conf, os.O_WRONLY | os.O_APPEND) as f:
                 f.write(f"\n{include}\n")
         c.password = c._load_password() or c._set_password()
         c._write_hba()
@@ -336,7 +357,7 @@ class Cluster:
     def _load_password(self) -> str:
         path = self.data_dir / PASSWORD_FILE
         try:
-            return path.read_text().strip()
+            return _read_no_follow(path).strip()
         except FileNotFoundError:
             return ""
         except OSError as e:
@@ -351,13 +372,14 @@ class Cluster:
         path = self.data_dir / PASSWORD_FILE
         new = path.with_name(PASSWORD_FILE + ".new")
         new.unlink(missing_ok=True)
-        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # O_EXCL fails on anything already there, a symlink included.
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o600)  # whatever the umask
+            self._own_fd(f.fileno())  # the file we made, not whatever the name points at now
             f.write(password + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self._own(new)
         os.replace(new, path)
 
     def _set_password(self) -> str:
@@ -398,12 +420,11 @@ class Cluster:
         then checked to refuse a login without the password."""
         hba = self.data_dir / "pg_hba.conf"
         try:
-            if hba.read_text() == HBA:
+            if _read_no_follow(hba) == HBA:
                 return
-        except FileNotFoundError:
+        except (FileNotFoundError, ClusterError):  # absent, or a planted link: replaced below
             pass
         self._write("pg_hba.conf", HBA)
-        hba.chmod(0o600)
         running = self._running_port()
         if running is None:
             return
@@ -454,16 +475,37 @@ class Cluster:
 
     # -- running things -------------------------------------------------------------------
 
+    # The data folder belongs to the server's user. When we run as root, anything that
+    # user planted there (a symlink to /etc/passwd as pg_hba.conf, say) must not make
+    # us write to, chown or chmod another file: names are never followed, and what we
+    # write is a new file made in the folder and renamed into place.
+
     def _own(self, path: Path) -> None:
+        """Give ``path`` (a folder we made, or a file) to the server's user; 0700 if a folder."""
         if self.run_as is not None:
             pw = pwd.getpwnam(self.run_as)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        if path.is_dir():
+            os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+        if stat.S_ISDIR(os.lstat(path).st_mode):
             path.chmod(0o700)
 
+    def _own_fd(self, fd: int) -> None:
+        if self.run_as is not None:
+            pw = pwd.getpwnam(self.run_as)
+            os.fchown(fd, pw.pw_uid, pw.pw_gid)
+
     def _write(self, name: str, text: str) -> None:
-        (self.data_dir / name).write_text(text)
-        self._own(self.data_dir / name)
+        """Replace data_dir/name with ``text`` (0600, the server's user's): a new file,
+        renamed over the old name, so a symlink there is replaced, never followed."""
+        fd, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                self._own_fd(f.fileno())
+                f.write(text)
+            os.replace(temporary, self.data_dir / name)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
 
     def _run(
         self,
