@@ -8,6 +8,7 @@ yoyo is synchronous; async callers run these functions in a thread
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from chatstore.resources import migrations_dir
 # a plain `yoyo` run or by such a leftover: a short wait, then an explanation.
 ADVISORY_LOCK_KEY = 0x63686174  # "chat"
 YOYO_LOCK_TIMEOUT_SECONDS = 10
+# How often a queued run asks for the advisory lock again.
+LOCK_POLL_SECONDS = 0.2
 
 
 class MigrationLocked(RuntimeError):
@@ -55,7 +58,7 @@ def _migrations() -> MigrationList:
 def _locked(url: str) -> Iterator[DatabaseBackend]:
     backend = get_backend(yoyo_url(url))
     try:
-        backend.connection.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        _wait_for_advisory_lock(backend)
         with backend.lock(timeout=YOYO_LOCK_TIMEOUT_SECONDS):
             yield backend
     except LockTimeout as error:
@@ -66,6 +69,25 @@ def _locked(url: str) -> Iterator[DatabaseBackend]:
         ) from error
     finally:
         backend.connection.close()
+
+
+def _wait_for_advisory_lock(backend: DatabaseBackend) -> None:
+    """Take the session advisory lock, asking again until it is free.
+
+    Not ``pg_advisory_lock()``, which waits inside a statement: a waiting
+    run would then hold a snapshot, and the holder's ``CREATE INDEX
+    CONCURRENTLY`` (a non-transactional migration, 0011) waits for every
+    snapshot older than its build, so the two waited on each other until
+    lock_timeout failed the migration (tests/adversity/test_migration_faults.py,
+    test_concurrent_migrate_apply). Between tries this session holds nothing
+    but its connection."""
+    connection = backend.connection
+    while True:
+        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,)).fetchone()
+        connection.commit()  # no transaction, so no snapshot, while we wait
+        if row is not None and row[0]:
+            return
+        time.sleep(LOCK_POLL_SECONDS)
 
 
 def apply(url: str) -> list[str]:
