@@ -1,6 +1,6 @@
 """A private PgBouncer in transaction-pooling mode, in front of a test PostgreSQL.
 
-Used by tests/conftest.py (``CHATSTORE_TEST_PGBOUNCER=1``: the suite's store
+Used by tests/support/fixtures.py (``CHATSTORE_TEST_PGBOUNCER=1``: the suite's store
 connects through it) and by tests/adversity/test_pgbouncer.py. It plays the
 part of a managed transaction-mode pooler such as Neon's ``-pooler`` host:
 a server connection belongs to a client only for one transaction, and a

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from conftest import create_database
+from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.auth import new_id, new_token
@@ -596,10 +596,10 @@ async def insert_message(
 
 
 async def test_valid_edge_messages_are_accepted(
-    raw: asyncpg.Connection[asyncpg.Record], user: str
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str
 ) -> None:
     # The control group of the refusals below: at the edge of every rule.
-    conversation = await new_conversation(raw, user)
+    conversation = await new_conversation(raw, user_id)
     accepted: list[dict[str, object]] = [
         {"seq": 1, "name": "n" * 64, "metadata": '{"k": "v"}'},
         {"seq": 2, "role": "assistant", "content": None, "tool_calls": TOOL_CALLS},
@@ -609,7 +609,7 @@ async def test_valid_edge_messages_are_accepted(
         {"seq": 6, "role": "assistant", "content": "text and calls", "tool_calls": TOOL_CALLS},
     ]
     for fields in accepted:
-        await insert_message(raw, conversation, user, fields)
+        await insert_message(raw, conversation, user_id, fields)
     assert await raw.fetchval(
         "SELECT count(*) FROM messages WHERE conversation_id = $1", conversation
     ) == len(accepted)
@@ -617,13 +617,13 @@ async def test_valid_edge_messages_are_accepted(
 
 @pytest.mark.parametrize("case", BAD_MESSAGES.values(), ids=BAD_MESSAGES.keys())
 async def test_schema_refuses_invalid_message(
-    raw: asyncpg.Connection[asyncpg.Record], user: str, other_user: str, case: BadMessage
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str, other_user_id: str, case: BadMessage
 ) -> None:
-    conversation = await new_conversation(raw, user)
+    conversation = await new_conversation(raw, user_id)
     # "OTHER" stands for a real, different user: the composite key is what refuses.
-    fields = {k: other_user if v == "OTHER" else v for k, v in case.fields.items()}
+    fields = {k: other_user_id if v == "OTHER" else v for k, v in case.fields.items()}
     with pytest.raises(case.error) as refused:
-        await insert_message(raw, conversation, user, fields)
+        await insert_message(raw, conversation, user_id, fields)
     assert refused.value.constraint_name == case.constraint
     assert (
         await raw.fetchval("SELECT count(*) FROM messages WHERE conversation_id = $1", conversation)
@@ -671,29 +671,29 @@ BAD_CONVERSATIONS = {
 
 @pytest.mark.parametrize("case", BAD_CONVERSATIONS.values(), ids=BAD_CONVERSATIONS.keys())
 async def test_schema_refuses_invalid_conversation(
-    raw: asyncpg.Connection[asyncpg.Record], user: str, case: BadConversation
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str, case: BadConversation
 ) -> None:
     with pytest.raises(case.error) as refused:
-        await raw.execute(case.sql, user, *case.args)
+        await raw.execute(case.sql, user_id, *case.args)
     assert refused.value.constraint_name == case.constraint
-    assert await raw.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1", user) == 0
+    assert await raw.fetchval("SELECT count(*) FROM conversations WHERE user_id = $1", user_id) == 0
 
 
 async def test_title_of_200_chars_is_accepted(
-    raw: asyncpg.Connection[asyncpg.Record], user: str
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str
 ) -> None:
     title = await raw.fetchval(
         "INSERT INTO conversations (user_id, title) VALUES ($1, $2) RETURNING title",
-        user,
+        user_id,
         "t" * 200,
     )
     assert title == "t" * 200
 
 
 async def test_tool_call_row_needs_its_message(
-    raw: asyncpg.Connection[asyncpg.Record], user: str
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str
 ) -> None:
-    conversation = await new_conversation(raw, user)
+    conversation = await new_conversation(raw, user_id)
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
         await raw.execute(
             "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'c', 1)",
@@ -703,17 +703,17 @@ async def test_tool_call_row_needs_its_message(
 
 
 async def test_deleting_a_user_cascades_to_conversations_messages_and_tool_calls(
-    raw: asyncpg.Connection[asyncpg.Record], user: str
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str
 ) -> None:
-    conversation = await new_conversation(raw, user)
+    conversation = await new_conversation(raw, user_id)
     await insert_message(
-        raw, conversation, user, {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
+        raw, conversation, user_id, {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
     )
     await raw.execute(
         "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'call_1', 1)",
         conversation,
     )
-    await raw.execute('DELETE FROM "user" WHERE id = $1', user)
+    await raw.execute('DELETE FROM "user" WHERE id = $1', user_id)
     counts = await raw.fetchrow(
         """SELECT (SELECT count(*) FROM conversations WHERE id = $1) AS conversations,
                   (SELECT count(*) FROM messages WHERE conversation_id = $1) AS messages,

@@ -62,8 +62,8 @@ def store_error_locs(error: ValidationError) -> list[list[str | int]]:
     return [list(detail["loc"]) for detail in error.details]
 
 
-async def conversation_id(store: ChatStore, user: str) -> uuid.UUID:
-    return (await store.create_conversation(user)).id
+async def conversation_id(store: ChatStore, user_id: str) -> uuid.UUID:
+    return (await store.create_conversation(user_id)).id
 
 
 @pytest.fixture(scope="module")
@@ -340,14 +340,14 @@ def test_nul_character_is_rejected(model: Model, data: dict[str, Any]) -> None:
 
 
 async def test_nul_character_is_rejected_by_the_store_as_a_validation_error(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     with pytest.raises(ValidationError) as info:
-        await store.append_message(user, conversation, message("user", content=NUL))
+        await store.append_message(user_id, conversation, message("user", content=NUL))
     assert store_error_locs(info.value) == [["messages", 0, "content"]]
     with pytest.raises(ValidationError) as title_info:
-        await store.create_conversation(user, title=NUL)
+        await store.create_conversation(user_id, title=NUL)
     assert store_error_locs(title_info.value) == [["title"]]
 
 
@@ -372,13 +372,13 @@ def test_lone_surrogate_is_rejected(model: Model, data: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("text", ["\ud800", "a\udfffb", "\udc80"], ids=repr)
 async def test_lone_surrogate_in_content_is_rejected_as_a_validation_error(
-    store: ChatStore, user: str, text: str
+    store: ChatStore, user_id: str, text: str
 ) -> None:
     # Not UTF-8-encodable, so PostgreSQL cannot store it, like U+0000; JSON
     # bodies can carry it ("\ud800"), and no input may produce a 500.
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     with pytest.raises(ValidationError):
-        await store.append_message(user, conversation, message("user", content=text))
+        await store.append_message(user_id, conversation, message("user", content=text))
 
 
 # --- unknown fields -----------------------------------------------------------
@@ -417,11 +417,13 @@ def test_unknown_fields_are_rejected(model: Model, data: dict[str, Any], loc: Lo
 
 
 async def test_unknown_field_is_rejected_by_the_store_with_its_loc(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     with pytest.raises(ValidationError) as info:
-        await store.append_messages(user, conversation, [message("user"), message("user", seq=5)])
+        await store.append_messages(
+            user_id, conversation, [message("user"), message("user", seq=5)]
+        )
     assert store_error_locs(info.value) == [["messages", 1, "seq"]]
 
 
@@ -472,11 +474,11 @@ def test_negative_expected_last_seq_is_rejected() -> None:
 
 
 async def test_negative_expected_last_seq_is_rejected_by_the_store(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     with pytest.raises(ValidationError) as info:
-        await store.append_messages(user, conversation, [message("user")], expected_last_seq=-1)
+        await store.append_messages(user_id, conversation, [message("user")], expected_last_seq=-1)
     assert store_error_locs(info.value) == [["expected_last_seq"]]
 
 
@@ -512,23 +514,23 @@ async def test_store_content_cap_applies_to_an_already_validated_message(
 
 
 async def test_store_rejects_content_longer_than_its_configured_cap(
-    small_cap_store: ChatStore, user: str
+    small_cap_store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(small_cap_store, user)
+    conversation = await conversation_id(small_cap_store, user_id)
     with pytest.raises(ValidationError) as info:
         await small_cap_store.append_messages(
-            user, conversation, [message("user"), message("user", content="x" * (SMALL_CAP + 1))]
+            user_id, conversation, [message("user"), message("user", content="x" * (SMALL_CAP + 1))]
         )
     assert store_error_locs(info.value) == [["messages", 1, "content"]]
-    assert (await small_cap_store.get_conversation(user, conversation)).message_count == 0
+    assert (await small_cap_store.get_conversation(user_id, conversation)).message_count == 0
 
 
 async def test_store_accepts_content_of_exactly_its_configured_cap(
-    small_cap_store: ChatStore, user: str
+    small_cap_store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(small_cap_store, user)
+    conversation = await conversation_id(small_cap_store, user_id)
     stored = await small_cap_store.append_message(
-        user, conversation, message("user", content="y" * SMALL_CAP)
+        user_id, conversation, message("user", content="y" * SMALL_CAP)
     )
     assert stored.content == "y" * SMALL_CAP
 
@@ -551,15 +553,15 @@ def test_title_may_be_null(model: Model) -> None:
     assert getattr(model.model_validate({"title": None}), "title") is None  # noqa: B009
 
 
-async def test_store_rejects_a_title_longer_than_200_chars(store: ChatStore, user: str) -> None:
+async def test_store_rejects_a_title_longer_than_200_chars(store: ChatStore, user_id: str) -> None:
     with pytest.raises(ValidationError) as info:
-        await store.create_conversation(user, title="t" * 201)
+        await store.create_conversation(user_id, title="t" * 201)
     assert store_error_locs(info.value) == [["title"]]
-    conversation = await store.create_conversation(user, title="t" * 200)
+    conversation = await store.create_conversation(user_id, title="t" * 200)
     with pytest.raises(ValidationError) as patch_info:
-        await store.update_conversation(user, conversation.id, title="t" * 201)
+        await store.update_conversation(user_id, conversation.id, title="t" * 201)
     assert store_error_locs(patch_info.value) == [["title"]]
-    assert (await store.get_conversation(user, conversation.id)).title == "t" * 200
+    assert (await store.get_conversation(user_id, conversation.id)).title == "t" * 200
 
 
 def test_patch_metadata_null_is_rejected() -> None:
@@ -593,29 +595,29 @@ def test_batch_without_messages_is_rejected() -> None:
 
 @pytest.mark.parametrize("count", [0, 101])
 async def test_store_rejects_a_batch_outside_1_to_100_messages(
-    store: ChatStore, user: str, count: int
+    store: ChatStore, user_id: str, count: int
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     batch = [message("user", content=str(i)) for i in range(count)]
     with pytest.raises(ValidationError) as info:
         store.validate_messages(batch)
     assert store_error_locs(info.value) == [["messages"]]
     with pytest.raises(ValidationError):
-        await store.append_messages(user, conversation, batch)
-    assert (await store.get_conversation(user, conversation)).message_count == 0
+        await store.append_messages(user_id, conversation, batch)
+    assert (await store.get_conversation(user_id, conversation)).message_count == 0
 
 
 async def test_batch_of_100_messages_is_stored_with_seqs_1_to_100(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     batch = [message("user", content=str(i)) for i in range(100)]
-    stored = await store.append_messages(user, conversation, batch)
+    stored = await store.append_messages(user_id, conversation, batch)
     assert [m.seq for m in stored] == list(range(1, 101))
     assert [m.content for m in stored] == [str(i) for i in range(100)]
-    page = await store.list_messages(user, conversation, limit=1000)
+    page = await store.list_messages(user_id, conversation, limit=1000)
     assert [m.seq for m in page.data] == list(range(1, 101))
-    assert (await store.get_conversation(user, conversation)).message_count == 100
+    assert (await store.get_conversation(user_id, conversation)).message_count == 100
 
 
 # --- tool call ids across a batch and a conversation ------------------------------
@@ -632,11 +634,11 @@ def test_tool_call_ids_must_be_unique_across_a_batch(store: ChatStore) -> None:
 
 
 async def test_tool_message_may_answer_a_tool_call_earlier_in_the_batch(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     stored = await store.append_messages(
-        user,
+        user_id,
         conversation,
         [
             message("user", content="weather?"),
@@ -650,22 +652,28 @@ async def test_tool_message_may_answer_a_tool_call_earlier_in_the_batch(
 
 
 async def test_tool_message_may_answer_a_tool_call_of_an_earlier_stored_message(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
-    await store.append_message(user, conversation, message("assistant", tool_calls=[tool_call()]))
-    answer = await store.append_message(user, conversation, message("tool", tool_call_id="call_1"))
+    conversation = await conversation_id(store, user_id)
+    await store.append_message(
+        user_id, conversation, message("assistant", tool_calls=[tool_call()])
+    )
+    answer = await store.append_message(
+        user_id, conversation, message("tool", tool_call_id="call_1")
+    )
     assert (answer.seq, answer.tool_call_id) == (2, "call_1")
 
 
 async def test_tool_message_answering_an_unknown_tool_call_id_is_rejected(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
-    await store.append_message(user, conversation, message("assistant", tool_calls=[tool_call()]))
+    conversation = await conversation_id(store, user_id)
+    await store.append_message(
+        user_id, conversation, message("assistant", tool_calls=[tool_call()])
+    )
     with pytest.raises(ValidationError) as info:
         await store.append_messages(
-            user,
+            user_id,
             conversation,
             [
                 message("user"),
@@ -674,16 +682,16 @@ async def test_tool_message_answering_an_unknown_tool_call_id_is_rejected(
             ],
         )
     assert store_error_locs(info.value) == [["messages", 2, "tool_call_id"]]
-    assert (await store.get_conversation(user, conversation)).message_count == 1
+    assert (await store.get_conversation(user_id, conversation)).message_count == 1
 
 
 async def test_tool_message_answering_a_later_tool_call_of_the_batch_is_rejected(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     with pytest.raises(ValidationError) as info:
         await store.append_messages(
-            user,
+            user_id,
             conversation,
             [
                 message("tool", tool_call_id="call_1"),
@@ -691,27 +699,27 @@ async def test_tool_message_answering_a_later_tool_call_of_the_batch_is_rejected
             ],
         )
     assert store_error_locs(info.value) == [["messages", 0, "tool_call_id"]]
-    assert (await store.get_conversation(user, conversation)).message_count == 0
+    assert (await store.get_conversation(user_id, conversation)).message_count == 0
 
 
 async def test_tool_message_answering_a_tool_call_of_another_conversation_is_rejected(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    first = await conversation_id(store, user)
-    second = await conversation_id(store, user)
-    await store.append_message(user, first, message("assistant", tool_calls=[tool_call("c_x")]))
+    first = await conversation_id(store, user_id)
+    second = await conversation_id(store, user_id)
+    await store.append_message(user_id, first, message("assistant", tool_calls=[tool_call("c_x")]))
     with pytest.raises(ValidationError) as info:
-        await store.append_message(user, second, message("tool", tool_call_id="c_x"))
+        await store.append_message(user_id, second, message("tool", tool_call_id="c_x"))
     assert store_error_locs(info.value) == [["messages", 0, "tool_call_id"]]
-    assert (await store.get_conversation(user, second)).message_count == 0
+    assert (await store.get_conversation(user_id, second)).message_count == 0
 
 
 async def test_tool_call_id_already_used_earlier_in_the_conversation_is_rejected(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_id(store, user)
+    conversation = await conversation_id(store, user_id)
     await store.append_messages(
-        user,
+        user_id,
         conversation,
         [
             message("assistant", tool_calls=[tool_call("call_1")]),
@@ -720,24 +728,24 @@ async def test_tool_call_id_already_used_earlier_in_the_conversation_is_rejected
     )
     with pytest.raises(ValidationError) as info:
         await store.append_messages(
-            user,
+            user_id,
             conversation,
             [message("user"), message("assistant", tool_calls=[tool_call("call_1")])],
         )
     assert all(loc[0] == "messages" for loc in store_error_locs(info.value))
-    after = await store.get_conversation(user, conversation)
+    after = await store.get_conversation(user_id, conversation)
     assert after.message_count == 2
     # Nothing of the refused batch stored, and no seq consumed by it.
-    assert (await store.append_message(user, conversation, message("user"))).seq == 3
+    assert (await store.append_message(user_id, conversation, message("user"))).seq == 3
 
 
 async def test_tool_call_id_may_be_reused_in_another_conversation(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     for _ in range(2):
-        conversation = await conversation_id(store, user)
+        conversation = await conversation_id(store, user_id)
         stored = await store.append_message(
-            user, conversation, message("assistant", tool_calls=[tool_call("call_same")])
+            user_id, conversation, message("assistant", tool_calls=[tool_call("call_same")])
         )
         assert stored.seq == 1
 
@@ -755,10 +763,12 @@ UNICODE_TEXTS = {
 
 
 @pytest.mark.parametrize("text", UNICODE_TEXTS.values(), ids=UNICODE_TEXTS.keys())
-async def test_unicode_content_round_trips_exactly(store: ChatStore, user: str, text: str) -> None:
-    conversation = await store.create_conversation(user, title=text, metadata={text: text})
+async def test_unicode_content_round_trips_exactly(
+    store: ChatStore, user_id: str, text: str
+) -> None:
+    conversation = await store.create_conversation(user_id, title=text, metadata={text: text})
     stored = await store.append_message(
-        user,
+        user_id,
         conversation.id,
         message(
             "assistant",
@@ -767,13 +777,13 @@ async def test_unicode_content_round_trips_exactly(store: ChatStore, user: str, 
             tool_calls=[tool_call(f"call {text}", arguments=text)],
         ),
     )
-    fetched = await store.get_message(user, conversation.id, stored.seq)
+    fetched = await store.get_message(user_id, conversation.id, stored.seq)
     assert fetched.content == text
     assert fetched.metadata == {text: text}
     assert fetched.tool_calls is not None
     assert fetched.tool_calls[0].id == f"call {text}"
     assert fetched.tool_calls[0].function.arguments == text
-    again = await store.get_conversation(user, conversation.id)
+    again = await store.get_conversation(user_id, conversation.id)
     assert again.title == text
     assert again.metadata == {text: text}
 

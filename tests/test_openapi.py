@@ -17,8 +17,8 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from starlette.applications import Starlette
 from starlette.routing import Route
+from support.users import make_user
 
-from chatstore import sessions
 from chatstore.config import Settings
 from chatstore.http.app import create_app
 from chatstore.http.openapi import openapi_document, render
@@ -139,10 +139,7 @@ async def client(store: ChatStore, settings: Settings) -> AsyncIterator[httpx.As
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            _user, token = await sessions.create_session(
-                store, f"{secrets.token_hex(8)}@example.test"
-            )
-            client.headers["Authorization"] = f"Bearer {token}"
+            client.headers.update((await make_user(store)).headers)
             yield client
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from conftest import create_database
+from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.config import Settings

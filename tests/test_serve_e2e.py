@@ -4,11 +4,9 @@ with the embedded cluster stopped too."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,27 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.serve import STOP_SECONDS, Server, chatstore_command, clean_env
 
 from chatstore.embedded import Cluster, free_port
 
-READY_SECONDS = 60
-STOP_SECONDS = 20
-
-
-def chatstore_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("chatstore")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "chatstore"]
-    return [*command, *args]
-
 
 def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    """This environment without any database URL: chatstore runs its own cluster."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("CHATSTORE_DATABASE_URL", "DATABASE_URL") and not name.startswith("PG")
-    }
-    return {**env, "CHATSTORE_DATA_DIR": str(data_dir), **extra}
+    """No database URL: chatstore runs its own cluster in ``data_dir``."""
+    return clean_env(CHATSTORE_DATA_DIR=str(data_dir), **extra)
 
 
 def gone(pid: int) -> bool:
@@ -63,45 +48,14 @@ def data_dir() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def wait_ready(server: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"chatstore serve exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"/readyz not 200 after {READY_SECONDS} s:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def test_serve_on_the_embedded_database(data_dir: Path) -> None:
     env = embedded_env(data_dir)
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = data_dir / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            chatstore_command("serve", "--port", str(port)),
-            env=env,
-            cwd=data_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    # The CLI's own worker count (workers=None), as an operator runs it.
+    server = Server(log=data_dir / "serve.log", env=env, workers=None)
+    base_url, log = server.base_url, server.log
+    server.start()
     try:
-        wait_ready(server, base_url, log)
+        server.wait_ready_blocking()
         token = subprocess.run(
             chatstore_command("token", "--email", "e2e@example.test"),
             env=env,
@@ -135,7 +89,7 @@ def test_serve_on_the_embedded_database(data_dir: Path) -> None:
 
         postmaster = int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
         assert not gone(postmaster)
-        server.send_signal(signal.SIGTERM)
+        server.signal(signal.SIGTERM)
         # cli.py turns uvicorn's re-raised SIGTERM into SystemExit(128 + SIGTERM), after
         # uvicorn's graceful shutdown and the embedded cluster's stop.
         assert server.wait(STOP_SECONDS) == 128 + signal.SIGTERM, log.read_text()
@@ -146,7 +100,7 @@ def test_serve_on_the_embedded_database(data_dir: Path) -> None:
         assert not (data_dir / "pgdata" / "postmaster.pid").exists()
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_serve_without_postgres_says_how_to_fix_it(data_dir: Path) -> None:

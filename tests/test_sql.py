@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from asyncpg.pool import PoolConnectionProxy
-from conftest import create_database
+from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.config import Settings

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from support.users import MakeUser
 
 from chatstore.errors import NotFound, SeqConflict, ValidationError
 from chatstore.models import Conversation, Message, MessagePage
 from chatstore.store import ChatStore, Order
 
-NewUser = Callable[[], Awaitable[str]]
 UTC = dt.UTC
 
 
@@ -52,12 +52,12 @@ def encode_cursor(payload: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
 
 
-async def conversation_with(store: ChatStore, user: str, count: int) -> uuid.UUID:
+async def conversation_with(store: ChatStore, user_id: str, count: int) -> uuid.UUID:
     """A new conversation of ``user`` holding ``count`` user messages, seq 1..count."""
-    conversation = await store.create_conversation(user)
+    conversation = await store.create_conversation(user_id)
     if count:
         await store.append_messages(
-            user, conversation.id, [user_message(f"m{i}") for i in range(1, count + 1)]
+            user_id, conversation.id, [user_message(f"m{i}") for i in range(1, count + 1)]
         )
     return conversation.id
 
@@ -79,9 +79,9 @@ def assert_utc(moment: dt.datetime) -> None:
 # --- conversations ------------------------------------------------------------
 
 
-async def test_new_conversation_has_defaults(store: ChatStore, user: str) -> None:
+async def test_new_conversation_has_defaults(store: ChatStore, user_id: str) -> None:
     before = dt.datetime.now(UTC)
-    conversation = await store.create_conversation(user)
+    conversation = await store.create_conversation(user_id)
     assert isinstance(conversation.id, uuid.UUID)
     assert conversation.title is None
     assert conversation.metadata == {}
@@ -92,84 +92,90 @@ async def test_new_conversation_has_defaults(store: ChatStore, user: str) -> Non
     assert abs(conversation.created_at - before) < dt.timedelta(seconds=30)
 
 
-async def test_new_conversation_keeps_title_and_metadata(store: ChatStore, user: str) -> None:
-    conversation = await store.create_conversation(user, title="Trip", metadata={"a": "1"})
+async def test_new_conversation_keeps_title_and_metadata(store: ChatStore, user_id: str) -> None:
+    conversation = await store.create_conversation(user_id, title="Trip", metadata={"a": "1"})
     assert (conversation.title, conversation.metadata) == ("Trip", {"a": "1"})
 
 
-async def test_get_conversation_returns_what_create_returned(store: ChatStore, user: str) -> None:
-    created = await store.create_conversation(user, title="t", metadata={"k": "v"})
-    assert await store.get_conversation(user, created.id) == created
-    assert await store.get_conversation(user, str(created.id)) == created
+async def test_get_conversation_returns_what_create_returned(
+    store: ChatStore, user_id: str
+) -> None:
+    created = await store.create_conversation(user_id, title="t", metadata={"k": "v"})
+    assert await store.get_conversation(user_id, created.id) == created
+    assert await store.get_conversation(user_id, str(created.id)) == created
 
 
-async def test_update_changes_only_the_given_fields(store: ChatStore, user: str) -> None:
-    created = await store.create_conversation(user, title="old", metadata={"k": "v", "x": "y"})
+async def test_update_changes_only_the_given_fields(store: ChatStore, user_id: str) -> None:
+    created = await store.create_conversation(user_id, title="old", metadata={"k": "v", "x": "y"})
 
-    titled = await store.update_conversation(user, created.id, title="new")
+    titled = await store.update_conversation(user_id, created.id, title="new")
     assert (titled.title, titled.metadata) == ("new", {"k": "v", "x": "y"})
     assert titled.updated_at > created.updated_at
     assert titled.created_at == created.created_at
 
-    replaced = await store.update_conversation(user, created.id, metadata={"n": "1"})
+    replaced = await store.update_conversation(user_id, created.id, metadata={"n": "1"})
     assert (replaced.title, replaced.metadata) == ("new", {"n": "1"})
     assert replaced.updated_at > titled.updated_at
 
-    cleared = await store.update_conversation(user, created.id, title=None)
+    cleared = await store.update_conversation(user_id, created.id, title=None)
     assert (cleared.title, cleared.metadata) == (None, {"n": "1"})
     assert cleared.updated_at > replaced.updated_at
 
-    emptied = await store.update_conversation(user, created.id, metadata={})
+    emptied = await store.update_conversation(user_id, created.id, metadata={})
     assert (emptied.title, emptied.metadata) == (None, {})
 
-    assert await store.get_conversation(user, created.id) == emptied
+    assert await store.get_conversation(user_id, created.id) == emptied
     assert emptied.created_at == created.created_at
     assert emptied.message_count == 0
 
 
-async def test_update_keeps_message_count(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 3)
-    updated = await store.update_conversation(user, conversation, title="x")
+async def test_update_keeps_message_count(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 3)
+    updated = await store.update_conversation(user_id, conversation, title="x")
     assert updated.message_count == 3
 
 
-async def test_deleted_conversation_is_gone_with_its_messages(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 2)
-    await store.append_messages(user, conversation, [assistant_calling("c1"), tool_answer("c1")])
-    await store.delete_conversation(user, conversation)
+async def test_deleted_conversation_is_gone_with_its_messages(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await conversation_with(store, user_id, 2)
+    await store.append_messages(user_id, conversation, [assistant_calling("c1"), tool_answer("c1")])
+    await store.delete_conversation(user_id, conversation)
     with pytest.raises(NotFound):
-        await store.get_conversation(user, conversation)
+        await store.get_conversation(user_id, conversation)
     with pytest.raises(NotFound):
-        await store.delete_conversation(user, conversation)
+        await store.delete_conversation(user_id, conversation)
     with pytest.raises(NotFound):
-        await store.list_messages(user, conversation)
+        await store.list_messages(user_id, conversation)
     for table in ("messages", "message_tool_calls"):
         sql = f"SELECT count(*) FROM {table} WHERE conversation_id = $1"
         assert await count_rows(store, sql, conversation) == 0
 
 
-async def test_conversations_are_listed_newest_activity_first(store: ChatStore, user: str) -> None:
-    a = (await store.create_conversation(user, title="a")).id
-    b = (await store.create_conversation(user, title="b")).id
-    c = (await store.create_conversation(user, title="c")).id
+async def test_conversations_are_listed_newest_activity_first(
+    store: ChatStore, user_id: str
+) -> None:
+    a = (await store.create_conversation(user_id, title="a")).id
+    b = (await store.create_conversation(user_id, title="b")).id
+    c = (await store.create_conversation(user_id, title="c")).id
 
     async def order() -> list[uuid.UUID]:
-        return [conv.id for conv in (await store.list_conversations(user)).data]
+        return [conv.id for conv in (await store.list_conversations(user_id)).data]
 
     assert await order() == [c, b, a]
-    await store.append_message(user, a, user_message())
+    await store.append_message(user_id, a, user_message())
     assert await order() == [a, c, b]
-    await store.update_conversation(user, b, title="b2")
+    await store.update_conversation(user_id, b, title="b2")
     assert await order() == [b, a, c]
-    await store.delete_message(user, a, 1)
+    await store.delete_message(user_id, a, 1)
     assert await order() == [a, b, c]
 
 
-async def _walk(store: ChatStore, user: str, limit: int) -> list[list[Conversation]]:
+async def _walk(store: ChatStore, user_id: str, limit: int) -> list[list[Conversation]]:
     pages: list[list[Conversation]] = []
     cursor: str | None = None
     while True:
-        page = await store.list_conversations(user, limit=limit, cursor=cursor)
+        page = await store.list_conversations(user_id, limit=limit, cursor=cursor)
         pages.append(page.data)
         if page.next_cursor is None:
             return pages
@@ -179,9 +185,9 @@ async def _walk(store: ChatStore, user: str, limit: int) -> list[list[Conversati
 
 @pytest.mark.parametrize(("total", "limit"), [(57, 10), (20, 10), (1, 1), (3, 100)])
 async def test_conversation_pages_walk_end_to_end_without_gap_or_duplicate(
-    store: ChatStore, new_user: NewUser, total: int, limit: int
+    store: ChatStore, new_user: MakeUser, total: int, limit: int
 ) -> None:
-    owner = await new_user()
+    owner = (await new_user()).user_id
     created = await asyncio.gather(
         *(store.create_conversation(owner, title=str(i)) for i in range(total))
     )
@@ -199,9 +205,9 @@ async def test_conversation_pages_walk_end_to_end_without_gap_or_duplicate(
 
 
 async def test_conversation_pages_hold_when_updated_at_ties(
-    store: ChatStore, new_user: NewUser
+    store: ChatStore, new_user: MakeUser
 ) -> None:
-    owner = await new_user()
+    owner = (await new_user()).user_id
     await asyncio.gather(*(store.create_conversation(owner) for _ in range(25)))
     await store.pool.execute(
         "UPDATE conversations SET updated_at = '2024-01-01T00:00:00Z' WHERE user_id = $1", owner
@@ -212,17 +218,19 @@ async def test_conversation_pages_hold_when_updated_at_ties(
 
 
 async def test_conversation_page_excludes_other_users(
-    store: ChatStore, user: str, other_user: str
+    store: ChatStore, user_id: str, other_user_id: str
 ) -> None:
-    mine = await store.create_conversation(user)
-    theirs = await store.create_conversation(other_user)
-    listed = [conv.id for conv in (await store.list_conversations(other_user, limit=100)).data]
+    mine = await store.create_conversation(user_id)
+    theirs = await store.create_conversation(other_user_id)
+    listed = [conv.id for conv in (await store.list_conversations(other_user_id, limit=100)).data]
     assert listed == [theirs.id]
     assert mine.id not in listed
 
 
-async def test_user_without_conversations_gets_an_empty_page(store: ChatStore, user: str) -> None:
-    page = await store.list_conversations(user)
+async def test_user_without_conversations_gets_an_empty_page(
+    store: ChatStore, user_id: str
+) -> None:
+    page = await store.list_conversations(user_id)
     assert (page.data, page.next_cursor) == ([], None)
 
 
@@ -252,14 +260,14 @@ BAD_CURSORS: dict[str, str] = {
 
 
 @pytest.mark.parametrize("cursor", BAD_CURSORS.values(), ids=BAD_CURSORS.keys())
-async def test_bad_cursor_is_rejected(store: ChatStore, user: str, cursor: str) -> None:
+async def test_bad_cursor_is_rejected(store: ChatStore, user_id: str, cursor: str) -> None:
     with pytest.raises(ValidationError) as info:
-        await store.list_conversations(user, cursor=cursor)
+        await store.list_conversations(user_id, cursor=cursor)
     assert info.value.details[0]["loc"] == ["query", "cursor"]
 
 
-async def test_tampered_cursor_is_rejected(store: ChatStore, new_user: NewUser) -> None:
-    owner = await new_user()
+async def test_tampered_cursor_is_rejected(store: ChatStore, new_user: MakeUser) -> None:
+    owner = (await new_user()).user_id
     for _ in range(3):
         await store.create_conversation(owner)
     cursor = (await store.list_conversations(owner, limit=1)).next_cursor
@@ -271,54 +279,54 @@ async def test_tampered_cursor_is_rejected(store: ChatStore, new_user: NewUser) 
 
 @pytest.mark.parametrize("limit", [0, -1, 101, 1000])
 async def test_conversation_limit_outside_1_to_100_is_rejected(
-    store: ChatStore, user: str, limit: int
+    store: ChatStore, user_id: str, limit: int
 ) -> None:
     with pytest.raises(ValidationError) as info:
-        await store.list_conversations(user, limit=limit)
+        await store.list_conversations(user_id, limit=limit)
     assert info.value.details[0]["loc"] == ["query", "limit"]
 
 
 @pytest.mark.parametrize("limit", [1, 100])
 async def test_conversation_limit_of_1_and_100_is_accepted(
-    store: ChatStore, user: str, limit: int
+    store: ChatStore, user_id: str, limit: int
 ) -> None:
-    await store.create_conversation(user)
-    assert len((await store.list_conversations(user, limit=limit)).data) == 1
+    await store.create_conversation(user_id)
+    assert len((await store.list_conversations(user_id, limit=limit)).data) == 1
 
 
 # --- messages -----------------------------------------------------------------
 
 
 async def test_first_message_gets_seq_1_and_moves_count_and_updated_at(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await store.create_conversation(user)
-    stored = await store.append_message(user, conversation.id, user_message("hi"))
+    conversation = await store.create_conversation(user_id)
+    stored = await store.append_message(user_id, conversation.id, user_message("hi"))
     assert stored.seq == 1
     assert stored.conversation_id == conversation.id
     assert (stored.role, stored.content, stored.name) == ("user", "hi", None)
     assert (stored.tool_calls, stored.tool_call_id, stored.metadata) == (None, None, {})
     assert_utc(stored.created_at)
-    after = await store.get_conversation(user, conversation.id)
+    after = await store.get_conversation(user_id, conversation.id)
     assert after.message_count == 1
     assert after.updated_at > conversation.updated_at
     assert after.created_at == conversation.created_at
 
 
-async def test_batch_gets_consecutive_seqs_in_order(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 2)
+async def test_batch_gets_consecutive_seqs_in_order(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 2)
     batch = [user_message(f"b{i}") for i in range(5)]
-    stored = await store.append_messages(user, conversation, batch)
+    stored = await store.append_messages(user_id, conversation, batch)
     assert seqs(stored) == [3, 4, 5, 6, 7]
     assert [m.content for m in stored] == [f"b{i}" for i in range(5)]
-    assert (await store.get_conversation(user, conversation)).message_count == 7
+    assert (await store.get_conversation(user_id, conversation)).message_count == 7
 
 
-async def test_get_message_returns_the_stored_message(store: ChatStore, user: str) -> None:
-    conversation = await store.create_conversation(user)
+async def test_get_message_returns_the_stored_message(store: ChatStore, user_id: str) -> None:
+    conversation = await store.create_conversation(user_id)
     call = {"id": "call_9", "type": "function", "function": {"name": "get", "arguments": '{"a":1}'}}
     stored = await store.append_messages(
-        user,
+        user_id,
         conversation.id,
         [
             {"role": "user", "content": "q", "name": "alice", "metadata": {"m": "1"}},
@@ -327,20 +335,20 @@ async def test_get_message_returns_the_stored_message(store: ChatStore, user: st
         ],
     )
     for message in stored:
-        assert await store.get_message(user, conversation.id, message.seq) == message
-    assistant = await store.get_message(user, conversation.id, 2)
+        assert await store.get_message(user_id, conversation.id, message.seq) == message
+    assistant = await store.get_message(user_id, conversation.id, 2)
     assert assistant.tool_calls is not None
     assert [c.model_dump() for c in assistant.tool_calls] == [call]
-    first = await store.get_message(user, str(conversation.id), 1)
+    first = await store.get_message(user_id, str(conversation.id), 1)
     assert (first.name, first.metadata) == ("alice", {"m": "1"})
-    assert (await store.get_message(user, conversation.id, 3)).tool_call_id == "call_9"
+    assert (await store.get_message(user_id, conversation.id, 3)).tool_call_id == "call_9"
 
 
 @pytest.mark.parametrize("seq", [0, -1, 4, 2**63 - 1, 2**63, 10**30])
-async def test_get_missing_message_is_not_found(store: ChatStore, user: str, seq: int) -> None:
-    conversation = await conversation_with(store, user, 3)
+async def test_get_missing_message_is_not_found(store: ChatStore, user_id: str, seq: int) -> None:
+    conversation = await conversation_with(store, user_id, 3)
     with pytest.raises(NotFound):
-        await store.get_message(user, conversation, seq)
+        await store.get_message(user_id, conversation, seq)
 
 
 # list_messages over seqs 1..10: (kwargs, seqs of the page, has_more)
@@ -365,10 +373,10 @@ LIST_CASES: list[tuple[dict[str, Any], list[int], bool]] = [
 
 @pytest.mark.parametrize(("kwargs", "expected", "has_more"), LIST_CASES, ids=repr)
 async def test_list_messages_pages_by_order_bounds_and_limit(
-    store: ChatStore, user: str, kwargs: dict[str, Any], expected: list[int], has_more: bool
+    store: ChatStore, user_id: str, kwargs: dict[str, Any], expected: list[int], has_more: bool
 ) -> None:
-    conversation = await conversation_with(store, user, 10)
-    page = await store.list_messages(user, conversation, **kwargs)
+    conversation = await conversation_with(store, user_id, 10)
+    page = await store.list_messages(user_id, conversation, **kwargs)
     assert seqs(page) == expected
     assert page.has_more is has_more
     assert page.first_seq == (expected[0] if expected else None)
@@ -377,15 +385,15 @@ async def test_list_messages_pages_by_order_bounds_and_limit(
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_list_messages_walks_every_message_once_in_either_order(
-    store: ChatStore, user: str, order: Order
+    store: ChatStore, user_id: str, order: Order
 ) -> None:
-    conversation = await conversation_with(store, user, 23)
-    await store.delete_message(user, conversation, 5)
-    await store.delete_message(user, conversation, 20)
+    conversation = await conversation_with(store, user_id, 23)
+    await store.delete_message(user_id, conversation, 5)
+    await store.delete_message(user_id, conversation, 20)
     walked: list[int] = []
     bound: dict[str, Any] = {}
     while True:
-        page = await store.list_messages(user, conversation, order=order, limit=4, **bound)
+        page = await store.list_messages(user_id, conversation, order=order, limit=4, **bound)
         walked.extend(seqs(page))
         if not page.has_more:
             break
@@ -395,11 +403,11 @@ async def test_list_messages_walks_every_message_once_in_either_order(
     assert walked == (expected if order == "asc" else expected[::-1])
 
 
-async def test_empty_conversation_lists_no_messages(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 0)
+async def test_empty_conversation_lists_no_messages(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 0)
     orders: tuple[Order, ...] = ("asc", "desc")
     for order in orders:
-        page = await store.list_messages(user, conversation, order=order)
+        page = await store.list_messages(user_id, conversation, order=order)
         assert page == MessagePage(data=[], has_more=False, first_seq=None, last_seq=None)
 
 
@@ -415,173 +423,181 @@ BAD_LIST_ARGS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("kwargs", BAD_LIST_ARGS.values(), ids=BAD_LIST_ARGS.keys())
 async def test_list_messages_rejects_bad_parameters(
-    store: ChatStore, user: str, kwargs: dict[str, Any]
+    store: ChatStore, user_id: str, kwargs: dict[str, Any]
 ) -> None:
-    conversation = await conversation_with(store, user, 1)
+    conversation = await conversation_with(store, user_id, 1)
     with pytest.raises(ValidationError):
-        await store.list_messages(user, conversation, **kwargs)
+        await store.list_messages(user_id, conversation, **kwargs)
 
 
-async def test_list_messages_accepts_limit_1000(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 2)
-    assert seqs(await store.list_messages(user, conversation, limit=1000)) == [1, 2]
+async def test_list_messages_accepts_limit_1000(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 2)
+    assert seqs(await store.list_messages(user_id, conversation, limit=1000)) == [1, 2]
 
 
 async def test_deleted_message_leaves_a_gap_and_its_seq_is_never_reused(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 3)
-    before = await store.get_conversation(user, conversation)
-    await store.delete_message(user, conversation, 3)
-    after_delete = await store.get_conversation(user, conversation)
+    conversation = await conversation_with(store, user_id, 3)
+    before = await store.get_conversation(user_id, conversation)
+    await store.delete_message(user_id, conversation, 3)
+    after_delete = await store.get_conversation(user_id, conversation)
     assert after_delete.message_count == 2
     assert after_delete.updated_at > before.updated_at
     with pytest.raises(NotFound):
-        await store.get_message(user, conversation, 3)
-    assert (await store.append_message(user, conversation, user_message())).seq == 4
-    await store.delete_message(user, conversation, 2)
-    assert seqs(await store.list_messages(user, conversation)) == [1, 4]
-    assert (await store.get_conversation(user, conversation)).message_count == 2
-    assert (await store.append_message(user, conversation, user_message())).seq == 5
+        await store.get_message(user_id, conversation, 3)
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 4
+    await store.delete_message(user_id, conversation, 2)
+    assert seqs(await store.list_messages(user_id, conversation)) == [1, 4]
+    assert (await store.get_conversation(user_id, conversation)).message_count == 2
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 5
 
 
-async def test_deleting_every_message_still_never_reuses_seqs(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 2)
-    await store.delete_message(user, conversation, 1)
-    await store.delete_message(user, conversation, 2)
-    assert (await store.get_conversation(user, conversation)).message_count == 0
-    assert (await store.append_message(user, conversation, user_message())).seq == 3
+async def test_deleting_every_message_still_never_reuses_seqs(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await conversation_with(store, user_id, 2)
+    await store.delete_message(user_id, conversation, 1)
+    await store.delete_message(user_id, conversation, 2)
+    assert (await store.get_conversation(user_id, conversation)).message_count == 0
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 3
 
 
 @pytest.mark.parametrize("seq", [0, -5, 4, 2**63, 10**30])
 async def test_deleting_a_missing_message_is_not_found(
-    store: ChatStore, user: str, seq: int
+    store: ChatStore, user_id: str, seq: int
 ) -> None:
-    conversation = await conversation_with(store, user, 3)
-    before = await store.get_conversation(user, conversation)
+    conversation = await conversation_with(store, user_id, 3)
+    before = await store.get_conversation(user_id, conversation)
     with pytest.raises(NotFound):
-        await store.delete_message(user, conversation, seq)
-    assert await store.get_conversation(user, conversation) == before
+        await store.delete_message(user_id, conversation, seq)
+    assert await store.get_conversation(user_id, conversation) == before
 
 
 async def test_deleting_a_message_twice_is_not_found_and_counts_once(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 3)
-    await store.delete_message(user, conversation, 2)
+    conversation = await conversation_with(store, user_id, 3)
+    await store.delete_message(user_id, conversation, 2)
     with pytest.raises(NotFound):
-        await store.delete_message(user, conversation, 2)
-    assert (await store.get_conversation(user, conversation)).message_count == 2
+        await store.delete_message(user_id, conversation, 2)
+    assert (await store.get_conversation(user_id, conversation)).message_count == 2
 
 
-async def test_concurrent_deletes_of_one_message_count_it_once(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 3)
+async def test_concurrent_deletes_of_one_message_count_it_once(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await conversation_with(store, user_id, 3)
     results = await asyncio.gather(
-        *(store.delete_message(user, conversation, 2) for _ in range(6)), return_exceptions=True
+        *(store.delete_message(user_id, conversation, 2) for _ in range(6)), return_exceptions=True
     )
     assert sum(result is None for result in results) == 1
     assert all(result is None or isinstance(result, NotFound) for result in results)
-    assert (await store.get_conversation(user, conversation)).message_count == 2
+    assert (await store.get_conversation(user_id, conversation)).message_count == 2
 
 
 async def test_truncate_deletes_from_seq_on_and_returns_how_many(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 6)
-    await store.delete_message(user, conversation, 5)
-    before = await store.get_conversation(user, conversation)
-    assert await store.truncate_messages(user, conversation, 4) == 2
-    after = await store.get_conversation(user, conversation)
-    assert seqs(await store.list_messages(user, conversation)) == [1, 2, 3]
+    conversation = await conversation_with(store, user_id, 6)
+    await store.delete_message(user_id, conversation, 5)
+    before = await store.get_conversation(user_id, conversation)
+    assert await store.truncate_messages(user_id, conversation, 4) == 2
+    after = await store.get_conversation(user_id, conversation)
+    assert seqs(await store.list_messages(user_id, conversation)) == [1, 2, 3]
     assert after.message_count == 3
     assert after.updated_at > before.updated_at
-    assert (await store.append_message(user, conversation, user_message())).seq == 7
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 7
 
 
-async def test_truncate_past_the_end_deletes_nothing(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 3)
-    assert await store.truncate_messages(user, conversation, 4) == 0
-    assert await store.truncate_messages(user, conversation, 2**70) == 0
-    assert (await store.get_conversation(user, conversation)).message_count == 3
+async def test_truncate_past_the_end_deletes_nothing(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 3)
+    assert await store.truncate_messages(user_id, conversation, 4) == 0
+    assert await store.truncate_messages(user_id, conversation, 2**70) == 0
+    assert (await store.get_conversation(user_id, conversation)).message_count == 3
 
 
-async def test_truncate_from_1_empties_the_conversation(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 4)
-    assert await store.truncate_messages(user, conversation, 1) == 4
-    assert (await store.get_conversation(user, conversation)).message_count == 0
-    assert (await store.list_messages(user, conversation)).data == []
-    assert await store.truncate_messages(user, conversation, 1) == 0
-    assert (await store.append_message(user, conversation, user_message())).seq == 5
+async def test_truncate_from_1_empties_the_conversation(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 4)
+    assert await store.truncate_messages(user_id, conversation, 1) == 4
+    assert (await store.get_conversation(user_id, conversation)).message_count == 0
+    assert (await store.list_messages(user_id, conversation)).data == []
+    assert await store.truncate_messages(user_id, conversation, 1) == 0
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 5
 
 
 async def test_truncate_removes_the_tool_calls_of_deleted_messages(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 1)
-    await store.append_messages(user, conversation, [assistant_calling("c1"), tool_answer("c1")])
-    assert await store.truncate_messages(user, conversation, 2) == 2
+    conversation = await conversation_with(store, user_id, 1)
+    await store.append_messages(user_id, conversation, [assistant_calling("c1"), tool_answer("c1")])
+    assert await store.truncate_messages(user_id, conversation, 2) == 2
     sql = "SELECT count(*) FROM message_tool_calls WHERE conversation_id = $1"
     assert await count_rows(store, sql, conversation) == 0
     # Regenerating after the edit may use the same call id again.
     regenerated = await store.append_messages(
-        user, conversation, [assistant_calling("c1"), tool_answer("c1")]
+        user_id, conversation, [assistant_calling("c1"), tool_answer("c1")]
     )
     assert seqs(regenerated) == [4, 5]
 
 
 @pytest.mark.parametrize("from_seq", [0, -1])
 async def test_truncate_from_seq_below_1_is_rejected(
-    store: ChatStore, user: str, from_seq: int
+    store: ChatStore, user_id: str, from_seq: int
 ) -> None:
-    conversation = await conversation_with(store, user, 2)
+    conversation = await conversation_with(store, user_id, 2)
     with pytest.raises(ValidationError):
-        await store.truncate_messages(user, conversation, from_seq)
-    assert (await store.get_conversation(user, conversation)).message_count == 2
+        await store.truncate_messages(user_id, conversation, from_seq)
+    assert (await store.get_conversation(user_id, conversation)).message_count == 2
 
 
 # --- expected_last_seq --------------------------------------------------------
 
 
 async def test_expected_last_seq_0_on_an_empty_conversation_appends(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 0)
-    stored = await store.append_messages(user, conversation, [user_message()], expected_last_seq=0)
+    conversation = await conversation_with(store, user_id, 0)
+    stored = await store.append_messages(
+        user_id, conversation, [user_message()], expected_last_seq=0
+    )
     assert seqs(stored) == [1]
 
 
-async def test_matching_expected_last_seq_appends(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 2)
+async def test_matching_expected_last_seq_appends(store: ChatStore, user_id: str) -> None:
+    conversation = await conversation_with(store, user_id, 2)
     stored = await store.append_messages(
-        user, conversation, [user_message(), user_message()], expected_last_seq=2
+        user_id, conversation, [user_message(), user_message()], expected_last_seq=2
     )
     assert seqs(stored) == [3, 4]
 
 
 @pytest.mark.parametrize("expected", [0, 1, 3, 100])
 async def test_stale_expected_last_seq_is_a_seq_conflict_and_stores_nothing(
-    store: ChatStore, user: str, expected: int
+    store: ChatStore, user_id: str, expected: int
 ) -> None:
-    conversation = await conversation_with(store, user, 2)
-    before = await store.get_conversation(user, conversation)
+    conversation = await conversation_with(store, user_id, 2)
+    before = await store.get_conversation(user_id, conversation)
     with pytest.raises(SeqConflict) as info:
         await store.append_messages(
-            user, conversation, [user_message("late")], expected_last_seq=expected
+            user_id, conversation, [user_message("late")], expected_last_seq=expected
         )
     assert (info.value.expected, info.value.actual) == (expected, 2)
     assert info.value.code == "seq_conflict"
-    assert await store.get_conversation(user, conversation) == before
-    assert seqs(await store.list_messages(user, conversation)) == [1, 2]
+    assert await store.get_conversation(user_id, conversation) == before
+    assert seqs(await store.list_messages(user_id, conversation)) == [1, 2]
     assert await last_seq(store, conversation) == 2
 
 
 async def test_concurrent_writers_with_one_expected_last_seq_append_once(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 1)
+    conversation = await conversation_with(store, user_id, 1)
     results = await asyncio.gather(
         *(
-            store.append_messages(user, conversation, [user_message(str(i))], expected_last_seq=1)
+            store.append_messages(
+                user_id, conversation, [user_message(str(i))], expected_last_seq=1
+            )
             for i in range(12)
         ),
         return_exceptions=True,
@@ -590,34 +606,34 @@ async def test_concurrent_writers_with_one_expected_last_seq_append_once(
     assert len(winners) == 1
     assert seqs(winners[0]) == [2]
     assert all(isinstance(r, SeqConflict) for r in results if not isinstance(r, list))
-    assert (await store.get_conversation(user, conversation)).message_count == 2
+    assert (await store.get_conversation(user_id, conversation)).message_count == 2
 
 
 # --- a refused batch stores nothing ----------------------------------------------
 
 
 async def test_batch_with_an_invalid_message_at_index_3_stores_nothing(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 2)
-    before = await store.get_conversation(user, conversation)
+    conversation = await conversation_with(store, user_id, 2)
+    before = await store.get_conversation(user_id, conversation)
     batch = [user_message(str(i)) for i in range(5)]
     batch[3] = {"role": "user", "content": 5}
     with pytest.raises(ValidationError) as info:
-        await store.append_messages(user, conversation, batch)
+        await store.append_messages(user_id, conversation, batch)
     assert info.value.details[0]["loc"] == ["messages", 3, "content"]
-    assert await store.get_conversation(user, conversation) == before
-    assert [m.content for m in (await store.list_messages(user, conversation)).data] == [
+    assert await store.get_conversation(user_id, conversation) == before
+    assert [m.content for m in (await store.list_messages(user_id, conversation)).data] == [
         "m1",
         "m2",
     ]
 
 
 async def test_batch_ending_with_an_unanswerable_tool_message_stores_nothing(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 2)
-    before = await store.get_conversation(user, conversation)
+    conversation = await conversation_with(store, user_id, 2)
+    before = await store.get_conversation(user_id, conversation)
     batch = [
         user_message("a"),
         assistant_calling("call_a"),
@@ -626,16 +642,16 @@ async def test_batch_ending_with_an_unanswerable_tool_message_stores_nothing(
         tool_answer("call_unknown"),
     ]
     with pytest.raises(ValidationError) as info:
-        await store.append_messages(user, conversation, batch)
+        await store.append_messages(user_id, conversation, batch)
     assert info.value.details[0]["loc"] == ["messages", 4, "tool_call_id"]
-    assert await store.get_conversation(user, conversation) == before
-    assert seqs(await store.list_messages(user, conversation)) == [1, 2]
+    assert await store.get_conversation(user_id, conversation) == before
+    assert seqs(await store.list_messages(user_id, conversation)) == [1, 2]
     sql = "SELECT count(*) FROM message_tool_calls WHERE conversation_id = $1"
     assert await count_rows(store, sql, conversation) == 0
     # No seq was consumed, and call_a was not remembered.
-    assert (await store.append_message(user, conversation, user_message())).seq == 3
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 3
     with pytest.raises(ValidationError):
-        await store.append_message(user, conversation, tool_answer("call_a"))
+        await store.append_message(user_id, conversation, tool_answer("call_a"))
 
 
 # --- ownership ----------------------------------------------------------------
@@ -669,55 +685,55 @@ TARGETS = ["other user, owner's id", "owner, unknown id", "owner, malformed id",
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("operation", OPERATIONS.values(), ids=OPERATIONS.keys())
 async def test_another_users_conversation_is_not_found_for_every_operation(
-    store: ChatStore, user: str, other_user: str, operation: Operation, target: str
+    store: ChatStore, user_id: str, other_user_id: str, operation: Operation, target: str
 ) -> None:
-    conversation = await store.create_conversation(user, title="mine", metadata={"k": "v"})
+    conversation = await store.create_conversation(user_id, title="mine", metadata={"k": "v"})
     await store.append_messages(
-        user,
+        user_id,
         conversation.id,
         [user_message("q"), assistant_calling("call_own"), tool_answer("call_own")],
     )
-    snapshot = await store.get_conversation(user, conversation.id)
-    messages = await store.list_messages(user, conversation.id)
+    snapshot = await store.get_conversation(user_id, conversation.id)
+    messages = await store.list_messages(user_id, conversation.id)
 
     actor, target_id = {
-        "other user, owner's id": (other_user, str(conversation.id)),
-        "owner, unknown id": (user, str(uuid.uuid4())),
-        "owner, malformed id": (user, "not-a-uuid"),
-        "other, malformed": (other_user, "not-a-uuid"),
+        "other user, owner's id": (other_user_id, str(conversation.id)),
+        "owner, unknown id": (user_id, str(uuid.uuid4())),
+        "owner, malformed id": (user_id, "not-a-uuid"),
+        "other, malformed": (other_user_id, "not-a-uuid"),
     }[target]
     with pytest.raises(NotFound) as info:
         await operation(store, actor, target_id)
 
     # Indistinguishable from an id that exists nowhere.
     with pytest.raises(NotFound) as nowhere:
-        await operation(store, other_user, str(uuid.uuid4()))
+        await operation(store, other_user_id, str(uuid.uuid4()))
     assert info.value.code == nowhere.value.code == "not_found"
     if "malformed" not in target:
         assert str(info.value) == str(nowhere.value)
 
-    assert await store.get_conversation(user, conversation.id) == snapshot
-    assert await store.list_messages(user, conversation.id) == messages
+    assert await store.get_conversation(user_id, conversation.id) == snapshot
+    assert await store.list_messages(user_id, conversation.id) == messages
     assert await last_seq(store, conversation.id) == 3
 
 
 async def test_another_users_conversation_is_not_found_through_a_uuid_object(
-    store: ChatStore, user: str, other_user: str
+    store: ChatStore, user_id: str, other_user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 1)
+    conversation = await conversation_with(store, user_id, 1)
     with pytest.raises(NotFound):
-        await store.get_conversation(other_user, conversation)
+        await store.get_conversation(other_user_id, conversation)
     with pytest.raises(NotFound):
-        await store.get_message(other_user, conversation, 1)
+        await store.get_message(other_user_id, conversation, 1)
 
 
 # --- cascades -----------------------------------------------------------------
 
 
 async def test_deleting_a_user_removes_their_conversations_messages_and_tool_calls(
-    store: ChatStore, new_user: NewUser
+    store: ChatStore, new_user: MakeUser
 ) -> None:
-    doomed, survivor = await new_user(), await new_user()
+    doomed, survivor = (await new_user()).user_id, (await new_user()).user_id
     doomed_ids: list[uuid.UUID] = []
     for owner in (doomed, survivor):
         for _ in range(2):
@@ -752,17 +768,17 @@ async def test_deleting_a_user_removes_their_conversations_messages_and_tool_cal
 
 
 async def test_deleting_a_conversation_leaves_the_users_other_conversations(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    doomed = await conversation_with(store, user, 3)
-    kept = await conversation_with(store, user, 2)
-    await store.append_messages(user, kept, [assistant_calling("c1"), tool_answer("c1")])
-    await store.delete_conversation(user, doomed)
+    doomed = await conversation_with(store, user_id, 3)
+    kept = await conversation_with(store, user_id, 2)
+    await store.append_messages(user_id, kept, [assistant_calling("c1"), tool_answer("c1")])
+    await store.delete_conversation(user_id, doomed)
     assert (
         await count_rows(store, "SELECT count(*) FROM messages WHERE conversation_id = $1", doomed)
         == 0
     )
-    assert seqs(await store.list_messages(user, kept)) == [1, 2, 3, 4]
+    assert seqs(await store.list_messages(user_id, kept)) == [1, 2, 3, 4]
     assert (
         await count_rows(
             store, "SELECT count(*) FROM message_tool_calls WHERE conversation_id = $1", kept
@@ -774,27 +790,29 @@ async def test_deleting_a_conversation_leaves_the_users_other_conversations(
 # --- concurrency --------------------------------------------------------------
 
 
-async def test_concurrent_appenders_get_gap_free_unique_seqs(store: ChatStore, user: str) -> None:
-    conversation = await conversation_with(store, user, 0)
+async def test_concurrent_appenders_get_gap_free_unique_seqs(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await conversation_with(store, user_id, 0)
     writers, singles, batch_size = 32, 5, 3
 
     async def writer(index: int) -> list[Message]:
         stored: list[Message] = []
         for i in range(singles):
             stored.append(
-                await store.append_message(user, conversation, user_message(f"{index}:{i}"))
+                await store.append_message(user_id, conversation, user_message(f"{index}:{i}"))
             )
         if index % 4 == 0:
             batch = [user_message(f"{index}:b{i}") for i in range(batch_size)]
-            stored.extend(await store.append_messages(user, conversation, batch))
+            stored.extend(await store.append_messages(user_id, conversation, batch))
         return stored
 
     results = await asyncio.gather(*(writer(index) for index in range(writers)))
     total = writers * singles + (writers // 4) * batch_size
 
-    page = await store.list_messages(user, conversation, limit=1000)
+    page = await store.list_messages(user_id, conversation, limit=1000)
     assert seqs(page) == list(range(1, total + 1))
-    assert (await store.get_conversation(user, conversation)).message_count == total
+    assert (await store.get_conversation(user_id, conversation)).message_count == total
     assert await last_seq(store, conversation) == total
     by_seq = {m.seq: m.content for m in page.data}
     for index, stored in enumerate(results):
@@ -808,29 +826,29 @@ async def test_concurrent_appenders_get_gap_free_unique_seqs(store: ChatStore, u
 
 
 async def test_seq_is_never_reused_under_concurrent_delete_and_append(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await conversation_with(store, user, 10)
+    conversation = await conversation_with(store, user_id, 10)
     appended: list[int] = []
 
     async def appender(index: int) -> None:
         for i in range(5):
-            stored = await store.append_message(user, conversation, user_message(f"{index}:{i}"))
+            stored = await store.append_message(user_id, conversation, user_message(f"{index}:{i}"))
             appended.append(stored.seq)
 
     async def deleter() -> None:
         for _ in range(5):
-            newest = await store.list_messages(user, conversation, order="desc", limit=1)
+            newest = await store.list_messages(user_id, conversation, order="desc", limit=1)
             if newest.first_seq is not None:
                 # NotFound: another deleter got it first.
                 with contextlib.suppress(NotFound):
-                    await store.delete_message(user, conversation, newest.first_seq)
+                    await store.delete_message(user_id, conversation, newest.first_seq)
 
     async def truncator() -> None:
         for _ in range(3):
-            newest = await store.list_messages(user, conversation, order="desc", limit=2)
+            newest = await store.list_messages(user_id, conversation, order="desc", limit=2)
             if newest.last_seq is not None:
-                await store.truncate_messages(user, conversation, newest.last_seq)
+                await store.truncate_messages(user_id, conversation, newest.last_seq)
 
     await asyncio.gather(
         *(appender(i) for i in range(16)),
@@ -840,7 +858,7 @@ async def test_seq_is_never_reused_under_concurrent_delete_and_append(
     assert len(appended) == len(set(appended)) == 80
     assert sorted(appended) == list(range(11, 91))
     assert await last_seq(store, conversation) == 90
-    remaining = seqs(await store.list_messages(user, conversation, limit=1000))
+    remaining = seqs(await store.list_messages(user_id, conversation, limit=1000))
     assert remaining == sorted(set(remaining))
-    assert (await store.get_conversation(user, conversation)).message_count == len(remaining)
-    assert (await store.append_message(user, conversation, user_message())).seq == 91
+    assert (await store.get_conversation(user_id, conversation)).message_count == len(remaining)
+    assert (await store.append_message(user_id, conversation, user_message())).seq == 91

@@ -3,7 +3,7 @@
 Every test owns its throwaway PostgreSQL cluster (fsync on) and its
 ``chatstore serve`` processes through a ``Lab``, taken down after the test
 whatever happened. A failed test shows the servers' output and the tail of
-the PostgreSQL log.
+the PostgreSQL log (the ``Lab`` shows its logs: support/fixtures.py).
 
 The suite is its own CI stage: ``scripts/test tests/adversity``; the main
 stage runs with ``--ignore=tests/adversity``.
@@ -12,23 +12,11 @@ stage runs with ``--ignore=tests/adversity``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from adversity.harness import Lab
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed and isinstance(item, pytest.Function):
-        lab = item.funcargs.get("lab")
-        if isinstance(lab, Lab):
-            report.sections.append(("server and postgres logs", lab.logs()))
-    return report
 
 
 @pytest.fixture

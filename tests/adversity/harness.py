@@ -1,5 +1,8 @@
 """The adversity suite's machinery: clusters, server processes, load, verdicts.
 
+The server process is support/serve.py's ``Server``; this adds the
+lab that owns a test's clusters and servers, the load, and the verdict.
+
 Everything is real: a throwaway PostgreSQL cluster with fsync on (so a
 SIGKILL is honest), ``chatstore serve`` as a subprocess on a real port, and
 an asyncio client over real sockets. The tests inject a fault while the load
@@ -16,13 +19,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
-import secrets
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -32,18 +31,18 @@ from typing import Any, Literal
 
 import asyncpg
 import httpx
+from support.serve import Server, ShowsLogs, chatstore_command, clean_env, serve_env
+from support.users import make_user
 
-from chatstore import migrations, sessions
+from chatstore import migrations
 from chatstore.config import Settings
-from chatstore.embedded import Cluster, free_port, throwaway
+from chatstore.embedded import Cluster, throwaway
 from chatstore.store import ChatStore
 
 SECRET = "adversity-secret-" + "x" * 24
 DATABASE = "chatstore"
 # A request that takes longer than this is a hang, whatever it ends with.
 REQUEST_TIMEOUT = 10.0
-READY_SECONDS = 60.0
-STOP_SECONDS = 20.0
 # How long a client waits after a failure before its next request.
 BACKOFF_SECONDS = 0.1
 # The promise: the server answers again within this long of PostgreSQL.
@@ -60,37 +59,6 @@ SERVER_ENV = {
     "CHATSTORE_STATEMENT_TIMEOUT_MS": "5000",
     "CHATSTORE_POOL_MAX_SIZE": "10",
 }
-
-
-# Log lines that mean a bug whatever precedes them.
-BUG_MARKERS = (
-    "unhandled error",  # chatstore/http/errors.py: a 500
-    "Exception in ASGI application",  # uvicorn caught what the app let through
-    "exception was never retrieved",  # a task or future failed unobserved
-)
-# Lines heading a traceback that is a library's warning, not a failure.
-BENIGN_TRACEBACK_HEADINGS = ("Failed to restore the pool connection floor",)
-# asyncpg, when a connect is cancelled (an acquire timeout) while it awaits
-# the server's answer to its SSLRequest, closes the socket and so fails a
-# future nobody awaits any more: asyncio logs it as never retrieved. The
-# request got its 503; nothing leaks.
-BENIGN_UNRETRIEVED = "ConnectionError('unexpected connection_lost() call')"
-
-
-def chatstore_command(*args: str) -> list[str]:
-    script = Path(sys.executable).with_name("chatstore")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "chatstore"]
-    return [*command, *args]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without anything that would point chatstore elsewhere."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("PG", "CHATSTORE_", "BETTER_AUTH_")) and name != "DATABASE_URL"
-    }
-    return {**env, **extra}
 
 
 def now() -> float:
@@ -133,121 +101,7 @@ class Database:
                 await connection.close()
 
 
-@dataclasses.dataclass
-class Server:
-    """A ``chatstore serve --workers 1`` process on a fixed port: uvicorn runs
-    in it, so its pid is the process that serves. Restartable on the same port."""
-
-    database: Database
-    log: Path
-    # Holds the database URL, password included: kept out of repr (and so of reports).
-    env: dict[str, str] = dataclasses.field(repr=False)
-    port: int = dataclasses.field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert self.process is None or self.process.poll() is not None, "already running"
-        self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"=== adversity: start #{self.starts} ===\n".encode())
-            out.flush()
-            self.process = subprocess.Popen(
-                chatstore_command("serve", "--port", str(self.port), "--workers", "1"),
-                env=self.env,
-                cwd=self.log.parent,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def wait_ready(self, within: float = READY_SECONDS) -> float:
-        """Poll /readyz until 200; returns the monotonic time it first was."""
-        deadline = now() + within
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2) as client:
-            while now() < deadline:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    raise AssertionError(
-                        f"chatstore serve exited with {self.process.returncode}\n{self.logs()}"
-                    )
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        return now()
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"/readyz not 200 after {within} s\n{self.logs()}")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as the OOM killer or a crash would."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except OSError as error:
-            return f"(no log: {error})"
-
-    def problems(self) -> list[str]:
-        """What in the log betrays a bug: a 500 (chatstore logs "unhandled
-        error"), an exception uvicorn caught, a task that died, any traceback
-        but asyncpg's own warning while it refills the pool's minimum size
-        (it logs one each time a reconnect fails during an outage)."""
-        lines = self.text().splitlines()
-        found = []
-        for index, line in enumerate(lines):
-            if line.startswith("Traceback"):
-                heading = lines[index - 1] if index else ""
-                if heading.startswith(BENIGN_TRACEBACK_HEADINGS):
-                    continue
-                last = next(
-                    (later for later in lines[index + 1 :] if not later.startswith(" ")), "?"
-                )
-                found.append(f"{heading} | {last}")
-            elif any(marker in line for marker in BUG_MARKERS):
-                following = lines[index + 1] if index + 1 < len(lines) else ""
-                if "never retrieved" in line and BENIGN_UNRETRIEVED in following:
-                    continue
-                found.append(f"{line} | {following}")
-        return found
-
-    def benign_tracebacks(self) -> int:
-        """asyncpg's own warnings (see BENIGN_*), counted for the record."""
-        return sum(
-            1
-            for line in self.text().splitlines()
-            if line.startswith(BENIGN_TRACEBACK_HEADINGS) or BENIGN_UNRETRIEVED in line
-        )
-
-    def logs(self, limit: int = 40_000) -> str:
-        text = self.text()
-        if len(text) > limit:
-            text = text[: limit // 4] + "\n[... cut ...]\n" + text[-(limit * 3) // 4 :]
-        return f"--- chatstore serve on {self.base_url} (log {self.log}) ---\n{text}"
-
-
-class Lab:
+class Lab(ShowsLogs):
     """What one test owns: its clusters, its servers, a folder for logs.
     ``close()`` takes it all down, whatever state the test left it in."""
 
@@ -269,13 +123,8 @@ class Lab:
 
     def server(self, database: Database, **env: str) -> Server:
         server = Server(
-            database=database,
             log=self.folder / f"serve-{len(self.servers)}.log",
-            env=clean_env(
-                CHATSTORE_DATABASE_URL=database.url,
-                BETTER_AUTH_SECRET=SECRET,
-                **{**SERVER_ENV, **env},
-            ),
+            env=serve_env(database.url, SECRET, **{**SERVER_ENV, **env}),
         )
         self.servers.append(server)
         return server
@@ -359,10 +208,11 @@ async def make_writers(
         owner: tuple[str, str, str] | None = None
         for index in range(count):
             if owner is None or not shared:
-                email = f"{prefix}{index}-{secrets.token_hex(4)}@example.test"
-                user_id, token = await sessions.create_session(store, email)
-                conversation = await store.create_conversation(user_id, title=f"{prefix}{index}")
-                owner = (user_id, token, str(conversation.id))
+                user = await make_user(store)
+                conversation = await store.create_conversation(
+                    user.user_id, title=f"{prefix}{index}"
+                )
+                owner = (user.user_id, user.token, str(conversation.id))
             writers.append(Writer(f"{prefix}{index}", *owner))
     return writers
 

@@ -34,20 +34,18 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from support.contract import error_of
+from support.serve import Server
+from support.users import User, make_user
 
 import chatstore.auth
 from adversity.hostile_support import (
     RawResponse,
-    Served,
-    User,
-    error_of,
-    make_user,
     no_server_problems,
     read_response,
     request_head,
     running_server,
 )
-from chatstore import sessions
 from chatstore.auth import cookie_value, new_token, sign_token
 from chatstore.config import Settings
 from chatstore.store import ChatStore
@@ -65,13 +63,13 @@ WRONG_SECRET = "not-the-secret-" + "z" * 24
 
 
 @pytest.fixture(scope="module")
-def server(database: str, settings: Settings) -> Iterator[Served]:
+def server(database: str, settings: Settings) -> Iterator[Server]:
     with running_server(database, settings.auth_secret) as served:
         yield served
 
 
 @pytest.fixture(autouse=True)
-def clean_server_log(server: Served) -> Iterator[None]:
+def clean_server_log(server: Server) -> Iterator[None]:
     with no_server_problems(server):
         yield
 
@@ -83,12 +81,12 @@ def secret(settings: Settings) -> str:
 
 
 @pytest.fixture(scope="module")
-async def alice(store: ChatStore) -> User:
+async def user(store: ChatStore) -> User:
     return await make_user(store)
 
 
 @pytest.fixture(scope="module")
-async def bob(store: ChatStore) -> User:
+async def other_user(store: ChatStore) -> User:
     return await make_user(store)
 
 
@@ -110,7 +108,7 @@ async def _delete_user(store: ChatStore, user_id: str) -> None:
         await connection.execute('DELETE FROM "user" WHERE id = $1', user_id)
 
 
-async def get(server: Served, path: str, headers: list[bytes]) -> RawResponse:
+async def get(server: Server, path: str, headers: list[bytes]) -> RawResponse:
     """GET ``path`` with these raw header lines, on a fresh connection."""
     head = request_head("GET", path, server.port, {})[:-2] + b"".join(h + b"\r\n" for h in headers)
     reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -283,10 +281,10 @@ API_GETS = sorted(
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 async def test_attack_is_401(
-    server: Served, alice: User, bob: User, secret: str, name: str
+    server: Server, user: User, other_user: User, secret: str, name: str
 ) -> None:
     attack = ATTACKS[name]
-    headers = attack.build(alice, bob, secret)
+    headers = attack.build(user, other_user, secret)
     response = await get(server, PROBE, headers)
     if attack.forbidden_bytes:
         assert response.status == 400, f"{name}: {response}"
@@ -296,16 +294,16 @@ async def test_attack_is_401(
 
 @pytest.mark.parametrize("path", API_GETS)
 async def test_forged_credentials_are_401_on_every_api_get(
-    server: Served, alice: User, bob: User, secret: str, path: str
+    server: Server, user: User, other_user: User, secret: str, path: str
 ) -> None:
     for name in ("forged_signature", "cookie_wrong_secret", "token_of_10_kib", "unknown_token"):
         assert_401(
-            await get(server, path, ATTACKS[name].build(alice, bob, secret)), f"{name} {path}"
+            await get(server, path, ATTACKS[name].build(user, other_user, secret)), f"{name} {path}"
         )
 
 
 async def test_forged_credentials_are_401_before_any_body_is_read(
-    server: Served, alice: User, bob: User, secret: str
+    server: Server, user: User, other_user: User, secret: str
 ) -> None:
     """An unauthenticated upload is refused before its body: a forged
     session cannot make the server read (or buffer) a byte of it."""
@@ -316,7 +314,9 @@ async def test_forged_credentials_are_401_before_any_body_is_read(
             server.port,
             {"content-type": "application/json", "content-length": str(8 * 1024 * 1024)},
         )
-        head = head[:-2] + b"".join(h + b"\r\n" for h in ATTACKS[name].build(alice, bob, secret))
+        head = head[:-2] + b"".join(
+            h + b"\r\n" for h in ATTACKS[name].build(user, other_user, secret)
+        )
         reader, writer = await asyncio.open_connection(server.host, server.port)
         try:
             writer.write(head + b"\r\n")
@@ -346,9 +346,9 @@ GENUINE: dict[str, Callable[[User, str], list[bytes]]] = {
 
 @pytest.mark.parametrize("name", sorted(GENUINE))
 async def test_genuine_credentials_are_accepted(
-    server: Served, alice: User, secret: str, name: str
+    server: Server, user: User, secret: str, name: str
 ) -> None:
-    response = await get(server, PROBE, GENUINE[name](alice, secret))
+    response = await get(server, PROBE, GENUINE[name](user, secret))
     assert response.status == 200, f"{name}: {response}"
 
 
@@ -366,11 +366,12 @@ ENDINGS: dict[str, Ending] = {
 @pytest.mark.parametrize("credential", ["bearer", "signed_bearer", "cookie"])
 @pytest.mark.parametrize("ending", sorted(ENDINGS))
 async def test_a_session_that_ended_is_401_at_once(
-    server: Served, store: ChatStore, secret: str, ending: str, credential: str
+    server: Server, store: ChatStore, secret: str, ending: str, credential: str
 ) -> None:
     """Works, then the session expires / is deleted (logout) / its user is
     deleted in the database: the very next request is 401 (cache off)."""
-    user_id, token = await sessions.create_session(store, f"{secrets.token_hex(6)}@example.test")
+    user = await make_user(store)
+    user_id, token = user.user_id, user.token
     line = {
         "bearer": bearer(token),
         "signed_bearer": bearer(sign_token(token, secret)),
@@ -387,9 +388,7 @@ async def test_the_session_cache_never_outlives_the_session(
     """With the session cache on (60 s here, 5 s by default), a session that
     expires while cached is refused from its expiry on, not a minute later."""
     with running_server(database, secret, CHATSTORE_AUTH_CACHE_SECONDS="60") as cached:
-        _user_id, token = await sessions.create_session(
-            store, f"{secrets.token_hex(6)}@example.test", ttl=dt.timedelta(seconds=2)
-        )
+        token = (await make_user(store, ttl=dt.timedelta(seconds=2))).token
         expires = time.monotonic() + 2
         assert (await get(cached, PROBE, [bearer(token)])).status == 200  # now cached
         await asyncio.sleep(expires - time.monotonic() + 0.3)

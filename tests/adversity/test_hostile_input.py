@@ -31,21 +31,19 @@ from typing import Any
 
 import httpx
 import pytest
+from support.contract import assert_error, error_of
+from support.requests import seed_messages
+from support.serve import Server
+from support.users import User, make_user
 
 from adversity.hostile_support import (
     BODY_TIMEOUT_SECONDS,
     RawResponse,
     RssSampler,
-    Served,
-    User,
-    assert_contract_error,
-    error_of,
-    make_user,
     no_server_problems,
     read_response,
     request_head,
     running_server,
-    seed_messages,
 )
 from chatstore.config import Settings
 from chatstore.store import ChatStore
@@ -66,18 +64,18 @@ NORMAL_LATENCY_LIMIT = 1.0
 
 
 @pytest.fixture(scope="module")
-def server(database: str, settings: Settings) -> Iterator[Served]:
+def server(database: str, settings: Settings) -> Iterator[Server]:
     with running_server(database, settings.auth_secret) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-async def caller(store: ChatStore) -> User:
+async def user(store: ChatStore) -> User:
     return await make_user(store)
 
 
 @pytest.fixture(scope="module")
-async def client(server: Served) -> AsyncIterator[httpx.AsyncClient]:
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as opened:
         yield opened
 
@@ -90,7 +88,7 @@ CHECK_THEIR_OWN_LOG = {
 
 
 @pytest.fixture(autouse=True)
-def clean_server_log(request: pytest.FixtureRequest, server: Served) -> Iterator[None]:
+def clean_server_log(request: pytest.FixtureRequest, server: Server) -> Iterator[None]:
     """No test may leave a traceback in the server's log."""
     if request.node.originalname in CHECK_THEIR_OWN_LOG:
         yield
@@ -301,32 +299,32 @@ HOSTILE: dict[str, Hostile] = {
 
 
 @pytest.fixture(scope="module")
-async def victim(client: httpx.AsyncClient, caller: User) -> dict[str, Any]:
+async def victim(client: httpx.AsyncClient, user: User) -> dict[str, Any]:
     """The caller's conversation the hostile bodies aim at, with a history."""
     created = await client.post(
-        "/api/conversations", json={"title": "victim"}, headers=caller.headers
+        "/api/conversations", json={"title": "victim"}, headers=user.headers
     )
     assert created.status_code == 201, created.text
     conversation = created.json()
     appended = await client.post(
         f"/api/conversations/{conversation['id']}/messages",
         json={"messages": seed_messages("victim")},
-        headers=caller.headers,
+        headers=user.headers,
     )
     assert appended.status_code == 201, appended.text
-    return {"id": conversation["id"], "caller": caller, "before": await _snapshot(client, caller)}
+    return {"id": conversation["id"], "caller": user, "before": await _snapshot(client, user)}
 
 
-async def _snapshot(client: httpx.AsyncClient, caller: User) -> list[Any]:
+async def _snapshot(client: httpx.AsyncClient, user: User) -> list[Any]:
     """Everything the caller has: conversations and all their messages."""
-    listed = await client.get("/api/conversations", params={"limit": 100}, headers=caller.headers)
+    listed = await client.get("/api/conversations", params={"limit": 100}, headers=user.headers)
     assert listed.status_code == 200, listed.text
     snapshot: list[Any] = []
     for conversation in listed.json()["data"]:
         messages = await client.get(
             f"/api/conversations/{conversation['id']}/messages",
             params={"limit": 1000},
-            headers=caller.headers,
+            headers=user.headers,
         )
         assert messages.status_code == 200, messages.text
         snapshot.append([conversation, messages.json()])
@@ -340,20 +338,20 @@ async def _snapshot(client: httpx.AsyncClient, caller: User) -> list[Any]:
 @pytest.mark.parametrize("target_name", TARGET_NAMES)
 async def test_hostile_body_is_4xx_with_the_error_body(
     client: httpx.AsyncClient,
-    caller: User,
+    user: User,
     victim: dict[str, Any],
     target_name: str,
     body_name: str,
 ) -> None:
     target = targets(victim["id"])[target_name]
     case = HOSTILE[body_name]
-    headers = dict(caller.headers)
+    headers = dict(user.headers)
     if case.content_type is not None:
         headers["content-type"] = case.content_type
     response = await client.request(
         target.method, target.path, content=case.body(target), headers=headers
     )
-    error = assert_contract_error(response)
+    error = assert_error(response)
     assert (response.status_code, error["code"]) == (case.status, case.code), (
         f"{target.method} {target.path} with {body_name}: "
         f"{response.status_code} {response.text[:300]}"
@@ -374,12 +372,12 @@ async def test_empty_body_is_allowed_only_where_the_contract_says(
         return
     headers = {**victim["caller"].headers, "content-type": "application/json"}
     response = await client.request(target.method, target.path, content=b"", headers=headers)
-    error = assert_contract_error(response, 400)
+    error = assert_error(response, 400)
     assert error["code"] == "invalid_json"
 
 
 async def test_minus_zero_is_the_integer_zero(
-    client: httpx.AsyncClient, caller: User, victim: dict[str, Any]
+    client: httpx.AsyncClient, user: User, victim: dict[str, Any]
 ) -> None:
     """JSON ``-0`` is an integer, zero: ``expected_last_seq: -0`` on a
     conversation that has messages is a seq conflict, and stores nothing."""
@@ -387,9 +385,9 @@ async def test_minus_zero_is_the_integer_zero(
     response = await client.post(
         target.path,
         content=target.integer_slot(b"-0"),
-        headers={**caller.headers, "content-type": "application/json"},
+        headers={**user.headers, "content-type": "application/json"},
     )
-    error = assert_contract_error(response, 409)
+    error = assert_error(response, 409)
     assert error["code"] == "seq_conflict"
 
 
@@ -407,7 +405,7 @@ IDEMPOTENCY_KEYS: dict[str, bytes] = {
 
 @pytest.mark.parametrize("name", sorted(IDEMPOTENCY_KEYS))
 async def test_hostile_idempotency_key_is_4xx(
-    server: Served, caller: User, victim: dict[str, Any], name: str
+    server: Server, user: User, victim: dict[str, Any], name: str
 ) -> None:
     """Sent raw: httpx refuses most of these header values itself."""
     body = b'{"title": "keyed"}'
@@ -415,7 +413,7 @@ async def test_hostile_idempotency_key_is_4xx(
         "POST",
         "/api/conversations",
         server.port,
-        {**caller.json_headers(), "content-length": str(len(body))},
+        {**user.json_headers(), "content-length": str(len(body))},
     )
     head = head[:-2] + b"Idempotency-Key: " + IDEMPOTENCY_KEYS[name] + b"\r\n\r\n"
     response = await _exchange(server, head + body)
@@ -431,7 +429,7 @@ async def test_hostile_idempotency_key_is_4xx(
 # -- HTTP-level garbage ----------------------------------------------------------------
 
 
-async def _exchange(server: Served, data: bytes) -> RawResponse:
+async def _exchange(server: Server, data: bytes) -> RawResponse:
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
         writer.write(data)
@@ -441,10 +439,8 @@ async def _exchange(server: Served, data: bytes) -> RawResponse:
         writer.close()
 
 
-def _post_head(server: Served, caller: User, **extra: str) -> bytes:
-    return request_head(
-        "POST", "/api/conversations", server.port, {**caller.json_headers(), **extra}
-    )
+def _post_head(server: Server, user: User, **extra: str) -> bytes:
+    return request_head("POST", "/api/conversations", server.port, {**user.json_headers(), **extra})
 
 
 PROTOCOL_GARBAGE: dict[str, Callable[[bytes], bytes]] = {
@@ -480,13 +476,13 @@ PROTOCOL_GARBAGE: dict[str, Callable[[bytes], bytes]] = {
 
 @pytest.mark.parametrize("name", sorted(PROTOCOL_GARBAGE))
 async def test_http_garbage_is_refused_without_a_server_error(
-    server: Served, caller: User, name: str
+    server: Server, user: User, name: str
 ) -> None:
     """uvicorn's parser (h11) refuses these with its own ``400`` (a
     text/plain body, not the contract's: the app never sees the request)
     or the app refuses them with the contract's body; either way no 5xx and
     nothing in the server's log (the autouse fixture)."""
-    data = PROTOCOL_GARBAGE[name](_post_head(server, caller))
+    data = PROTOCOL_GARBAGE[name](_post_head(server, user))
     offset = server.log_size()
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
@@ -512,15 +508,15 @@ async def test_http_garbage_is_refused_without_a_server_error(
 
 @pytest.mark.parametrize("framing", ["content_length", "chunked"])
 async def test_client_hanging_up_mid_body_is_not_a_server_error(
-    server: Served, caller: User, framing: str
+    server: Server, user: User, framing: str
 ) -> None:
     """A client that sends half a body and disconnects (a crashed browser
     tab, a flaky mobile link, or an attacker filling the error log): the
     server has no one to answer, and nothing to log as its own failure."""
     if framing == "chunked":
-        data = _post_head(server, caller, **{"transfer-encoding": "chunked"}) + b'5\r\n{"tit'
+        data = _post_head(server, user, **{"transfer-encoding": "chunked"}) + b'5\r\n{"tit'
     else:
-        data = _post_head(server, caller, **{"content-length": "100"}) + b'{"tit'
+        data = _post_head(server, user, **{"content-length": "100"}) + b'{"tit'
     offset = server.log_size()
     _reader, writer = await asyncio.open_connection(server.host, server.port)
     writer.write(data)
@@ -548,7 +544,7 @@ class Upload:
     peak_growth_kib: int
 
 
-async def _upload(server: Served, caller: User, chunked: bool) -> Upload:
+async def _upload(server: Server, user: User, chunked: bool) -> Upload:
     """Send a 100 MiB body as fast as the server takes it, reading the
     answer concurrently; samples the server's RSS throughout."""
     framing = {"transfer-encoding": "chunked"} if chunked else {"content-length": str(BIG_BODY)}
@@ -559,7 +555,7 @@ async def _upload(server: Served, caller: User, chunked: bool) -> Upload:
     answer = asyncio.create_task(read_response(reader))
     sent = 0
     async with RssSampler(server) as sampler:
-        writer.write(_post_head(server, caller, **framing))
+        writer.write(_post_head(server, user, **framing))
         try:
             while sent < BIG_BODY:
                 writer.write(frame)
@@ -584,9 +580,9 @@ async def _upload(server: Served, caller: User, chunked: bool) -> Upload:
 
 @pytest.mark.parametrize("framing", ["content_length", "chunked"])
 async def test_100_mib_body_is_refused_while_streaming_with_flat_memory(
-    server: Served, caller: User, framing: str
+    server: Server, user: User, framing: str
 ) -> None:
-    upload = await _upload(server, caller, chunked=framing == "chunked")
+    upload = await _upload(server, user, chunked=framing == "chunked")
     print(
         f"100 MiB {framing}: {upload.status} after {upload.answered_after} s, "
         f"{upload.sent_bytes / MIB:.0f} MiB sent, server RSS {upload.baseline_kib / 1024:.1f} MiB "
@@ -598,11 +594,11 @@ async def test_100_mib_body_is_refused_while_streaming_with_flat_memory(
 
 
 async def test_100_mib_content_length_is_refused_before_the_body(
-    server: Served, caller: User
+    server: Server, user: User
 ) -> None:
     """A declared Content-Length over the cap is answered 413 before a single
     byte of the body is sent."""
-    head = _post_head(server, caller, **{"content-length": str(BIG_BODY)})
+    head = _post_head(server, user, **{"content-length": str(BIG_BODY)})
     started = time.monotonic()
     response = await _exchange(server, head)
     assert time.monotonic() - started < 2.0
@@ -629,14 +625,14 @@ class Latencies:
 
 
 async def _normal_traffic(
-    client: httpx.AsyncClient, caller: User, stop: asyncio.Event, latencies: Latencies
+    client: httpx.AsyncClient, user: User, stop: asyncio.Event, latencies: Latencies
 ) -> None:
     """A well-behaved client: list conversations every 100 ms."""
     while not stop.is_set():
         started = time.monotonic()
         try:
             response = await client.get(
-                "/api/conversations", params={"limit": 5}, headers=caller.headers, timeout=10
+                "/api/conversations", params={"limit": 5}, headers=user.headers, timeout=10
             )
             if response.status_code == 200:
                 latencies.values.append(time.monotonic() - started)
@@ -647,11 +643,11 @@ async def _normal_traffic(
         await asyncio.sleep(0.1)
 
 
-async def _drip_body(server: Served, caller: User) -> tuple[RawResponse | None, float, int]:
+async def _drip_body(server: Server, user: User) -> tuple[RawResponse | None, float, int]:
     """A JSON body declared 1,000 bytes long and sent one byte every 0.5 s.
     Returns the answer, when it came, and how many bytes were sent."""
     reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(_post_head(server, caller, **{"content-length": "1000"}))
+    writer.write(_post_head(server, user, **{"content-length": "1000"}))
     await writer.drain()
     started = time.monotonic()
     answer = asyncio.create_task(read_response(reader))
@@ -673,11 +669,11 @@ async def _drip_body(server: Served, caller: User) -> tuple[RawResponse | None, 
 
 
 async def _with_normal_traffic(
-    client: httpx.AsyncClient, caller: User, work: Any
+    client: httpx.AsyncClient, user: User, work: Any
 ) -> tuple[Any, Latencies]:
     stop = asyncio.Event()
     latencies = Latencies()
-    traffic = asyncio.create_task(_normal_traffic(client, caller, stop, latencies))
+    traffic = asyncio.create_task(_normal_traffic(client, user, stop, latencies))
     try:
         result = await work
     finally:
@@ -700,10 +696,10 @@ def _assert_timed_out(response: RawResponse | None, after: float, sent: int) -> 
 
 
 async def test_slow_drip_body_gets_408_while_others_are_served(
-    server: Served, client: httpx.AsyncClient, caller: User
+    server: Server, client: httpx.AsyncClient, user: User
 ) -> None:
     (response, after, sent), latencies = await _with_normal_traffic(
-        client, caller, _drip_body(server, caller)
+        client, user, _drip_body(server, user)
     )
     print(
         f"slow body: {response.status if response else None} after {after:.2f} s; "
@@ -714,10 +710,10 @@ async def test_slow_drip_body_gets_408_while_others_are_served(
 
 
 async def test_50_slow_drip_bodies_get_408_while_others_are_served(
-    server: Served, client: httpx.AsyncClient, caller: User
+    server: Server, client: httpx.AsyncClient, user: User
 ) -> None:
-    drips = asyncio.gather(*(_drip_body(server, caller) for _ in range(SLOW_CLIENTS)))
-    results, latencies = await _with_normal_traffic(client, caller, drips)
+    drips = asyncio.gather(*(_drip_body(server, user) for _ in range(SLOW_CLIENTS)))
+    results, latencies = await _with_normal_traffic(client, user, drips)
     print(
         f"{SLOW_CLIENTS} slow bodies: answered after "
         f"{min(r[1] for r in results):.2f}-{max(r[1] for r in results):.2f} s; "
@@ -728,7 +724,7 @@ async def test_50_slow_drip_bodies_get_408_while_others_are_served(
     _assert_served(latencies)
 
 
-async def _hold_headers(server: Served, drip: bytes | None, seconds: float) -> tuple[str, float]:
+async def _hold_headers(server: Server, drip: bytes | None, seconds: float) -> tuple[str, float]:
     """Open a connection, send part of a request head and then (``drip``)
     one more byte every 0.5 s; how it ended and after how long."""
     reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -760,7 +756,7 @@ HOLD_SECONDS = 3 * BODY_TIMEOUT_SECONDS
 
 
 async def test_slow_headers_do_not_stop_others_but_are_not_bounded(
-    server: Served, client: httpx.AsyncClient, caller: User
+    server: Server, client: httpx.AsyncClient, user: User
 ) -> None:
     """Slowloris on the request head: 50 clients dripping a header byte
     every 0.5 s and 50 that connect and send nothing, held for 9 s.
@@ -780,7 +776,7 @@ async def test_slow_headers_do_not_stop_others_but_are_not_bounded(
         *(_hold_headers(server, None, HOLD_SECONDS) for _ in range(SLOW_CLIENTS)),
     )
     async with RssSampler(server, every=0.5) as sampler:
-        outcomes, latencies = await _with_normal_traffic(client, caller, holders)
+        outcomes, latencies = await _with_normal_traffic(client, user, holders)
     ended: dict[str, int] = {}
     for outcome, _after in outcomes:
         ended[outcome] = ended.get(outcome, 0) + 1
@@ -796,9 +792,9 @@ async def test_slow_headers_do_not_stop_others_but_are_not_bounded(
 
 
 async def test_hostile_requests_changed_nothing(
-    client: httpx.AsyncClient, caller: User, victim: dict[str, Any]
+    client: httpx.AsyncClient, user: User, victim: dict[str, Any]
 ) -> None:
     """Every request above was refused: the caller's conversations and
     messages are exactly as they were (no conversation created by a refused
     create, no message by a refused append, nothing half-stored)."""
-    assert await _snapshot(client, caller) == victim["before"]
+    assert await _snapshot(client, user) == victim["before"]

@@ -38,16 +38,11 @@ from typing import Any
 
 import httpx
 import pytest
+from support.requests import seed_messages, tool_call
+from support.serve import Server
+from support.users import User, make_user
 
-from adversity.hostile_support import (
-    Served,
-    User,
-    make_user,
-    no_server_problems,
-    running_server,
-    seed_messages,
-    tool_call,
-)
+from adversity.hostile_support import no_server_problems, running_server
 from chatstore.config import Settings
 from chatstore.store import ChatStore
 
@@ -253,19 +248,19 @@ async def send(
 
 
 @pytest.fixture(scope="module")
-def server(database: str, settings: Settings) -> Iterator[Served]:
+def server(database: str, settings: Settings) -> Iterator[Server]:
     with running_server(database, settings.auth_secret) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-async def client(server: Served) -> AsyncIterator[httpx.AsyncClient]:
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as opened:
         yield opened
 
 
 @pytest.fixture(autouse=True)
-def clean_server_log(server: Served) -> Iterator[None]:
+def clean_server_log(server: Server) -> Iterator[None]:
     with no_server_problems(server):
         yield
 

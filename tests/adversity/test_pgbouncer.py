@@ -41,7 +41,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +48,11 @@ from typing import Any
 import asyncpg
 import pgbouncer
 import pytest
-from conftest import create_database
+from support.databases import create_database
+from support.users import make_user
 
 from adversity.harness import record
-from chatstore import export, migrations, sessions
+from chatstore import export, migrations
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import Unavailable
@@ -100,11 +100,6 @@ async def store(bouncer: pgbouncer.PgBouncer, direct_url: str) -> AsyncIterator[
         yield opened
 
 
-async def new_user(store: ChatStore) -> str:
-    user_id, _ = await sessions.create_session(store, f"{uuid.uuid4().hex[:12]}@example.test")
-    return user_id
-
-
 def text(message: Message) -> str:
     assert message.content is not None
     return message.content
@@ -115,7 +110,7 @@ def text(message: Message) -> str:
 
 def test_http_suite_passes_through_pgbouncer() -> None:
     """tests/http, whole, with its store (and so its app) connected through a
-    PgBouncer in transaction mode (tests/conftest.py, CHATSTORE_TEST_PGBOUNCER=1).
+    PgBouncer in transaction mode (support/fixtures.py, CHATSTORE_TEST_PGBOUNCER=1).
     ``-p pgbouncer`` prints PgBouncer's statistics at the end: the proof that
     the traffic went through it."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
@@ -177,7 +172,7 @@ async def test_clients_share_few_server_connections(store: ChatStore) -> None:
 
 
 async def test_store_operations_through_pgbouncer(store: ChatStore) -> None:
-    user = await new_user(store)
+    user = (await make_user(store)).user_id
     conversation = await store.create_conversation(user, title="through pgbouncer")
     stored = await store.append_messages(
         user,
@@ -205,7 +200,7 @@ async def test_store_operations_through_pgbouncer(store: ChatStore) -> None:
 async def test_concurrent_appends_through_pgbouncer_are_gap_free(store: ChatStore) -> None:
     """20 tasks append to one conversation at once, through 20 client
     connections sharing a few server connections: every seq once, no gap."""
-    user = await new_user(store)
+    user = (await make_user(store)).user_id
     conversation = await store.create_conversation(user)
     per_task = 5
 
@@ -232,7 +227,7 @@ async def test_export_streams_through_pgbouncer_while_others_write(store: ChatSt
     """The export's server-side cursor lives in one transaction, so it keeps
     its server connection for several fetches (2500 rows, 1000 a fetch) while
     other clients write through the remaining ones."""
-    user = await new_user(store)
+    user = (await make_user(store)).user_id
     conversation = await store.create_conversation(user)
     total = 2500
     for start in range(0, total, MAX_BATCH):
@@ -258,7 +253,7 @@ async def test_live_updates_with_the_direct_url(store: ChatStore) -> None:
     """Queries through PgBouncer, LISTEN on CHATSTORE_DIRECT_DATABASE_URL: an
     appended message reaches a follower by notification, long before the
     follower's idle heartbeat would have made it look again."""
-    user = await new_user(store)
+    user = (await make_user(store)).user_id
     conversation = await store.create_conversation(user)
     events = MessageEvents(store)
     stream = follow(store, events, user, conversation.id, after=0, idle_seconds=30)
@@ -297,7 +292,7 @@ async def test_default_statement_cache_fails_behind_transaction_pooling(
     same sequence works."""
     seed_settings = pooled_settings(direct_url)
     async with ChatStore(direct_url, settings=seed_settings) as direct:
-        user = await new_user(direct)
+        user = (await make_user(direct)).user_id
         conversation = await direct.create_conversation(user)
         await direct.append_message(user, conversation.id, {"role": "user", "content": "x"})
 
@@ -406,7 +401,7 @@ async def test_connects_through_a_pooler_that_refuses_statement_timeout(
     with pgbouncer.start(server_url, ignore_startup_parameters=("extra_float_digits",)) as strict:
         settings = pooled_settings(direct_url)
         async with ChatStore(strict.url(direct_url), settings=settings) as store:
-            user = await new_user(store)
+            user = (await make_user(store)).user_id
             conversation = await store.create_conversation(user)
             assert (await store.list_messages(user, conversation.id)).data == []
 
@@ -501,7 +496,7 @@ async def test_exports_from_two_processes_through_transaction_pooling(
     statement: ``DECLARE chatstore_export NO SCROLL CURSOR FOR <query>`` then
     ``FETCH FORWARD 1000 FROM chatstore_export`` in the same transaction (the cursor dies with
     the transaction)."""
-    user = await new_user(store)
+    user = (await make_user(store)).user_id
     conversation = await store.create_conversation(user)
     await store.append_messages(user, conversation.id, [{"role": "user", "content": "x"}] * 3)
     with pgbouncer.start(server_url, pool_size=1) as single:

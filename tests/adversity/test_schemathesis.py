@@ -60,15 +60,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from support.requests import seed_messages
+from support.serve import Server
+from support.users import User, make_user
 
-from adversity.hostile_support import (
-    Served,
-    User,
-    make_user,
-    no_server_problems,
-    running_server,
-    seed_messages,
-)
+from adversity.hostile_support import no_server_problems, running_server
 from chatstore.config import Settings
 from chatstore.store import ChatStore
 
@@ -178,7 +174,7 @@ class Seeded:
 
 
 @pytest.fixture(scope="module")
-def hostile_server(database: str, settings: Settings) -> Iterator[Served]:
+def hostile_server(database: str, settings: Settings) -> Iterator[Server]:
     # The default session cache (5 s), as deployed: one lookup per token
     # per few seconds, not one per request.
     with running_server(database, settings.auth_secret, CHATSTORE_AUTH_CACHE_SECONDS="5") as served:
@@ -343,14 +339,14 @@ def run_job(job: Job) -> Tally:
     return tally
 
 
-def test_served_document_is_the_committed_one(hostile_server: Served) -> None:
+def test_served_document_is_the_committed_one(hostile_server: Server) -> None:
     served = httpx.get(f"{hostile_server.base_url}/openapi.json", timeout=10)
     assert served.status_code == 200
     assert served.json() == COMMITTED
 
 
 def test_schemathesis_every_operation(
-    hostile_server: Served, fuzz_users: tuple[User, User, dict[str, User]]
+    hostile_server: Server, fuzz_users: tuple[User, User, dict[str, User]]
 ) -> None:
     owner, stranger, erasers = fuzz_users
     tally = Tally()

@@ -21,12 +21,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from support.serve import Server
 
 from adversity.harness import (
     Database,
     Lab,
     Load,
-    Server,
     Writer,
     describe,
     make_writers,

@@ -283,18 +283,18 @@ async def test_a_client_that_stops_reading_cannot_hold_a_connection_or_starve_ot
 
 
 async def test_an_export_left_idle_in_its_transaction_is_ended_by_postgresql(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     # The backstop, should the send timeout ever not fire: an export whose
     # consumer stops between two pages loses its session after idle_seconds.
-    conversation = await store.create_conversation(user)
+    conversation = await store.create_conversation(user_id)
     await store.append_messages(
-        user, conversation.id, [{"role": "user", "content": "x" * 1000}] * 3
+        user_id, conversation.id, [{"role": "user", "content": "x" * 1000}] * 3
     )
     async with store.stream_connection() as connection:
         pid = connection.get_server_pid()
         pages = export.pages(
-            store, user, conversation.id, connection=connection, idle_seconds=0.5, page_bytes=1
+            store, user_id, conversation.id, connection=connection, idle_seconds=0.5, page_bytes=1
         )
         assert len(await anext(pages)) == 1
         await asyncio.sleep(2.0)

@@ -1,6 +1,5 @@
 """Feature tests: idempotency, search, export, live events, several processes.
 
-A package (this file) so that its conftest.py is the module
-``features.conftest`` to mypy and pytest, not a second ``conftest`` beside
-tests/conftest.py; helpers are imported as ``features.helpers``.
+A package (this file) so that its modules are ``features.test_...`` to
+mypy and pytest; fixtures and helpers come from tests/support.
 """

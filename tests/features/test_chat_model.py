@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from support.app import app_client
+from support.contract import assert_error, assert_status
+from support.users import User, new_key
 
 from chatstore import chat_turn, idempotency
 from chatstore.config import Settings
@@ -27,7 +30,6 @@ from chatstore.openai_responder import OpenAIResponder
 from chatstore.responder import EchoResponder, ReplyChunk, Responder, load_responder
 from chatstore.store import ChatStore
 from features.fake_openai import MODEL, FakeOpenAI, Script, running_fake_openai
-from features.helpers import Caller, assert_error, assert_status, new_key, open_api
 
 SSE = {"Accept": "text/event-stream"}
 PATIENCE_SECONDS = 60.0
@@ -57,9 +59,7 @@ async def model_api(
     settings: Settings, store: ChatStore, fake: FakeOpenAI, **changes: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app with CHATSTORE_RESPONDER=openai pointed at the fake model."""
-    async with open_api(
-        model_settings(settings, fake, **changes), store, raise_app_exceptions=False
-    ) as client:
+    async with app_client(model_settings(settings, fake, **changes), store) as client:
         yield client
 
 
@@ -87,21 +87,21 @@ async def stored(
     return [(r["role"], r["content"], dict(r["metadata"])) for r in rows]
 
 
-async def new_conversation(store: ChatStore, caller: Caller) -> str:
-    return str((await store.create_conversation(caller.user_id)).id)
+async def new_conversation(store: ChatStore, user: User) -> str:
+    return str((await store.create_conversation(user.user_id)).id)
 
 
 # -- streaming --------------------------------------------------------------------
 
 
 async def test_echo_streams_its_reply_word_by_word_between_the_stored_messages(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await new_conversation(store, caller)
-    response = await api.post(
+    conversation = await new_conversation(store, user)
+    response = await client.post(
         chat_path(conversation),
         json={"content": "Hello  there world"},
-        headers={**caller.headers, **SSE},
+        headers={**user.headers, **SSE},
     )
     assert_status(response, 201)
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -119,20 +119,20 @@ async def test_echo_streams_its_reply_word_by_word_between_the_stored_messages(
         "there ",
         "world",
     ]
-    user, reply = events[0][1], events[4][1]
-    assert (user["seq"], user["role"], user["content"]) == (1, "user", "Hello  there world")
+    asked, reply = events[0][1], events[4][1]
+    assert (asked["seq"], asked["role"], asked["content"]) == (1, "user", "Hello  there world")
     assert (reply["seq"], reply["role"], reply["content"]) == (2, "assistant", "Hello  there world")
     assert "id: 1\n" in response.text and "id: 2\n" in response.text
     assert [c for _, c, _ in await stored(store, conversation)] == ["Hello  there world"] * 2
 
 
 async def test_without_the_event_stream_header_the_answer_is_the_json_exchange(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
-    conversation = await new_conversation(store, caller)
-    async with model_api(settings, store, fake) as api:
-        response = await api.post(
-            chat_path(conversation), json={"content": "hi"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with model_api(settings, store, fake) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "hi"}, headers=user.headers
         )
     assert_status(response, 201)
     body = response.json()
@@ -150,20 +150,20 @@ async def test_without_the_event_stream_header_the_answer_is_the_json_exchange(
     ],
 )
 async def test_an_event_stream_accepted_with_q_0_is_refused_and_the_answer_is_json(
-    settings: Settings, store: ChatStore, caller: Caller, accept: str
+    settings: Settings, store: ChatStore, user: User, accept: str
 ) -> None:
     # q=0 says "not acceptable" (RFC 9110 section 12.4.2).
-    conversation = await new_conversation(store, caller)
-    async with open_api(settings, store, responder=EchoResponder()) as api:
-        response = await api.post(
+    conversation = await new_conversation(store, user)
+    async with app_client(settings, store, responder=EchoResponder()) as client:
+        response = await client.post(
             chat_path(conversation),
             json={"content": "hi"},
-            headers={**caller.headers, "Accept": accept},
+            headers={**user.headers, "Accept": accept},
         )
-        streamed = await api.post(
+        streamed = await client.post(
             chat_path(conversation),
             json={"content": "hi"},
-            headers={**caller.headers, "Accept": "text/event-stream;q=0.5"},
+            headers={**user.headers, "Accept": "text/event-stream;q=0.5"},
         )
     assert_status(response, 201)
     assert response.headers["content-type"].startswith("application/json")
@@ -175,12 +175,12 @@ async def test_an_event_stream_accepted_with_q_0_is_refused_and_the_answer_is_js
 
 
 async def test_the_model_receives_the_history_in_chat_completions_form_system_prompt_first(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         conversation,
         [
             {"role": "user", "content": "too old to be shown"},
@@ -192,9 +192,9 @@ async def test_the_model_receives_the_history_in_chat_completions_form_system_pr
     )
     # A budget of 2 messages would start at the tool message: widened back
     # to its assistant tool call, never cut off from it.
-    async with model_api(settings, store, fake, responder_history_messages=2) as api:
-        response = await api.post(
-            chat_path(conversation), json={"content": "and tomorrow?"}, headers=caller.headers
+    async with model_api(settings, store, fake, responder_history_messages=2) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "and tomorrow?"}, headers=user.headers
         )
     assert_status(response, 201)
     (request,) = fake.requests
@@ -210,12 +210,12 @@ async def test_the_model_receives_the_history_in_chat_completions_form_system_pr
 
 
 async def test_the_character_budget_drops_the_oldest_and_a_tool_message_cut_from_its_call(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         conversation,
         [
             {"role": "user", "content": "x" * 100},
@@ -226,9 +226,9 @@ async def test_the_character_budget_drops_the_oldest_and_a_tool_message_cut_from
     )
     # 4 (the new message) + 10 + 5 fit in 20; the call's 3 more do not: the
     # window would start at the tool message, which goes too.
-    async with model_api(settings, store, fake, responder_history_chars=20) as api:
-        response = await api.post(
-            chat_path(conversation), json={"content": "next"}, headers=caller.headers
+    async with model_api(settings, store, fake, responder_history_chars=20) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "next"}, headers=user.headers
         )
     assert_status(response, 201)
     assert fake.requests[0].body["messages"] == [
@@ -239,14 +239,14 @@ async def test_the_character_budget_drops_the_oldest_and_a_tool_message_cut_from
 
 
 async def test_streamed_tool_calls_are_assembled_and_stored(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
     fake.script(Script(chunks=[], tool_calls=[call]))
-    conversation = await new_conversation(store, caller)
-    async with model_api(settings, store, fake) as api:
-        response = await api.post(
-            chat_path(conversation), json={"content": "call"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with model_api(settings, store, fake) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "call"}, headers=user.headers
         )
     assert_status(response, 201)
     reply = response.json()["reply"]
@@ -282,16 +282,16 @@ def test_the_openai_responder_needs_a_model(settings: Settings) -> None:
 
 
 async def test_a_model_error_status_is_502_responder_error_and_keeps_the_user_message(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     fake.script(Script(status=500), Script(status=429))
-    conversation = await new_conversation(store, caller)
-    async with model_api(settings, store, fake) as api:
-        plain = await api.post(
-            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with model_api(settings, store, fake) as client:
+        plain = await client.post(
+            chat_path(conversation), json={"content": "a"}, headers=user.headers
         )
-        streamed = await api.post(
-            chat_path(conversation), json={"content": "b"}, headers={**caller.headers, **SSE}
+        streamed = await client.post(
+            chat_path(conversation), json={"content": "b"}, headers={**user.headers, **SSE}
         )
     assert_error(plain, 502, "responder_error")
     assert_status(streamed, 201)
@@ -304,17 +304,17 @@ async def test_a_model_error_status_is_502_responder_error_and_keeps_the_user_me
 
 
 async def test_a_model_failing_halfway_stores_the_partial_reply_marked_incomplete(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     halfway = Script(chunks=["one ", "two ", "three"], fail_after=2)
     fake.script(halfway, dataclasses.replace(halfway))
-    conversation = await new_conversation(store, caller)
-    async with model_api(settings, store, fake) as api:
-        plain = await api.post(
-            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with model_api(settings, store, fake) as client:
+        plain = await client.post(
+            chat_path(conversation), json={"content": "a"}, headers=user.headers
         )
-        streamed = await api.post(
-            chat_path(conversation), json={"content": "b"}, headers={**caller.headers, **SSE}
+        streamed = await client.post(
+            chat_path(conversation), json={"content": "b"}, headers={**user.headers, **SSE}
         )
     assert_error(plain, 502, "responder_error")
     events = events_of(streamed.text)
@@ -330,22 +330,22 @@ async def test_a_model_failing_halfway_stores_the_partial_reply_marked_incomplet
 
 
 async def test_a_reply_past_the_timeout_is_504_and_its_partial_is_stored_as_timeout(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     hangs = Script(chunks=["slow ", "never"], hang_after=1)
     fake.script(hangs, dataclasses.replace(hangs), Script(chunks=["never"], hang_after=0))
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     # Long enough for the first chunk to arrive on a loaded machine; the
     # hang lasts until the fake model is stopped.
-    async with model_api(settings, store, fake, responder_timeout_seconds=3.0) as api:
-        plain = await api.post(
-            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+    async with model_api(settings, store, fake, responder_timeout_seconds=3.0) as client:
+        plain = await client.post(
+            chat_path(conversation), json={"content": "a"}, headers=user.headers
         )
-        streamed = await api.post(
-            chat_path(conversation), json={"content": "b"}, headers={**caller.headers, **SSE}
+        streamed = await client.post(
+            chat_path(conversation), json={"content": "b"}, headers={**user.headers, **SSE}
         )
-        silent = await api.post(
-            chat_path(conversation), json={"content": "c"}, headers=caller.headers
+        silent = await client.post(
+            chat_path(conversation), json={"content": "c"}, headers=user.headers
         )
     assert_error(plain, 504, "responder_timeout")
     assert_error(silent, 504, "responder_timeout")
@@ -363,18 +363,20 @@ async def test_a_reply_past_the_timeout_is_504_and_its_partial_is_stored_as_time
 
 
 async def test_an_idempotent_retry_after_a_model_failure_asks_again_for_the_same_message(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     fake.script(Script(chunks=["par", "tial"], fail_after=1), Script(chunks=["whole"]))
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     key = new_key()
-    headers = {**caller.with_key(key), **SSE}
-    async with model_api(settings, store, fake) as api:
-        failed = await api.post(chat_path(conversation), json={"content": "q"}, headers=headers)
-        retried = await api.post(chat_path(conversation), json={"content": "q"}, headers=headers)
-        replayed = await api.post(chat_path(conversation), json={"content": "q"}, headers=headers)
-        as_json = await api.post(
-            chat_path(conversation), json={"content": "q"}, headers=caller.with_key(key)
+    headers = {**user.with_key(key), **SSE}
+    async with model_api(settings, store, fake) as client:
+        failed = await client.post(chat_path(conversation), json={"content": "q"}, headers=headers)
+        retried = await client.post(chat_path(conversation), json={"content": "q"}, headers=headers)
+        replayed = await client.post(
+            chat_path(conversation), json={"content": "q"}, headers=headers
+        )
+        as_json = await client.post(
+            chat_path(conversation), json={"content": "q"}, headers=user.with_key(key)
         )
     assert [name for name, _ in events_of(failed.text)][-1] == "error"
     done = events_of(retried.text)
@@ -449,12 +451,12 @@ async def until_stored(store: ChatStore, conversation: str, count: int) -> list[
 
 
 async def test_a_client_that_disconnects_mid_stream_leaves_its_partial_reply_marked_disconnected(
-    settings: Settings, store: ChatStore, caller: Caller, fake: FakeOpenAI
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:
     # 2 s of reply still to come when the client goes: time for the server
     # to notice, however loaded the machine.
     fake.script(Script(chunks=["first ", "second ", "third ", "fourth ", "fifth"], delay=0.5))
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     async with (
         serving(model_settings(settings, fake), store) as url,
         httpx.AsyncClient(base_url=url) as client,
@@ -463,7 +465,7 @@ async def test_a_client_that_disconnects_mid_stream_leaves_its_partial_reply_mar
             "POST",
             chat_path(conversation),
             json={"content": "go"},
-            headers={**caller.headers, **SSE},
+            headers={**user.headers, **SSE},
         ) as response:
             assert response.status_code == 201
             lines = response.aiter_lines()
@@ -478,21 +480,21 @@ async def test_a_client_that_disconnects_mid_stream_leaves_its_partial_reply_mar
 
 
 async def test_followers_see_both_stored_messages_of_a_streamed_turn(
-    settings: Settings, store: ChatStore, caller: Caller
+    settings: Settings, store: ChatStore, user: User
 ) -> None:
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     async with (
         serving(settings, store) as url,
         httpx.AsyncClient(base_url=url) as client,
         client.stream(
-            "GET", f"/api/conversations/{conversation}/events", headers=caller.headers
+            "GET", f"/api/conversations/{conversation}/events", headers=user.headers
         ) as follower,
     ):
         assert follower.status_code == 200
         chat = await client.post(
             chat_path(conversation),
             json={"content": "hi all"},
-            headers={**caller.headers, **SSE},
+            headers={**user.headers, **SSE},
         )
         assert [n for n, _ in events_of(chat.text)][-1] == "done"
         seen = await read_events(follower.aiter_lines(), 2)
@@ -514,8 +516,8 @@ async def test_a_pool_of_4_serves_other_users_while_8_slow_replies_stream(
     database: str,
     settings: Settings,
     store: ChatStore,
-    caller: Caller,
-    stranger: Caller,
+    user: User,
+    other_user: User,
     fake: FakeOpenAI,
 ) -> None:
     streams = 8
@@ -527,7 +529,7 @@ async def test_a_pool_of_4_serves_other_users_while_8_slow_replies_stream(
         pool_max_size=4,
         acquire_timeout_seconds=2.0,
     )
-    conversations = [await new_conversation(store, caller) for _ in range(streams)]
+    conversations = [await new_conversation(store, user) for _ in range(streams)]
     async with (
         ChatStore(database, settings=small) as small_store,
         serving(small, small_store) as url,
@@ -539,7 +541,7 @@ async def test_a_pool_of_4_serves_other_users_while_8_slow_replies_stream(
                 "POST",
                 chat_path(conversation),
                 json={"content": "slow"},
-                headers={**caller.headers, **SSE},
+                headers={**user.headers, **SSE},
             ) as response:
                 assert response.status_code == 201
                 lines = response.aiter_lines()
@@ -556,7 +558,7 @@ async def test_a_pool_of_4_serves_other_users_while_8_slow_replies_stream(
             # 8 replies mid-stream, each waiting on the model: another user
             # is served at once, and no session sits in a transaction.
             assert fake.streaming == streams
-            listed = await client.get("/api/conversations", headers=stranger.headers)
+            listed = await client.get("/api/conversations", headers=other_user.headers)
             assert_status(listed, 200)
             assert await idle_in_transaction(store) == 0
             assert fake.streaming == streams
@@ -570,27 +572,27 @@ async def test_a_pool_of_4_serves_other_users_while_8_slow_replies_stream(
 
 
 async def test_a_keyed_turn_closed_before_it_was_asked_lets_its_key_go_keeping_the_message(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
     # An event stream whose client went before the stream began: the turn is
     # closed unasked. Its key is free at once (not after its lease), and a
     # retry asks for the stored message instead of storing it again.
-    conversation = await new_conversation(store, caller)
+    conversation = await new_conversation(store, user)
     key, asked = new_key(), idempotency.fingerprint("the request")
     data = ChatMessageInput(content="unasked")
     first = await chat_turn.begin(
-        store, EchoResponder(), caller.user_id, conversation, data, key=key, request=asked
+        store, EchoResponder(), user.user_id, conversation, data, key=key, request=asked
     )
     assert isinstance(first, chat_turn.Turn)
     await first.close()
     row = await store.pool.fetchrow(
         "SELECT claim_token, first_seq FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-        caller.user_id,
+        user.user_id,
         key,
     )
     assert row is not None and (row["claim_token"], row["first_seq"]) == (None, 1)
     again = await chat_turn.begin(
-        store, EchoResponder(), caller.user_id, conversation, data, key=key, request=asked
+        store, EchoResponder(), user.user_id, conversation, data, key=key, request=asked
     )
     assert isinstance(again, chat_turn.Turn)
     try:
@@ -618,18 +620,16 @@ class UnstorableResponder:
 
 @pytest.mark.parametrize("reply", ["a NUL \x00 in it", "x" * 11])
 async def test_a_reply_that_cannot_be_stored_is_a_502_responder_error_not_a_500(
-    settings: Settings, store: ChatStore, caller: Caller, reply: str
+    settings: Settings, store: ChatStore, user: User, reply: str
 ) -> None:
     capped = dataclasses.replace(settings, max_content_chars=10)
-    conversation = await new_conversation(store, caller)
-    async with open_api(
-        capped, store, responder=UnstorableResponder(reply), raise_app_exceptions=False
-    ) as api:
-        plain = await api.post(
-            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with app_client(capped, store, responder=UnstorableResponder(reply)) as client:
+        plain = await client.post(
+            chat_path(conversation), json={"content": "a"}, headers=user.headers
         )
-        streamed = await api.post(
-            chat_path(conversation), json={"content": "b"}, headers={**caller.headers, **SSE}
+        streamed = await client.post(
+            chat_path(conversation), json={"content": "b"}, headers={**user.headers, **SSE}
         )
     error = assert_error(plain, 502, "responder_error")
     assert "could not be stored" in error["message"]
@@ -653,25 +653,23 @@ class ToolCallingResponder:
 
 
 async def test_a_reply_that_the_store_refuses_is_a_502_responder_error_keeping_its_partial(
-    store: ChatStore, settings: Settings, caller: Caller
+    store: ChatStore, settings: Settings, user: User
 ) -> None:
     # Only the database knows a tool call id is already used in the
     # conversation: the append's refusal is the model's failure, not the
     # client's 422, and the reply's text is kept (marked incomplete).
-    conversation = await new_conversation(store, caller)
-    async with open_api(
-        settings, store, responder=ToolCallingResponder(), raise_app_exceptions=False
-    ) as api:
-        first = await api.post(
-            chat_path(conversation), json={"content": "a"}, headers=caller.headers
+    conversation = await new_conversation(store, user)
+    async with app_client(settings, store, responder=ToolCallingResponder()) as client:
+        first = await client.post(
+            chat_path(conversation), json={"content": "a"}, headers=user.headers
         )
-        plain = await api.post(
+        plain = await client.post(
             chat_path(conversation),
             json={"content": "b"},
-            headers={**caller.headers, "Idempotency-Key": new_key()},
+            headers={**user.headers, "Idempotency-Key": new_key()},
         )
-        streamed = await api.post(
-            chat_path(conversation), json={"content": "c"}, headers={**caller.headers, **SSE}
+        streamed = await client.post(
+            chat_path(conversation), json={"content": "c"}, headers={**user.headers, **SSE}
         )
     assert_status(first, 201)
     error = assert_error(plain, 502, "responder_error")
@@ -705,25 +703,24 @@ class DeletingResponder:
 
 @pytest.mark.parametrize("key", [None, "keyed"])
 async def test_a_conversation_deleted_while_the_model_thinks_ends_the_turn_visibly(
-    store: ChatStore, settings: Settings, caller: Caller, key: str | None
+    store: ChatStore, settings: Settings, user: User, key: str | None
 ) -> None:
     # Neither a 500 nor a stream that just stops.
     def headers() -> dict[str, str]:
-        return caller.headers if key is None else {**caller.headers, "Idempotency-Key": new_key()}
+        return user.headers if key is None else {**user.headers, "Idempotency-Key": new_key()}
 
-    async with open_api(
+    async with app_client(
         settings,
         store,
-        responder=DeletingResponder(store, caller.user_id),
-        raise_app_exceptions=False,
-    ) as api:
-        plain = await api.post(
-            chat_path(await new_conversation(store, caller)),
+        responder=DeletingResponder(store, user.user_id),
+    ) as client:
+        plain = await client.post(
+            chat_path(await new_conversation(store, user)),
             json={"content": "a"},
             headers=headers(),
         )
-        streamed = await api.post(
-            chat_path(await new_conversation(store, caller)),
+        streamed = await client.post(
+            chat_path(await new_conversation(store, user)),
             json={"content": "b"},
             headers={**headers(), **SSE},
         )

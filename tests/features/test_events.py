@@ -16,13 +16,13 @@ from contextlib import suppress
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from support.users import User, make_user
 
-from chatstore import events, metrics, sessions
+from chatstore import events, metrics
 from chatstore.errors import NotFound
 from chatstore.http.auth import Authenticator
 from chatstore.models import Conversation, Message
 from chatstore.store import ChatStore
-from features.helpers import Caller
 
 TIMEOUT = 10.0
 IDLE = 0.2
@@ -42,7 +42,7 @@ async def hub(store: ChatStore) -> AsyncIterator[events.MessageEvents]:
 def follow(
     store: ChatStore,
     hub: events.MessageEvents,
-    caller: Caller,
+    user: User,
     conversation: Conversation | uuid.UUID | str,
     *,
     after: int | None = None,
@@ -50,7 +50,7 @@ def follow(
 ) -> Follower:
     conversation_id = conversation.id if isinstance(conversation, Conversation) else conversation
     follower = events.follow(
-        store, hub, caller.user_id, conversation_id, after=after, idle_seconds=idle_seconds
+        store, hub, user.user_id, conversation_id, after=after, idle_seconds=idle_seconds
     )
     # Declared an AsyncIterator; it is an async generator, which we close.
     assert isinstance(follower, AsyncGenerator)
@@ -73,22 +73,22 @@ async def started(follower: Follower) -> None:
         assert await anext(follower) is None
 
 
-async def append(store: ChatStore, caller: Caller, conversation: Conversation, *texts: str) -> None:
+async def append(store: ChatStore, user: User, conversation: Conversation, *texts: str) -> None:
     await store.append_messages(
-        caller.user_id, conversation.id, [{"role": "user", "content": t} for t in texts]
+        user.user_id, conversation.id, [{"role": "user", "content": t} for t in texts]
     )
 
 
 async def test_a_follower_receives_messages_appended_after_it_started_in_order(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    await append(store, caller, conversation, "old 1", "old 2")
-    follower = follow(store, hub, caller, conversation)
+    conversation = await store.create_conversation(user.user_id)
+    await append(store, user, conversation, "old 1", "old 2")
+    follower = follow(store, hub, user, conversation)
     try:
         await started(follower)
-        await append(store, caller, conversation, "new 3")
-        await append(store, caller, conversation, "new 4", "new 5", "new 6")
+        await append(store, user, conversation, "new 3")
+        await append(store, user, conversation, "new 4", "new 5", "new 6")
         received = [await next_message(follower) for _ in range(4)]
         assert [(m.seq, m.content) for m in received] == [
             (3, "new 3"),
@@ -97,45 +97,45 @@ async def test_a_follower_receives_messages_appended_after_it_started_in_order(
             (6, "new 6"),
         ]
         assert all(m.conversation_id == conversation.id for m in received)
-        await append(store, caller, conversation, "new 7")
+        await append(store, user, conversation, "new 7")
         assert (await next_message(follower)).seq == 7
     finally:
         await follower.aclose()
 
 
 async def test_after_replays_the_later_messages_first_then_goes_live(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    await append(store, caller, conversation, *(f"m{i}" for i in range(1, 6)))
-    follower = follow(store, hub, caller, conversation, after=2)
+    conversation = await store.create_conversation(user.user_id)
+    await append(store, user, conversation, *(f"m{i}" for i in range(1, 6)))
+    follower = follow(store, hub, user, conversation, after=2)
     try:
         assert [(await next_message(follower)).seq for _ in range(3)] == [3, 4, 5]
-        await append(store, caller, conversation, "m6")
+        await append(store, user, conversation, "m6")
         assert (await next_message(follower)).seq == 6
     finally:
         await follower.aclose()
 
     # after=0 is everything; after the last seq is nothing but live ones.
-    everything = follow(store, hub, caller, conversation, after=0)
+    everything = follow(store, hub, user, conversation, after=0)
     try:
         assert [(await next_message(everything)).seq for _ in range(6)] == [1, 2, 3, 4, 5, 6]
     finally:
         await everything.aclose()
-    live = follow(store, hub, caller, conversation, after=6)
+    live = follow(store, hub, user, conversation, after=6)
     try:
         await started(live)
-        await append(store, caller, conversation, "m7")
+        await append(store, user, conversation, "m7")
         assert (await next_message(live)).seq == 7
     finally:
         await live.aclose()
 
 
 async def test_an_idle_follower_yields_a_heartbeat(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    follower = follow(store, hub, caller, conversation, idle_seconds=0.3)
+    conversation = await store.create_conversation(user.user_id)
+    follower = follow(store, hub, user, conversation, idle_seconds=0.3)
     try:
         for _ in range(2):
             began = time.monotonic()
@@ -147,17 +147,17 @@ async def test_an_idle_follower_yields_a_heartbeat(
 
 
 async def test_another_users_conversation_is_not_found_before_anything_is_yielded(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller, stranger: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User, other_user: User
 ) -> None:
-    theirs = await store.create_conversation(stranger.user_id)
-    await append(store, stranger, theirs, "private")
+    theirs = await store.create_conversation(other_user.user_id)
+    await append(store, other_user, theirs, "private")
     for target, after in (
         (theirs.id, None),
         (theirs.id, 0),
         (uuid.uuid4(), None),
         ("not-a-uuid", None),
     ):
-        follower = follow(store, hub, caller, target, after=after)
+        follower = follow(store, hub, user, target, after=after)
         with pytest.raises(NotFound):
             async with asyncio.timeout(TIMEOUT):
                 await anext(follower)
@@ -165,12 +165,12 @@ async def test_another_users_conversation_is_not_found_before_anything_is_yielde
 
 
 async def test_the_follower_set_empties_when_consumers_stop(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    other = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
+    other = await store.create_conversation(user.user_id)
     assert hub.follower_count() == 0
-    followers = [follow(store, hub, caller, c) for c in (conversation, conversation, other)]
+    followers = [follow(store, hub, user, c) for c in (conversation, conversation, other)]
     for follower in followers:
         await started(follower)
     assert hub.follower_count() == 3
@@ -183,7 +183,7 @@ async def test_the_follower_set_empties_when_consumers_stop(
     heard = asyncio.Event()
 
     async def consume() -> None:
-        async for item in follow(store, hub, caller, conversation):
+        async for item in follow(store, hub, user, conversation):
             received.append(item)
             heard.set()
 
@@ -199,13 +199,13 @@ async def test_the_follower_set_empties_when_consumers_stop(
 
 
 async def test_a_deleted_conversation_ends_the_follower(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    follower = follow(store, hub, caller, conversation)
+    conversation = await store.create_conversation(user.user_id)
+    follower = follow(store, hub, user, conversation)
     try:
         await started(follower)
-        await store.delete_conversation(caller.user_id, conversation.id)
+        await store.delete_conversation(user.user_id, conversation.id)
         # It ends (the SSE route turns NotFound into the end of the stream).
         with pytest.raises((StopAsyncIteration, NotFound)):
             async with asyncio.timeout(TIMEOUT):
@@ -217,17 +217,17 @@ async def test_a_deleted_conversation_ends_the_follower(
 
 
 async def test_reconnecting_with_the_last_seq_misses_nothing_while_messages_arrive(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
     total = 300
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
 
     async def writer() -> None:
         seq = 0
         batch = 1
         while seq < total:
             size = min(batch, total - seq)
-            await append(store, caller, conversation, *(f"m{seq + i + 1}" for i in range(size)))
+            await append(store, user, conversation, *(f"m{seq + i + 1}" for i in range(size)))
             seq += size
             batch = batch % 4 + 1  # batches of 1, 2, 3, 4, 1, ...
             await asyncio.sleep(0.01)
@@ -235,14 +235,14 @@ async def test_reconnecting_with_the_last_seq_misses_nothing_while_messages_arri
     writing = asyncio.create_task(writer())
     received: list[int] = []
     try:
-        first = follow(store, hub, caller, conversation, after=0)
+        first = follow(store, hub, user, conversation, after=0)
         while len(received) < 100:
             received.append((await next_message(first)).seq)
         await first.aclose()  # the client goes away mid-stream ...
         assert not writing.done(), "the writer finished before the reconnect; slow it down"
 
         # ... and reconnects with Last-Event-ID: the last seq it received.
-        second = follow(store, hub, caller, conversation, after=received[-1])
+        second = follow(store, hub, user, conversation, after=received[-1])
         try:
             while received[-1] < total:
                 received.append((await next_message(second)).seq)
@@ -261,7 +261,7 @@ async def test_reconnecting_with_the_last_seq_misses_nothing_while_messages_arri
 async def guarded(
     store: ChatStore,
     hub: events.MessageEvents,
-    caller: Caller,
+    user: User,
     conversation: Conversation,
     *,
     idle_seconds: float = IDLE,
@@ -272,17 +272,17 @@ async def guarded(
     auth = auth or Authenticator(store, None, hub, cache_seconds=5)
     await hub.start()
     await until(lambda: hub.listening)  # else the cache is bypassed, proving nothing
-    session = await auth.session(caller.token)
+    session = await auth.session(user.token)
     assert session is not None
 
     async def valid_until(fresh: bool) -> dt.datetime | None:
-        current = await auth.session(caller.token, fresh=fresh)
+        current = await auth.session(user.token, fresh=fresh)
         return None if current is None else current.expires_at
 
     follower = events.follow(
         store,
         hub,
-        caller.user_id,
+        user.user_id,
         conversation.id,
         idle_seconds=idle_seconds,
         guard=events.SessionGuard(session.session_id, valid_until),
@@ -311,17 +311,17 @@ async def rest(follower: Follower, seconds: float = TIMEOUT) -> list[Message]:
 
 
 async def test_a_follower_ends_when_its_session_is_deleted_and_yields_nothing_appended_after(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    follower = await guarded(store, hub, caller, conversation)
+    conversation = await store.create_conversation(user.user_id)
+    follower = await guarded(store, hub, user, conversation)
     try:
         await started(follower)
-        await append(store, caller, conversation, "before")
+        await append(store, user, conversation, "before")
         assert (await next_message(follower)).content == "before"
-        await store.pool.execute('DELETE FROM "session" WHERE token = $1', caller.token)
+        await store.pool.execute('DELETE FROM "session" WHERE token = $1', user.token)
         # Appended right after the sign-out: must not reach the signed-out stream.
-        await append(store, caller, conversation, "after 1", "after 2")
+        await append(store, user, conversation, "after 1", "after 2")
         # Heartbeats every 0.2 s, the cache trusts for 5 s: ending within 2 s
         # is the revocation's doing.
         assert await rest(follower, 2.0) == []
@@ -331,19 +331,19 @@ async def test_a_follower_ends_when_its_session_is_deleted_and_yields_nothing_ap
 
 
 async def test_a_live_follower_checks_its_session_in_the_cache_not_the_database(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
     # Messages heard announced before they are read need no session lookup.
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     auth = Authenticator(store, None, hub, cache_seconds=60)
-    follower = await guarded(store, hub, caller, conversation, auth=auth)
+    follower = await guarded(store, hub, user, conversation, auth=auth)
     try:
         await started(follower)
-        await append(store, caller, conversation, "first")
+        await append(store, user, conversation, "first")
         assert (await next_message(follower)).content == "first"
         lookups = auth.lookups
         for i in range(10):
-            await append(store, caller, conversation, f"live {i}")
+            await append(store, user, conversation, f"live {i}")
             assert (await next_message(follower)).content == f"live {i}"
         # Not one lookup a message. Rarely, on a loaded machine, a read runs
         # ahead of its message's notification and rightly asks the database
@@ -354,17 +354,17 @@ async def test_a_live_follower_checks_its_session_in_the_cache_not_the_database(
 
 
 async def test_a_follower_ends_when_its_session_expiry_is_moved_into_the_past(
-    store: ChatStore, hub: events.MessageEvents, caller: Caller
+    store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    follower = await guarded(store, hub, caller, conversation)
+    conversation = await store.create_conversation(user.user_id)
+    follower = await guarded(store, hub, user, conversation)
     try:
         await started(follower)
         await store.pool.execute(
             """UPDATE "session" SET "expiresAt" = now() - interval '1 minute' WHERE token = $1""",
-            caller.token,
+            user.token,
         )
-        await append(store, caller, conversation, "after")
+        await append(store, user, conversation, "after")
         assert await rest(follower, 2.0) == []
     finally:
         await follower.aclose()
@@ -373,13 +373,10 @@ async def test_a_follower_ends_when_its_session_expiry_is_moved_into_the_past(
 async def test_a_follower_ends_when_its_session_expires(
     store: ChatStore, hub: events.MessageEvents
 ) -> None:
-    user_id, token = await sessions.create_session(
-        store, f"{uuid.uuid4().hex[:12]}@example.test", ttl=dt.timedelta(seconds=2)
-    )
-    caller = Caller(user_id=user_id, token=token)
-    conversation = await store.create_conversation(user_id)
+    user = await make_user(store, ttl=dt.timedelta(seconds=2))
+    conversation = await store.create_conversation(user.user_id)
     # No heartbeat within the test: what ends it is the session's expiry.
-    follower = await guarded(store, hub, caller, conversation, idle_seconds=TIMEOUT * 3)
+    follower = await guarded(store, hub, user, conversation, idle_seconds=TIMEOUT * 3)
     try:
         # No notification comes for an expiry either: the follower wakes at
         # the session's expiresAt by itself.
@@ -466,7 +463,7 @@ async def gated(
 
 
 async def test_a_follower_never_yields_a_message_appended_after_its_session_ended(
-    store: ChatStore, gated: tuple[Gate, events.MessageEvents], caller: Caller
+    store: ChatStore, gated: tuple[Gate, events.MessageEvents], user: User
 ) -> None:
     # Even when the follower reads before its revocation is heard: the
     # notifications are held back here, and the follower wakes by its
@@ -474,13 +471,13 @@ async def test_a_follower_never_yields_a_message_appended_after_its_session_ende
     # session cache still trusts the session (nothing was heard); the read
     # ran ahead of the announcements, so the database decides.
     gate, hub = gated
-    conversation = await store.create_conversation(caller.user_id)
-    follower = await guarded(store, hub, caller, conversation)
+    conversation = await store.create_conversation(user.user_id)
+    follower = await guarded(store, hub, user, conversation)
     try:
         await started(follower)
         gate.flowing.clear()
-        await store.pool.execute('DELETE FROM "session" WHERE token = $1', caller.token)
-        await append(store, caller, conversation, "after the sign-out")
+        await store.pool.execute('DELETE FROM "session" WHERE token = $1', user.token)
+        await append(store, user, conversation, "after the sign-out")
         assert await rest(follower) == []
     finally:
         await follower.aclose()

@@ -11,20 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from support.contract import assert_error, assert_status
+from support.serve import ServerGroup, rss_bytes, start_servers
+from support.users import MakeUser, User
 
 from chatstore.config import Settings
 from chatstore.models import Conversation
 from chatstore.store import ChatStore
-from features.helpers import (
-    Caller,
-    MakeCaller,
-    ServerGroup,
-    assert_error,
-    assert_status,
-    rss_bytes,
-    start_servers,
-    stop_servers,
-)
 
 WEATHER_CALL = {
     "id": "call_1",
@@ -39,9 +32,9 @@ def export_url(conversation_id: object, fmt: str | None = None) -> str:
 
 
 async def export_openai(
-    api: httpx.AsyncClient, caller: Caller, conversation_id: object, fmt: str | None = "openai"
+    client: httpx.AsyncClient, user: User, conversation_id: object, fmt: str | None = "openai"
 ) -> list[dict[str, Any]]:
-    response = await api.get(export_url(conversation_id, fmt), headers=caller.headers)
+    response = await client.get(export_url(conversation_id, fmt), headers=user.headers)
     assert_status(response, 200)
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
@@ -50,10 +43,10 @@ async def export_openai(
     return messages
 
 
-async def tool_conversation(store: ChatStore, caller: Caller) -> Conversation:
-    conversation = await store.create_conversation(caller.user_id, title="weather")
+async def tool_conversation(store: ChatStore, user: User) -> Conversation:
+    conversation = await store.create_conversation(user.user_id, title="weather")
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         conversation.id,
         [
             {"role": "system", "content": "be brief", "metadata": {"source": "test"}},
@@ -67,10 +60,10 @@ async def tool_conversation(store: ChatStore, caller: Caller) -> Conversation:
 
 
 async def test_openai_format_has_only_what_chat_completions_takes_in_order(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await tool_conversation(store, caller)
-    assert await export_openai(api, caller, conversation.id) == [
+    conversation = await tool_conversation(store, user)
+    assert await export_openai(client, user, conversation.id) == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "weather in Paris?", "name": "alice_1"},
         {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
@@ -80,21 +73,21 @@ async def test_openai_format_has_only_what_chat_completions_takes_in_order(
 
 
 async def test_the_default_format_is_openai(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await tool_conversation(store, caller)
-    assert await export_openai(api, caller, conversation.id, None) == await export_openai(
-        api, caller, conversation.id, "openai"
+    conversation = await tool_conversation(store, user)
+    assert await export_openai(client, user, conversation.id, None) == await export_openai(
+        client, user, conversation.id, "openai"
     )
 
 
 async def test_openai_format_leaves_out_tool_messages_whose_call_is_gone(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
     # The tool message would come first once the assistant message is deleted.
-    first = await store.create_conversation(caller.user_id)
+    first = await store.create_conversation(user.user_id)
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         first.id,
         [
             {"role": "assistant", "content": None, "tool_calls": [WEATHER_CALL]},
@@ -102,42 +95,42 @@ async def test_openai_format_leaves_out_tool_messages_whose_call_is_gone(
             {"role": "assistant", "content": "It is sunny."},
         ],
     )
-    await store.delete_message(caller.user_id, first.id, 1)
-    assert await export_openai(api, caller, first.id) == [
+    await store.delete_message(user.user_id, first.id, 1)
+    assert await export_openai(client, user, first.id) == [
         {"role": "assistant", "content": "It is sunny."}
     ]
 
     # ... and in the middle of a history.
-    middle = await tool_conversation(store, caller)
-    await store.delete_message(caller.user_id, middle.id, 3)
-    exported = await export_openai(api, caller, middle.id)
+    middle = await tool_conversation(store, user)
+    await store.delete_message(user.user_id, middle.id, 3)
+    exported = await export_openai(client, user, middle.id)
     assert [m["role"] for m in exported] == ["system", "user", "assistant"]
     assert all(m["role"] != "tool" for m in exported)
 
     # jsonl is the stored history as it is, the tool message included.
-    response = await api.get(export_url(first.id, "jsonl"), headers=caller.headers)
+    response = await client.get(export_url(first.id, "jsonl"), headers=user.headers)
     assert [json.loads(line)["seq"] for line in response.text.splitlines()] == [2, 3]
 
 
 async def test_jsonl_format_is_one_message_per_line_in_seq_order(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await tool_conversation(store, caller)
+    conversation = await tool_conversation(store, user)
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         conversation.id,
         [{"role": "user", "content": f"line {i}\nwith a newline"} for i in range(30)],
     )
-    await store.delete_message(caller.user_id, conversation.id, 7)
-    response = await api.get(export_url(conversation.id, "jsonl"), headers=caller.headers)
+    await store.delete_message(user.user_id, conversation.id, 7)
+    response = await client.get(export_url(conversation.id, "jsonl"), headers=user.headers)
     assert_status(response, 200)
     assert response.headers["content-type"].split(";")[0] == "application/x-ndjson"
     assert response.text.endswith("\n")
     lines = response.text.split("\n")[:-1]
-    listed = await api.get(
+    listed = await client.get(
         f"/api/conversations/{conversation.id}/messages",
         params={"limit": 1000},
-        headers=caller.headers,
+        headers=user.headers,
     )
     assert_status(listed, 200)
     expected = listed.json()["data"]
@@ -147,34 +140,34 @@ async def test_jsonl_format_is_one_message_per_line_in_seq_order(
 
 
 async def test_an_empty_conversation_exports_nothing(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
-    assert await export_openai(api, caller, conversation.id) == []
-    response = await api.get(export_url(conversation.id, "jsonl"), headers=caller.headers)
+    conversation = await store.create_conversation(user.user_id)
+    assert await export_openai(client, user, conversation.id) == []
+    response = await client.get(export_url(conversation.id, "jsonl"), headers=user.headers)
     assert_status(response, 200)
     assert response.content == b""
 
 
 async def test_an_unknown_format_is_a_validation_error(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     for fmt in ("csv", "OPENAI", "", "json"):
-        response = await api.get(export_url(conversation.id, fmt), headers=caller.headers)
+        response = await client.get(export_url(conversation.id, fmt), headers=user.headers)
         error = assert_error(response, 422, "validation_error")
         assert any("format" in item["loc"] for item in error["details"]), (fmt, error)
 
 
 async def test_another_users_conversation_is_not_found(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller, stranger: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User, other_user: User
 ) -> None:
-    theirs = await tool_conversation(store, stranger)
+    theirs = await tool_conversation(store, other_user)
     for target in (theirs.id, uuid.uuid4(), "not-a-uuid"):
         for fmt in (None, "openai", "jsonl"):
-            response = await api.get(export_url(target, fmt), headers=caller.headers)
+            response = await client.get(export_url(target, fmt), headers=user.headers)
             assert_error(response, 404, "not_found")
-    response = await api.get(export_url(theirs.id))
+    response = await client.get(export_url(theirs.id))
     assert_error(response, 401, "unauthorized")
 
 
@@ -186,11 +179,11 @@ SMALL = 20_000
 
 @pytest.fixture(scope="module")
 def export_server(database: str, settings: Settings) -> Iterator[ServerGroup]:
-    group = start_servers(["export"], database, settings)
+    group = start_servers(["export"], database, settings.auth_secret)
     try:
         yield group
     finally:
-        stop_servers(group)
+        group.stop()
 
 
 async def seed_conversation(store: ChatStore, user_id: str, count: int) -> Conversation:
@@ -264,17 +257,17 @@ MB = 1024 * 1024
 
 
 async def test_jsonl_export_of_200000_messages_streams_in_flat_memory(
-    export_server: ServerGroup, store: ChatStore, new_caller: MakeCaller
+    export_server: ServerGroup, store: ChatStore, new_user: MakeUser
 ) -> None:
     (server,) = export_server.servers
-    caller = await new_caller()
+    user = await new_user()
     started = time.monotonic()
-    small = await seed_conversation(store, caller.user_id, SMALL)
-    big = await seed_conversation(store, caller.user_id, BIG)
+    small = await seed_conversation(store, user.user_id, SMALL)
+    big = await seed_conversation(store, user.user_id, BIG)
     seeded_in = time.monotonic() - started
 
     async with httpx.AsyncClient(
-        base_url=server.base_url, headers=caller.headers, timeout=60
+        base_url=server.base_url, headers=user.headers, timeout=60
     ) as client:
         # Warm up: the first export loads code and fills the pool and caches.
         warm = Peak(server.pid)
@@ -304,13 +297,13 @@ async def test_jsonl_export_of_200000_messages_streams_in_flat_memory(
 
 
 async def test_openai_export_of_a_long_conversation_is_complete(
-    export_server: ServerGroup, store: ChatStore, new_caller: MakeCaller
+    export_server: ServerGroup, store: ChatStore, new_user: MakeUser
 ) -> None:
     (server,) = export_server.servers
-    caller = await new_caller()
-    conversation = await seed_conversation(store, caller.user_id, 5_000)
+    user = await new_user()
+    conversation = await seed_conversation(store, user.user_id, 5_000)
     async with httpx.AsyncClient(
-        base_url=server.base_url, headers=caller.headers, timeout=60
+        base_url=server.base_url, headers=user.headers, timeout=60
     ) as client:
         response = await client.get(export_url(conversation.id, "openai"))
     assert_status(response, 200)
@@ -323,15 +316,13 @@ async def test_openai_export_of_a_long_conversation_is_complete(
     assert messages[-1]["content"].startswith("message 5000: ")
 
 
-async def test_the_seeded_conversation_is_consistent(
-    store: ChatStore, new_caller: MakeCaller
-) -> None:
+async def test_the_seeded_conversation_is_consistent(store: ChatStore, new_user: MakeUser) -> None:
     # The seeding shortcut above keeps the counters and appends working.
-    caller = await new_caller()
-    conversation = await seed_conversation(store, caller.user_id, 10)
-    got = await store.get_conversation(caller.user_id, conversation.id)
+    user = await new_user()
+    conversation = await seed_conversation(store, user.user_id, 10)
+    got = await store.get_conversation(user.user_id, conversation.id)
     assert got.message_count == 10
     (appended,) = await store.append_messages(
-        caller.user_id, conversation.id, [{"role": "user", "content": "next"}]
+        user.user_id, conversation.id, [{"role": "user", "content": "next"}]
     )
     assert appended.seq == 11

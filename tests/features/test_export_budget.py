@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from support.users import User
+
 from chatstore import export
 from chatstore.models import Row
 from chatstore.store import ChatStore
-from features.helpers import Caller
 
 # Two bytes a character in UTF-8, so byte and character counts differ.
 HUGE_CHARS = 300_000
@@ -27,20 +28,20 @@ def content_bytes(page: Sequence[Row]) -> int:
 
 
 async def read_pages(
-    store: ChatStore, caller: Caller, conversation_id: object, page_bytes: int
+    store: ChatStore, user: User, conversation_id: object, page_bytes: int
 ) -> list[Sequence[Row]]:
     return [
         page
         async for page in export.pages(
-            store, caller.user_id, str(conversation_id), page_bytes=page_bytes
+            store, user.user_id, str(conversation_id), page_bytes=page_bytes
         )
     ]
 
 
 async def test_an_export_holds_at_most_its_byte_budget_of_rows_at_once(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     # Small ones, then huge ones, then small ones again: a page must not
     # size itself on the rows before it.
     contents = [f"small {i}" for i in range(300)]
@@ -48,12 +49,12 @@ async def test_an_export_holds_at_most_its_byte_budget_of_rows_at_once(
     contents += [f"small again {i}" for i in range(40)]
     for start in range(0, len(contents), 50):
         await store.append_messages(
-            caller.user_id,
+            user.user_id,
             conversation.id,
             [{"role": "user", "content": content} for content in contents[start : start + 50]],
         )
 
-    pages = await read_pages(store, caller, conversation.id, export.PAGE_BYTES)
+    pages = await read_pages(store, user, conversation.id, export.PAGE_BYTES)
 
     sizes = [(len(page), content_bytes(page)) for page in pages]
     assert [row["content"] for page in pages for row in page] == contents, sizes
@@ -67,34 +68,34 @@ async def test_an_export_holds_at_most_its_byte_budget_of_rows_at_once(
 
 
 async def test_an_export_page_is_cut_at_the_budget_not_at_a_row_count(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     medium = "m" * 30_000
     await store.append_messages(
-        caller.user_id, conversation.id, [{"role": "user", "content": medium}] * 40
+        user.user_id, conversation.id, [{"role": "user", "content": medium}] * 40
     )
 
-    pages = await read_pages(store, caller, conversation.id, 100_000)
+    pages = await read_pages(store, user, conversation.id, 100_000)
 
     # 30,000 bytes and the row's fixed share each: three fit in 100,000.
     assert [len(page) for page in pages] == [3] * 13 + [1], [len(page) for page in pages]
     assert all(content_bytes(page) <= 100_000 for page in pages)
 
 
-async def test_an_export_leaves_in_chunks_of_one_page(store: ChatStore, caller: Caller) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+async def test_an_export_leaves_in_chunks_of_one_page(store: ChatStore, user: User) -> None:
+    conversation = await store.create_conversation(user.user_id)
     await store.append_messages(
-        caller.user_id,
+        user.user_id,
         conversation.id,
         [{"role": "user", "content": f"{i}{HUGE}"} for i in range(3)],
     )
     for _ in range(6):
         await store.append_messages(
-            caller.user_id, conversation.id, [{"role": "assistant", "content": "x" * 1000}] * 100
+            user.user_id, conversation.id, [{"role": "assistant", "content": "x" * 1000}] * 100
         )
 
-    chunks = [chunk async for chunk in export.jsonl(store, caller.user_id, conversation.id)]
+    chunks = [chunk async for chunk in export.jsonl(store, user.user_id, conversation.id)]
 
     lines = b"".join(chunks).decode().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == list(range(1, 604))
@@ -105,22 +106,22 @@ async def test_an_export_leaves_in_chunks_of_one_page(store: ChatStore, caller: 
 
 
 async def test_an_export_reads_past_long_runs_of_deleted_messages(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
     # Pages read ranges of seqs: a range with nothing left in it must not
     # end the export.
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     for _ in range(30):
         await store.append_messages(
-            caller.user_id, conversation.id, [{"role": "user", "content": "gone"}] * 100
+            user.user_id, conversation.id, [{"role": "user", "content": "gone"}] * 100
         )
-    await store.truncate_messages(caller.user_id, conversation.id, 11)
+    await store.truncate_messages(user.user_id, conversation.id, 11)
     await store.append_messages(
-        caller.user_id, conversation.id, [{"role": "user", "content": "kept"}] * 5
+        user.user_id, conversation.id, [{"role": "user", "content": "kept"}] * 5
     )
-    await store.delete_message(caller.user_id, conversation.id, 3)
+    await store.delete_message(user.user_id, conversation.id, 3)
 
-    pages = await read_pages(store, caller, conversation.id, export.PAGE_BYTES)
+    pages = await read_pages(store, user, conversation.id, export.PAGE_BYTES)
 
     seqs = [row["seq"] for page in pages for row in page]
     assert seqs == [1, 2, *range(4, 11), *range(3001, 3006)], seqs

@@ -18,11 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from support.contract import assert_error, assert_status
+from support.users import MakeUser, User, new_key
 
 from chatstore import idempotency
 from chatstore.errors import IdempotencyConflict
 from chatstore.store import ChatStore
-from features.helpers import Caller, MakeCaller, assert_error, assert_status, new_key
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -42,7 +43,7 @@ class Target:
     messages: int
 
 
-async def target(kind: str, store: ChatStore, caller: Caller) -> Target:
+async def target(kind: str, store: ChatStore, user: User) -> Target:
     """The endpoint ``kind`` for ``caller``, with the conversations it needs."""
     if kind in ("create_conversation", "chat_start"):
         here, there = "/api/conversations", "/api/chat/start"
@@ -57,8 +58,8 @@ async def target(kind: str, store: ChatStore, caller: Caller) -> Target:
             conversations=1,
             messages=0,
         )
-    conversation = await store.create_conversation(caller.user_id, title=kind)
-    elsewhere = await store.create_conversation(caller.user_id, title=f"{kind} elsewhere")
+    conversation = await store.create_conversation(user.user_id, title=kind)
+    elsewhere = await store.create_conversation(user.user_id, title=f"{kind} elsewhere")
     if kind == "chat_message":
         return Target(
             path=f"/api/chat/{conversation.id}/message",
@@ -124,96 +125,96 @@ def assert_replay_of(first: httpx.Response, repeat: httpx.Response) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_repeat_replays_the_first_response_and_stores_nothing(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
+    before = await stored(store, user.user_id)
 
-    first = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+    first = await client.post(t.path, json=t.body, headers=user.with_key(key))
     assert_first(first)
-    after_first = await stored(store, caller.user_id)
+    after_first = await stored(store, user.user_id)
     assert after_first == plus(before, t)
 
     for _ in range(2):
-        repeat = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+        repeat = await client.post(t.path, json=t.body, headers=user.with_key(key))
         assert_replay_of(first, repeat)
-    assert await stored(store, caller.user_id) == after_first
+    assert await stored(store, user.user_id) == after_first
 
 
 async def test_a_repeat_with_other_key_order_and_whitespace_is_the_same_request(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target("append_one", store, caller)
+    t = await target("append_one", store, user)
     key = new_key()
-    first = await api.post(
+    first = await client.post(
         t.path,
         content=b'{"role": "user", "content": "hello", "metadata": {"k": "v"}}',
-        headers={**caller.with_key(key), "content-type": "application/json"},
+        headers={**user.with_key(key), "content-type": "application/json"},
     )
     assert_first(first)
-    repeat = await api.post(
+    repeat = await client.post(
         t.path,
         content=b'{ "metadata":{"k":"v"},\n "content":"hello","role":"user" }',
-        headers={**caller.with_key(key), "content-type": "application/json"},
+        headers={**user.with_key(key), "content-type": "application/json"},
     )
     assert_replay_of(first, repeat)
-    assert await stored(store, caller.user_id) == (2, 1)
+    assert await stored(store, user.user_id) == (2, 1)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_the_same_key_with_a_different_body_is_a_conflict(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    first = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+    first = await client.post(t.path, json=t.body, headers=user.with_key(key))
     assert_first(first)
-    after_first = await stored(store, caller.user_id)
+    after_first = await stored(store, user.user_id)
 
-    conflict = await api.post(t.path, json=t.other_body, headers=caller.with_key(key))
+    conflict = await client.post(t.path, json=t.other_body, headers=user.with_key(key))
     assert_error(conflict, 409, "idempotency_conflict")
     assert REPLAYED.lower() not in conflict.headers
-    assert await stored(store, caller.user_id) == after_first
+    assert await stored(store, user.user_id) == after_first
     # The key still replays its own request.
-    assert_replay_of(first, await api.post(t.path, json=t.body, headers=caller.with_key(key)))
+    assert_replay_of(first, await client.post(t.path, json=t.body, headers=user.with_key(key)))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_the_same_key_on_a_different_path_is_a_conflict(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    assert_first(await api.post(t.path, json=t.body, headers=caller.with_key(key)))
-    after_first = await stored(store, caller.user_id)
+    assert_first(await client.post(t.path, json=t.body, headers=user.with_key(key)))
+    after_first = await stored(store, user.user_id)
 
-    conflict = await api.post(t.other_path, json=t.body, headers=caller.with_key(key))
+    conflict = await client.post(t.other_path, json=t.body, headers=user.with_key(key))
     assert_error(conflict, 409, "idempotency_conflict")
-    assert await stored(store, caller.user_id) == after_first
+    assert await stored(store, user.user_id) == after_first
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_the_same_key_of_another_user_is_independent(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller, stranger: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User, other_user: User
 ) -> None:
     key = new_key()
-    mine = await target(kind, store, caller)
-    theirs = await target(kind, store, stranger)
-    my_before = await stored(store, caller.user_id)
-    their_before = await stored(store, stranger.user_id)
+    mine = await target(kind, store, user)
+    theirs = await target(kind, store, other_user)
+    my_before = await stored(store, user.user_id)
+    their_before = await stored(store, other_user.user_id)
 
-    a = await api.post(mine.path, json=mine.body, headers=caller.with_key(key))
-    b = await api.post(theirs.path, json=theirs.body, headers=stranger.with_key(key))
+    a = await client.post(mine.path, json=mine.body, headers=user.with_key(key))
+    b = await client.post(theirs.path, json=theirs.body, headers=other_user.with_key(key))
     assert_first(a)
     assert_first(b)
     assert a.content != b.content  # two resources, not one replayed to both
-    assert await stored(store, caller.user_id) == plus(my_before, mine)
-    assert await stored(store, stranger.user_id) == plus(their_before, theirs)
+    assert await stored(store, user.user_id) == plus(my_before, mine)
+    assert await stored(store, other_user.user_id) == plus(their_before, theirs)
     # Each user's key replays that user's own response.
-    assert_replay_of(a, await api.post(mine.path, json=mine.body, headers=caller.with_key(key)))
+    assert_replay_of(a, await client.post(mine.path, json=mine.body, headers=user.with_key(key)))
     assert_replay_of(
-        b, await api.post(theirs.path, json=theirs.body, headers=stranger.with_key(key))
+        b, await client.post(theirs.path, json=theirs.body, headers=other_user.with_key(key))
     )
 
 
@@ -229,80 +230,80 @@ BAD_KEYS: list[tuple[str, str | bytes]] = [
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_bad_key_is_refused_and_nothing_is_stored(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
-    before = await stored(store, caller.user_id)
+    t = await target(kind, store, user)
+    before = await stored(store, user.user_id)
     for name, key in BAD_KEYS:
         raw = key if isinstance(key, bytes) else key.encode()
-        headers = [(b"authorization", f"Bearer {caller.token}".encode()), (b"idempotency-key", raw)]
-        response = await api.post(t.path, json=t.body, headers=headers)
+        headers = [(b"authorization", f"Bearer {user.token}".encode()), (b"idempotency-key", raw)]
+        response = await client.post(t.path, json=t.body, headers=headers)
         # A malformed key is a rule broken by well-formed input: 422, like any other.
         error = assert_error(response, 422)
         assert error["code"] == "validation_error", (name, error)
-        assert await stored(store, caller.user_id) == before, name
+        assert await stored(store, user.user_id) == before, name
     # The longest and the widest keys that are allowed.
     for key in ("k" * 255, " !~printable ASCII~! ", "x"):
-        response = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+        response = await client.post(t.path, json=t.body, headers=user.with_key(key))
         assert_first(response)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_request_refused_before_the_work_does_not_use_up_the_key(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
-    refused = await api.post(t.path, json=t.invalid_body, headers=caller.with_key(key))
+    before = await stored(store, user.user_id)
+    refused = await client.post(t.path, json=t.invalid_body, headers=user.with_key(key))
     assert_error(refused, 422, "validation_error")
-    assert await stored(store, caller.user_id) == before
+    assert await stored(store, user.user_id) == before
     # The failed request left no record: another (valid) request with the
     # same key is new work, not a conflict and not a replay.
-    done = await api.post(t.path, json=t.other_body, headers=caller.with_key(key))
+    done = await client.post(t.path, json=t.other_body, headers=user.with_key(key))
     assert_first(done)
-    assert await stored(store, caller.user_id) == plus(before, t)
+    assert await stored(store, user.user_id) == plus(before, t)
 
 
 async def test_a_request_that_fails_inside_the_work_does_not_use_up_the_key(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
     # Refused by the database after the key was claimed: the claim is
     # rolled back with the work.
-    t = await target("append_one", store, caller)
+    t = await target("append_one", store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
+    before = await stored(store, user.user_id)
     orphan = {"role": "tool", "content": "42", "tool_call_id": "no-such-call"}
-    refused = await api.post(t.path, json=orphan, headers=caller.with_key(key))
+    refused = await client.post(t.path, json=orphan, headers=user.with_key(key))
     assert_error(refused, 422, "validation_error")
-    assert await stored(store, caller.user_id) == before
-    done = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+    assert await stored(store, user.user_id) == before
+    done = await client.post(t.path, json=t.body, headers=user.with_key(key))
     assert_first(done)
-    assert await stored(store, caller.user_id) == plus(before, t)
+    assert await stored(store, user.user_id) == plus(before, t)
 
     # A chat message to a conversation that does not exist: 404 from inside
     # the work; the same key then works on a real conversation.
-    chat = await target("chat_message", store, caller)
+    chat = await target("chat_message", store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
-    missing = await api.post(
-        f"/api/chat/{uuid.uuid4()}/message", json=chat.body, headers=caller.with_key(key)
+    before = await stored(store, user.user_id)
+    missing = await client.post(
+        f"/api/chat/{uuid.uuid4()}/message", json=chat.body, headers=user.with_key(key)
     )
     assert_error(missing, 404, "not_found")
-    done = await api.post(chat.path, json=chat.body, headers=caller.with_key(key))
+    done = await client.post(chat.path, json=chat.body, headers=user.with_key(key))
     assert_first(done)
-    assert await stored(store, caller.user_id) == plus(before, chat)
+    assert await stored(store, user.user_id) == plus(before, chat)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_concurrent_repeats_of_one_key_do_the_work_once(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
+    before = await stored(store, user.user_id)
     responses = await asyncio.gather(
-        *(api.post(t.path, json=t.body, headers=caller.with_key(key)) for _ in range(8))
+        *(client.post(t.path, json=t.body, headers=user.with_key(key)) for _ in range(8))
     )
     for response in responses:
         assert_status(response, 201)
@@ -310,7 +311,7 @@ async def test_concurrent_repeats_of_one_key_do_the_work_once(
     fresh = [r for r in responses if REPLAYED.lower() not in r.headers]
     replayed = [r for r in responses if r.headers.get(REPLAYED) == "true"]
     assert (len(fresh), len(replayed)) == (1, 7)
-    assert await stored(store, caller.user_id) == plus(before, t)
+    assert await stored(store, user.user_id) == plus(before, t)
 
 
 async def expire(store: ChatStore, user_id: str, key: str) -> None:
@@ -325,40 +326,40 @@ async def expire(store: ChatStore, user_id: str, key: str) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_an_expired_key_is_taken_over_by_a_new_request(
-    kind: str, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    kind: str, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    t = await target(kind, store, caller)
+    t = await target(kind, store, user)
     key = new_key()
-    before = await stored(store, caller.user_id)
-    first = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+    before = await stored(store, user.user_id)
+    first = await client.post(t.path, json=t.body, headers=user.with_key(key))
     assert_first(first)
-    await expire(store, caller.user_id, key)
+    await expire(store, user.user_id, key)
 
-    again = await api.post(t.path, json=t.body, headers=caller.with_key(key))
+    again = await client.post(t.path, json=t.body, headers=user.with_key(key))
     assert_first(again)
     assert again.content != first.content  # the work was done again
-    assert await stored(store, caller.user_id) == plus(before, t, times=2)
+    assert await stored(store, user.user_id) == plus(before, t, times=2)
     # ... and the key now replays the new response, for another 24 hours.
-    assert_replay_of(again, await api.post(t.path, json=t.body, headers=caller.with_key(key)))
+    assert_replay_of(again, await client.post(t.path, json=t.body, headers=user.with_key(key)))
     expires_in = await store.pool.fetchval(
         "SELECT extract(epoch FROM expires_at - now()) FROM idempotency_keys"
         " WHERE user_id = $1 AND key = $2",
-        caller.user_id,
+        user.user_id,
         key,
     )
     assert 24 * 3600 - 120 < float(expires_in) <= 24 * 3600
 
     # An expired key is free for a different request too: no conflict.
-    await expire(store, caller.user_id, key)
-    other = await api.post(t.path, json=t.other_body, headers=caller.with_key(key))
+    await expire(store, user.user_id, key)
+    other = await client.post(t.path, json=t.other_body, headers=user.with_key(key))
     assert_first(other)
-    assert await stored(store, caller.user_id) == plus(before, t, times=3)
+    assert await stored(store, user.user_id) == plus(before, t, times=3)
 
 
 async def test_purge_expired_deletes_at_most_a_batch_and_leaves_live_keys(
-    store: ChatStore, new_caller: MakeCaller
+    store: ChatStore, new_user: MakeUser
 ) -> None:
-    owner = await new_caller()
+    owner = await new_user()
     keys_of_owner = (
         "SELECT key, expires_at <= now() AS expired FROM idempotency_keys"
         " WHERE user_id = $1 ORDER BY key"
@@ -403,52 +404,52 @@ async def test_purge_expired_deletes_at_most_a_batch_and_leaves_live_keys(
 
 
 async def test_python_api_append_messages_with_a_key_stores_once(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     first = await store.append_messages(
-        caller.user_id, conversation.id, messages, idempotency_key="k"
+        user.user_id, conversation.id, messages, idempotency_key="k"
     )
     again = await store.append_messages(
-        caller.user_id, conversation.id, messages, idempotency_key="k"
+        user.user_id, conversation.id, messages, idempotency_key="k"
     )
     assert again == first
     assert [m.seq for m in first] == [1, 2]
-    assert await stored(store, caller.user_id) == (1, 2)
+    assert await stored(store, user.user_id) == (1, 2)
 
     with pytest.raises(IdempotencyConflict):
         await store.append_messages(
-            caller.user_id, conversation.id, messages[:1], idempotency_key="k"
+            user.user_id, conversation.id, messages[:1], idempotency_key="k"
         )
     with pytest.raises(IdempotencyConflict):
         await store.append_messages(
-            caller.user_id,
+            user.user_id,
             conversation.id,
             messages,
             expected_last_seq=0,
             idempotency_key="k",
         )
-    assert await stored(store, caller.user_id) == (1, 2)
+    assert await stored(store, user.user_id) == (1, 2)
     # The single-message form is the same operation as a batch of one.
     one = await store.append_message(
-        caller.user_id, conversation.id, messages[0], idempotency_key="one"
+        user.user_id, conversation.id, messages[0], idempotency_key="one"
     )
     assert [one] == await store.append_messages(
-        caller.user_id, conversation.id, messages[:1], idempotency_key="one"
+        user.user_id, conversation.id, messages[:1], idempotency_key="one"
     )
-    assert await stored(store, caller.user_id) == (1, 3)
+    assert await stored(store, user.user_id) == (1, 3)
 
 
 async def test_python_api_create_conversation_with_a_key_stores_once(
-    store: ChatStore, caller: Caller
+    store: ChatStore, user: User
 ) -> None:
-    first = await store.create_conversation(caller.user_id, title="t", idempotency_key="c")
-    again = await store.create_conversation(caller.user_id, title="t", idempotency_key="c")
+    first = await store.create_conversation(user.user_id, title="t", idempotency_key="c")
+    again = await store.create_conversation(user.user_id, title="t", idempotency_key="c")
     assert again == first
     with pytest.raises(IdempotencyConflict):
-        await store.create_conversation(caller.user_id, title="other", idempotency_key="c")
-    assert await stored(store, caller.user_id) == (1, 0)
+        await store.create_conversation(user.user_id, title="other", idempotency_key="c")
+    assert await stored(store, user.user_id) == (1, 0)
 
 
 async def test_the_purge_loop_logs_an_unexpected_failure_with_its_traceback_and_keeps_going(

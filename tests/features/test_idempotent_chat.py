@@ -21,19 +21,14 @@ from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
+from support.app import app_client
+from support.contract import assert_error, assert_status
+from support.users import MakeUser, User, new_key
 
 from chatstore import idempotency, metrics
 from chatstore.config import Settings
 from chatstore.models import Message, MessageInput
 from chatstore.store import ChatStore
-from features.helpers import (
-    Caller,
-    MakeCaller,
-    assert_error,
-    assert_status,
-    new_key,
-    open_api,
-)
 
 REPLAYED = "Idempotent-Replayed"
 POOL_SIZE = 4
@@ -97,12 +92,10 @@ def responder() -> SleepingResponder:
 
 
 @pytest.fixture
-async def slow_api(
+async def slow_client(
     small_store: ChatStore, responder: SleepingResponder
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with open_api(
-        small_store.settings, small_store, responder=responder, raise_app_exceptions=False
-    ) as client:
+    async with app_client(small_store.settings, small_store, responder=responder) as client:
         yield client
 
 
@@ -133,18 +126,18 @@ def chat_path(conversation_id: str) -> str:
 
 
 async def test_no_connection_or_transaction_is_held_while_the_responder_thinks(
-    slow_api: httpx.AsyncClient,
+    slow_client: httpx.AsyncClient,
     store: ChatStore,
     responder: SleepingResponder,
-    caller: Caller,
-    stranger: Caller,
+    user: User,
+    other_user: User,
 ) -> None:
     # More idempotent chats than the pool has connections, each asleep in the
     # responder at once, plus repeats of the first key.
     chats = POOL_SIZE + 2
     repeats = 4
     conversations = [
-        str((await store.create_conversation(caller.user_id, title=f"chat {i}")).id)
+        str((await store.create_conversation(user.user_id, title=f"chat {i}")).id)
         for i in range(chats)
     ]
     keys = [new_key() for _ in range(chats)]
@@ -152,10 +145,10 @@ async def test_no_connection_or_transaction_is_held_while_the_responder_thinks(
 
     firsts = [
         asyncio.create_task(
-            slow_api.post(
+            slow_client.post(
                 chat_path(conversation),
                 json={"content": f"question {i}"},
-                headers=caller.with_key(key),
+                headers=user.with_key(key),
             )
         )
         for i, (conversation, key) in enumerate(zip(conversations, keys, strict=True))
@@ -163,10 +156,10 @@ async def test_no_connection_or_transaction_is_held_while_the_responder_thinks(
     await responder.until_thinking(chats)
     again = [
         asyncio.create_task(
-            slow_api.post(
+            slow_client.post(
                 chat_path(conversations[0]),
                 json={"content": "question 0"},
-                headers=caller.with_key(keys[0]),
+                headers=user.with_key(keys[0]),
             )
         )
         for _ in range(repeats)
@@ -174,7 +167,7 @@ async def test_no_connection_or_transaction_is_held_while_the_responder_thinks(
     try:
         # Meanwhile another user is served at once (the pool is not held) ...
         listed = await asyncio.wait_for(
-            slow_api.get("/api/conversations", headers=stranger.headers), PATIENCE_SECONDS
+            slow_client.get("/api/conversations", headers=other_user.headers), PATIENCE_SECONDS
         )
         assert_status(listed, 200)
         assert responder.thinking == chats, "the chats were still thinking"
@@ -205,14 +198,14 @@ async def test_no_connection_or_transaction_is_held_while_the_responder_thinks(
 
 
 async def test_concurrent_repeats_of_a_pending_chat_key_store_the_exchange_once(
-    slow_api: httpx.AsyncClient, store: ChatStore, responder: SleepingResponder, caller: Caller
+    slow_client: httpx.AsyncClient, store: ChatStore, responder: SleepingResponder, user: User
 ) -> None:
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     requests = [
         asyncio.create_task(
-            slow_api.post(
-                chat_path(conversation), json={"content": "once"}, headers=caller.with_key(key)
+            slow_client.post(
+                chat_path(conversation), json={"content": "once"}, headers=user.with_key(key)
             )
         )
         for _ in range(POOL_SIZE * 2)
@@ -231,29 +224,29 @@ async def test_concurrent_repeats_of_a_pending_chat_key_store_the_exchange_once(
 
 
 async def test_a_repeat_of_a_pending_key_waits_a_bounded_time_then_answers_in_progress(
-    slow_api: httpx.AsyncClient,
+    slow_client: httpx.AsyncClient,
     store: ChatStore,
     responder: SleepingResponder,
-    caller: Caller,
+    user: User,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.5)
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     body = {"content": "slow"}
     first = asyncio.create_task(
-        slow_api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+        slow_client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     )
     try:
         await responder.until_thinking(1)
-        waiting = await slow_api.post(
-            chat_path(conversation), json=body, headers=caller.with_key(key)
+        waiting = await slow_client.post(
+            chat_path(conversation), json=body, headers=user.with_key(key)
         )
         assert_error(waiting, 409, "idempotency_in_progress")
         assert waiting.headers.get("retry-after") == "1"
         # Another request with the key is a conflict at once, pending or not.
-        other = await slow_api.post(
-            chat_path(conversation), json={"content": "other"}, headers=caller.with_key(key)
+        other = await slow_client.post(
+            chat_path(conversation), json={"content": "other"}, headers=user.with_key(key)
         )
         assert_error(other, 409, "idempotency_conflict")
         assert responder.calls == 1
@@ -261,20 +254,18 @@ async def test_a_repeat_of_a_pending_key_waits_a_bounded_time_then_answers_in_pr
         responder.wake.set()
     done = await first
     assert_status(done, 201)
-    replay = await slow_api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    replay = await slow_client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert replay.headers.get(REPLAYED) == "true" and replay.content == done.content
     assert await messages_of(store, conversation) == ["slow", "you said slow"]
 
 
-async def pending_claim(
-    store: ChatStore, caller: Caller, key: str, path: str, body: object
-) -> None:
+async def pending_claim(store: ChatStore, user: User, key: str, path: str, body: object) -> None:
     """The row a holder leaves behind when its process is killed while its
     responder thinks: a committed pending claim with a live lease."""
     await store.pool.execute(
         "INSERT INTO idempotency_keys (user_id, key, fingerprint, claim_token, expires_at)"
         " VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
-        caller.user_id,
+        user.user_id,
         key,
         idempotency.fingerprint("POST", path, body),
         uuid.uuid4(),
@@ -283,19 +274,19 @@ async def pending_claim(
 
 
 async def test_a_dead_holders_claim_is_claimable_again_after_its_lease(
-    api: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     store: ChatStore,
-    caller: Caller,
+    user: User,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.3)
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     body = {"content": "orphaned"}
-    await pending_claim(store, caller, key, chat_path(conversation), body)
+    await pending_claim(store, user, key, chat_path(conversation), body)
 
     # Within the lease the holder may still be alive: nobody takes over.
-    held = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    held = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert_error(held, 409, "idempotency_in_progress")
     assert await messages_of(store, conversation) == []
 
@@ -303,39 +294,39 @@ async def test_a_dead_holders_claim_is_claimable_again_after_its_lease(
     await store.pool.execute(
         "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'"
         " WHERE user_id = $1 AND key = $2",
-        caller.user_id,
+        user.user_id,
         key,
     )
-    taken = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    taken = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert_status(taken, 201)
     assert REPLAYED.lower() not in taken.headers
-    replay = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    replay = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert replay.headers.get(REPLAYED) == "true" and replay.content == taken.content
     assert await messages_of(store, conversation) == ["orphaned", "orphaned"]  # echo
 
 
 async def test_a_live_holder_keeps_its_claim_past_one_lease(
-    slow_api: httpx.AsyncClient,
+    slow_client: httpx.AsyncClient,
     store: ChatStore,
     responder: SleepingResponder,
-    caller: Caller,
+    user: User,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A lease far shorter than the responder's sleep, renewed often.
     monkeypatch.setattr(idempotency, "LEASE_SECONDS", 2.0)
     monkeypatch.setattr(idempotency, "RENEW_SECONDS", 0.1)
     monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.3)
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     body = {"content": "long thought"}
     first = asyncio.create_task(
-        slow_api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+        slow_client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     )
     try:
         await responder.until_thinking(1)
         await asyncio.sleep(2 * idempotency.LEASE_SECONDS)
-        waiting = await slow_api.post(
-            chat_path(conversation), json=body, headers=caller.with_key(key)
+        waiting = await slow_client.post(
+            chat_path(conversation), json=body, headers=user.with_key(key)
         )
         assert_error(waiting, 409, "idempotency_in_progress")
         assert responder.calls == 1
@@ -346,17 +337,15 @@ async def test_a_live_holder_keeps_its_claim_past_one_lease(
 
 
 async def test_an_idempotent_retry_of_a_failed_turn_does_not_store_the_user_message_twice(
-    settings: Settings, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    settings: Settings, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     body = {"content": "try again"}
     failing = FailingResponder()
-    async with open_api(settings, store, responder=failing, raise_app_exceptions=False) as down:
+    async with app_client(settings, store, responder=failing) as down:
         for _ in range(2):
-            failed = await down.post(
-                chat_path(conversation), json=body, headers=caller.with_key(key)
-            )
+            failed = await down.post(chat_path(conversation), json=body, headers=user.with_key(key))
             assert_error(failed, 502, "responder_error")
     # Each retry reached the responder again (the claim was let go), for the
     # one user message the first attempt stored: the key remembers its seq.
@@ -364,7 +353,7 @@ async def test_an_idempotent_retry_of_a_failed_turn_does_not_store_the_user_mess
     row = await store.pool.fetchrow(
         "SELECT status, claim_token, first_seq, last_seq FROM idempotency_keys"
         " WHERE user_id = $1 AND key = $2",
-        caller.user_id,
+        user.user_id,
         key,
     )
     assert row is not None and dict(row) == {
@@ -375,35 +364,33 @@ async def test_an_idempotent_retry_of_a_failed_turn_does_not_store_the_user_mess
     }
     assert await messages_of(store, conversation) == ["try again"]
 
-    retried = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    retried = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert_status(retried, 201)
     assert REPLAYED.lower() not in retried.headers
     assert retried.json()["user_message"]["seq"] == 1
     assert retried.json()["reply"]["seq"] == 2
     assert await messages_of(store, conversation) == ["try again", "try again"]  # echo, once
     # A replay after success answers the same.
-    replay = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    replay = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert replay.headers.get(REPLAYED) == "true" and replay.content == retried.content
     # Another request with the key, after the failure, is still a conflict.
-    other = await api.post(
-        chat_path(conversation), json={"content": "other"}, headers=caller.with_key(key)
+    other = await client.post(
+        chat_path(conversation), json={"content": "other"}, headers=user.with_key(key)
     )
     assert_error(other, 409, "idempotency_conflict")
 
 
 async def test_deleting_the_stored_user_message_of_a_failed_turn_forgets_the_key(
-    settings: Settings, api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    settings: Settings, client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     body = {"content": "gone"}
-    async with open_api(
-        settings, store, responder=FailingResponder(), raise_app_exceptions=False
-    ) as down:
-        failed = await down.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    async with app_client(settings, store, responder=FailingResponder()) as down:
+        failed = await down.post(chat_path(conversation), json=body, headers=user.with_key(key))
         assert_error(failed, 502, "responder_error")
-    await store.delete_message(caller.user_id, conversation, 1)
-    retried = await api.post(chat_path(conversation), json=body, headers=caller.with_key(key))
+    await store.delete_message(user.user_id, conversation, 1)
+    retried = await client.post(chat_path(conversation), json=body, headers=user.with_key(key))
     assert_status(retried, 201)
     # New work: the message is stored again, after the deleted seq.
     assert (retried.json()["user_message"]["seq"], retried.json()["reply"]["seq"]) == (2, 3)
@@ -411,25 +398,25 @@ async def test_deleting_the_stored_user_message_of_a_failed_turn_forgets_the_key
 
 
 async def test_a_chat_without_a_key_holds_no_transaction_either(
-    slow_api: httpx.AsyncClient,
+    slow_client: httpx.AsyncClient,
     store: ChatStore,
     responder: SleepingResponder,
-    new_caller: MakeCaller,
+    new_user: MakeUser,
 ) -> None:
-    caller = await new_caller()
+    user = await new_user()
     conversations = [
-        str((await store.create_conversation(caller.user_id)).id) for _ in range(POOL_SIZE + 2)
+        str((await store.create_conversation(user.user_id)).id) for _ in range(POOL_SIZE + 2)
     ]
     chats = [
         asyncio.create_task(
-            slow_api.post(chat_path(c), json={"content": "no key"}, headers=caller.headers)
+            slow_client.post(chat_path(c), json={"content": "no key"}, headers=user.headers)
         )
         for c in conversations
     ]
     try:
         await responder.until_thinking(len(conversations))
         assert await idle_in_transaction(store) == 0
-        listed = await slow_api.get("/api/conversations", headers=caller.headers)
+        listed = await slow_client.get("/api/conversations", headers=user.headers)
         assert_status(listed, 200)
     finally:
         responder.wake.set()

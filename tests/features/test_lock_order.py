@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
+from support.users import User, new_key
 
 from chatstore import chat_turn, idempotency, messages, turn_claim
 from chatstore.models import ChatMessageInput, Message, MessageInput
 from chatstore.store import ChatStore
-from features.helpers import Caller, new_key
 
 # Bounded waits, generous for a loaded machine: never a timing assertion.
 PATIENCE_SECONDS = 60.0
@@ -87,13 +87,13 @@ class Pause:
 
 @pytest.mark.parametrize("delete", ["truncate", "message_delete", "conversation_delete"])
 async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
-    store: ChatStore, caller: Caller, monkeypatch: pytest.MonkeyPatch, delete: str
+    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch, delete: str
 ) -> None:
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     turn = await chat_turn.begin(
         store,
         Echo(),
-        caller.user_id,
+        user.user_id,
         conversation,
         ChatMessageInput(content="hi"),
         key=new_key(),
@@ -113,7 +113,7 @@ async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
     monkeypatch.setattr(turn_claim.TurnClaim, "hold", paused_hold)
     try:
         stored, deleted = await pause.race(
-            store, turn.finish(), deletes(store, caller.user_id, conversation)[delete]
+            store, turn.finish(), deletes(store, user.user_id, conversation)[delete]
         )
     finally:
         await turn.close()
@@ -128,19 +128,19 @@ async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
 
 @pytest.mark.parametrize("delete", ["truncate", "message_delete", "conversation_delete"])
 async def test_an_idempotent_append_takes_the_conversation_before_the_key(
-    store: ChatStore, caller: Caller, monkeypatch: pytest.MonkeyPatch, delete: str
+    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch, delete: str
 ) -> None:
     # A key completed for seq 1, past its 24 hours but not purged yet: a
     # repeat of the key takes it over (locking its row) while its row still
     # says it holds seq 1, so each delete of seq 1 wants it too.
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     key = new_key()
     first = MessageInput(role="user", content="first")
-    await store.append_messages(caller.user_id, conversation, [first], idempotency_key=key)
+    await store.append_messages(user.user_id, conversation, [first], idempotency_key=key)
     await store.pool.execute(
         "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'"
         " WHERE user_id = $1 AND key = $2",
-        caller.user_id,
+        user.user_id,
         key,
     )
     pause = Pause()
@@ -154,8 +154,8 @@ async def test_an_idempotent_append_takes_the_conversation_before_the_key(
     again = MessageInput(role="user", content="again")
     appended, deleted = await pause.race(
         store,
-        store.append_messages(caller.user_id, conversation, [again], idempotency_key=key),
-        deletes(store, caller.user_id, conversation)[delete],
+        store.append_messages(user.user_id, conversation, [again], idempotency_key=key),
+        deletes(store, user.user_id, conversation)[delete],
     )
     # The append came first, then the delete went through.
     assert not isinstance(appended, BaseException), repr(appended)
@@ -168,16 +168,16 @@ async def test_an_idempotent_append_takes_the_conversation_before_the_key(
 
 
 async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
-    store: ChatStore, caller: Caller, monkeypatch: pytest.MonkeyPatch
+    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The reply's transaction holds the conversation and is about to take
     # its key; the erasure must queue on the conversation, not take the key
     # first and then wait for the conversation.
-    conversation = str((await store.create_conversation(caller.user_id)).id)
+    conversation = str((await store.create_conversation(user.user_id)).id)
     turn = await chat_turn.begin(
         store,
         Echo(),
-        caller.user_id,
+        user.user_id,
         conversation,
         ChatMessageInput(content="hi"),
         key=new_key(),
@@ -194,7 +194,7 @@ async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
     monkeypatch.setattr(turn_claim.TurnClaim, "hold", hold_after_a_pause)
     try:
         stored, erased = await pause.race(
-            store, turn.finish(), lambda: store.erase_user_data(caller.user_id)
+            store, turn.finish(), lambda: store.erase_user_data(user.user_id)
         )
     finally:
         await turn.close()
@@ -203,7 +203,7 @@ async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
     assert erased.deleted.messages == 2  # type: ignore[attr-defined]
     assert (
         await store.pool.fetchval(
-            "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", caller.user_id
+            "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user.user_id
         )
         == 0
     )

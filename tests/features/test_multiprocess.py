@@ -13,20 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from support.contract import assert_error, assert_status
+from support.serve import ServerGroup, start_servers
+from support.sse import read_block, read_event
+from support.users import User, new_key
 
 from chatstore.config import Settings
 from chatstore.store import ChatStore
-from features.helpers import (
-    Caller,
-    ServerGroup,
-    assert_error,
-    assert_status,
-    new_key,
-    read_block,
-    read_event,
-    start_servers,
-    stop_servers,
-)
 
 REPLAYED = "Idempotent-Replayed"
 # Well under the 15 s heartbeat interval: an event that arrives within it
@@ -37,21 +30,21 @@ STOP_WITHIN_SECONDS = 10.0
 
 @pytest.fixture(scope="module")
 def servers(database: str, settings: Settings) -> Iterator[ServerGroup]:
-    group = start_servers(["A", "B"], database, settings)
+    group = start_servers(["A", "B"], database, settings.auth_secret)
     try:
         yield group
     finally:
-        stop_servers(group)
+        group.stop()
 
 
 @asynccontextmanager
 async def clients(
-    group: ServerGroup, caller: Caller
+    group: ServerGroup, user: User
 ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     a, b = group.servers
     async with (
-        httpx.AsyncClient(base_url=a.base_url, headers=caller.headers, timeout=30) as on_a,
-        httpx.AsyncClient(base_url=b.base_url, headers=caller.headers, timeout=30) as on_b,
+        httpx.AsyncClient(base_url=a.base_url, headers=user.headers, timeout=30) as on_a,
+        httpx.AsyncClient(base_url=b.base_url, headers=user.headers, timeout=30) as on_b,
     ):
         yield on_a, on_b
 
@@ -80,9 +73,9 @@ async def test_both_processes_are_ready_and_distinct(servers: ServerGroup) -> No
 
 
 async def test_a_key_used_on_one_process_replays_on_the_other(
-    servers: ServerGroup, store: ChatStore, caller: Caller
+    servers: ServerGroup, store: ChatStore, user: User
 ) -> None:
-    async with clients(servers, caller) as (on_a, on_b):
+    async with clients(servers, user) as (on_a, on_b):
         conversation_id = await new_conversation(on_a)
         path = f"/api/conversations/{conversation_id}/messages"
         body = {"role": "user", "content": "once, on A"}
@@ -109,9 +102,9 @@ async def test_a_key_used_on_one_process_replays_on_the_other(
 
 
 async def test_concurrent_repeats_across_processes_store_once(
-    servers: ServerGroup, store: ChatStore, caller: Caller
+    servers: ServerGroup, store: ChatStore, user: User
 ) -> None:
-    async with clients(servers, caller) as (on_a, on_b):
+    async with clients(servers, user) as (on_a, on_b):
         conversation_id = await new_conversation(on_a)
         path = f"/api/conversations/{conversation_id}/messages"
         for round_ in range(3):
@@ -143,9 +136,9 @@ def parse_event(block: list[str]) -> tuple[int, str, dict[str, Any]]:
 
 
 async def test_a_listener_on_one_process_hears_appends_made_through_the_other(
-    servers: ServerGroup, caller: Caller
+    servers: ServerGroup, user: User
 ) -> None:
-    async with clients(servers, caller) as (on_a, on_b):
+    async with clients(servers, user) as (on_a, on_b):
         conversation_id = await new_conversation(on_a)
         path = f"/api/conversations/{conversation_id}/messages"
         # Last-Event-ID 0: whatever is appended once the stream is open is
@@ -184,9 +177,9 @@ async def test_a_listener_on_one_process_hears_appends_made_through_the_other(
 
 
 async def test_a_reconnect_with_last_event_id_replays_what_came_after_first(
-    servers: ServerGroup, caller: Caller
+    servers: ServerGroup, user: User
 ) -> None:
-    async with clients(servers, caller) as (on_a, on_b):
+    async with clients(servers, user) as (on_a, on_b):
         conversation_id = await new_conversation(on_a)
         path = f"/api/conversations/{conversation_id}/messages"
         appended = await on_a.post(
@@ -210,12 +203,12 @@ async def test_a_reconnect_with_last_event_id_replays_what_came_after_first(
 
 
 async def test_the_event_stream_refuses_strangers_and_bad_last_event_ids(
-    servers: ServerGroup, caller: Caller, stranger: Caller
+    servers: ServerGroup, user: User, other_user: User
 ) -> None:
-    async with clients(servers, caller) as (on_a, on_b):
+    async with clients(servers, user) as (on_a, on_b):
         conversation_id = await new_conversation(on_a)
         url = f"/api/conversations/{conversation_id}/events"
-        response = await on_b.get(url, headers=stranger.headers)
+        response = await on_b.get(url, headers=other_user.headers)
         assert_error(response, 404, "not_found")
         for bad in ("-1", "abc", "1.5", "99999999999999999999"):
             response = await on_b.get(url, headers={"Last-Event-ID": bad})
@@ -223,14 +216,14 @@ async def test_the_event_stream_refuses_strangers_and_bad_last_event_ids(
 
 
 async def test_a_server_with_an_open_event_stream_stops_on_sigterm(
-    database: str, settings: Settings, caller: Caller
+    database: str, settings: Settings, user: User
 ) -> None:
     # A process of its own: this test stops it.
-    group = start_servers(["C"], database, settings)
+    group = start_servers(["C"], database, settings.auth_secret)
     (server,) = group.servers
     try:
         async with httpx.AsyncClient(
-            base_url=server.base_url, headers=caller.headers, timeout=30
+            base_url=server.base_url, headers=user.headers, timeout=30
         ) as client:
             conversation_id = await new_conversation(client)
             async with client.stream("GET", f"/api/conversations/{conversation_id}/events") as sse:
@@ -242,9 +235,9 @@ async def test_a_server_with_an_open_event_stream_stops_on_sigterm(
                 # it must stop within a bounded time (the client reconnects
                 # elsewhere with Last-Event-ID and misses nothing), not wait
                 # for a stream that never ends by itself.
-                server.process.send_signal(signal.SIGTERM)
+                server.signal(signal.SIGTERM)
                 try:
-                    await asyncio.to_thread(server.process.wait, STOP_WITHIN_SECONDS)
+                    await asyncio.to_thread(server.wait, STOP_WITHIN_SECONDS)
                 except subprocess.TimeoutExpired:
                     pytest.fail(
                         f"chatstore serve still running {STOP_WITHIN_SECONDS} s after SIGTERM "
@@ -252,4 +245,4 @@ async def test_a_server_with_an_open_event_stream_stops_on_sigterm(
                     )
                 assert not sse.is_closed
     finally:
-        stop_servers(group)
+        group.stop()

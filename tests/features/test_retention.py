@@ -15,7 +15,9 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import NewUser
+from support.app import app_client
+from support.serve import chatstore_command, serve_env
+from support.users import MakeUser
 
 from chatstore import retention
 from chatstore.config import Settings
@@ -23,17 +25,16 @@ from chatstore.erasure import erase_user_data
 from chatstore.errors import NotFound
 from chatstore.metrics import RETENTION_DELETED
 from chatstore.store import ChatStore
-from features.helpers import chatstore_command, open_api, server_env
 
 DAYS = 3650
 
 
-async def _idle(store: ChatStore, user: str, count: int = 1) -> list[uuid.UUID]:
+async def _idle(store: ChatStore, user_id: str, count: int = 1) -> list[uuid.UUID]:
     """Conversations of ``user`` with a message each, last active 4,000 days ago."""
     ids = []
     for _ in range(count):
-        created = await store.create_conversation(user)
-        await store.append_message(user, created.id, {"role": "user", "content": "old"})
+        created = await store.create_conversation(user_id)
+        await store.append_message(user_id, created.id, {"role": "user", "content": "old"})
         ids.append(created.id)
     async with store.pool.acquire() as connection:
         await connection.execute(
@@ -44,9 +45,9 @@ async def _idle(store: ChatStore, user: str, count: int = 1) -> list[uuid.UUID]:
     return ids
 
 
-async def _exists(store: ChatStore, user: str, conversation: uuid.UUID) -> bool:
+async def _exists(store: ChatStore, user_id: str, conversation: uuid.UUID) -> bool:
     try:
-        await store.get_conversation(user, conversation)
+        await store.get_conversation(user_id, conversation)
     except NotFound:
         return False
     return True
@@ -58,36 +59,36 @@ async def _sweep(store: ChatStore) -> None:
 
 
 async def test_retention_deletes_conversations_idle_longer_than_the_setting(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    idle = await _idle(store, user, 3)
-    recent = await store.create_conversation(user)
+    idle = await _idle(store, user_id, 3)
+    recent = await store.create_conversation(user_id)
     purged = await retention.purge(store, DAYS)
-    assert purged.conversations == {user: 3}
-    assert purged.messages == {user: 3}
-    assert sorted(purged.ids[user]) == sorted(idle)
-    assert not any([await _exists(store, user, c) for c in idle])
-    assert await _exists(store, user, recent.id)
+    assert purged.conversations == {user_id: 3}
+    assert purged.messages == {user_id: 3}
+    assert sorted(purged.ids[user_id]) == sorted(idle)
+    assert not any([await _exists(store, user_id, c) for c in idle])
+    assert await _exists(store, user_id, recent.id)
 
 
-async def test_retention_keeps_a_conversation_active_since(store: ChatStore, user: str) -> None:
+async def test_retention_keeps_a_conversation_active_since(store: ChatStore, user_id: str) -> None:
     await _sweep(store)
-    (touched,) = await _idle(store, user)
-    await store.append_message(user, touched, {"role": "user", "content": "still here"})
-    (archived,) = await _idle(store, user)
-    await store.update_conversation(user, archived, archived=True)  # a change is activity
+    (touched,) = await _idle(store, user_id)
+    await store.append_message(user_id, touched, {"role": "user", "content": "still here"})
+    (archived,) = await _idle(store, user_id)
+    await store.update_conversation(user_id, archived, archived=True)  # a change is activity
     assert (await retention.purge(store, DAYS)).total == 0
-    assert await _exists(store, user, touched) and await _exists(store, user, archived)
+    assert await _exists(store, user_id, touched) and await _exists(store, user_id, archived)
 
 
 async def test_retention_leaves_no_idempotency_key_of_a_deleted_conversation(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    created = await store.create_conversation(user, idempotency_key="ret-create")
+    created = await store.create_conversation(user_id, idempotency_key="ret-create")
     await store.append_message(
-        user, created.id, {"role": "user", "content": "x"}, idempotency_key="ret-append"
+        user_id, created.id, {"role": "user", "content": "x"}, idempotency_key="ret-append"
     )
     async with store.pool.acquire() as connection:
         await connection.execute(
@@ -97,19 +98,19 @@ async def test_retention_leaves_no_idempotency_key_of_a_deleted_conversation(
     assert (await retention.purge(store, DAYS)).total == 1
     async with store.pool.acquire() as connection:
         keys = await connection.fetchval(
-            "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user
+            "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user_id
         )
     assert keys == 0  # by ON DELETE CASCADE (migrations/0007)
     # A repeat is new work, not a replay of the deleted conversation.
-    again = await store.create_conversation(user, idempotency_key="ret-create")
+    again = await store.create_conversation(user_id, idempotency_key="ret-create")
     assert again.id != created.id
 
 
 async def test_retention_batches_are_bounded_and_skip_locked_rows(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    idle = await _idle(store, user, 5)
+    idle = await _idle(store, user_id, 5)
     async with store.pool.acquire() as holder, holder.transaction():
         # Another process (or a writer) holds one of them.
         await holder.execute("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE", idle[0])
@@ -117,36 +118,36 @@ async def test_retention_batches_are_bounded_and_skip_locked_rows(
         assert first.total == 2
         rest = await asyncio.wait_for(retention.purge(store, DAYS, batch=2), 30)
         # Not waited for, not deleted: left for a later run.
-        assert idle[0] not in first.ids[user] + rest.ids.get(user, [])
+        assert idle[0] not in first.ids[user_id] + rest.ids.get(user_id, [])
         assert first.total + rest.total == 4
-    assert (await retention.purge(store, DAYS)).ids == {user: [idle[0]]}
+    assert (await retention.purge(store, DAYS)).ids == {user_id: [idle[0]]}
 
 
 async def test_retention_runs_concurrently_without_deleting_twice(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    idle = await _idle(store, user, 12)
+    idle = await _idle(store, user_id, 12)
     runs = await asyncio.gather(*(retention.purge(store, DAYS, batch=3) for _ in range(4)))
-    deleted = [c for run in runs for c in run.ids.get(user, [])]
+    deleted = [c for run in runs for c in run.ids.get(user_id, [])]
     assert sorted(deleted) == sorted(idle)  # each once, all of them
 
 
 async def test_retention_counts_deleted_conversations_in_its_metric(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    await _idle(store, user, 2)
+    await _idle(store, user_id, 2)
     before = RETENTION_DELETED._value.get()
     await retention.purge(store, DAYS)
     assert RETENTION_DELETED._value.get() - before == 2
 
 
 async def test_retention_logs_one_line_per_run_that_deleted_something(
-    store: ChatStore, user: str, caplog: pytest.LogCaptureFixture
+    store: ChatStore, user_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     await _sweep(store)
-    await _idle(store, user, 2)
+    await _idle(store, user_id, 2)
     with caplog.at_level(logging.INFO, logger="chatstore.retention"):
         retention.log_run(await retention.purge(store, DAYS), DAYS)
         retention.log_run(await retention.purge(store, DAYS), DAYS)  # nothing left: no line
@@ -157,16 +158,16 @@ async def test_retention_logs_one_line_per_run_that_deleted_something(
 
 
 async def test_retention_job_runs_in_the_app_when_set(
-    settings: Settings, store: ChatStore, user: str
+    settings: Settings, store: ChatStore, user_id: str
 ) -> None:
     await _sweep(store)
-    (idle,) = await _idle(store, user)
-    async with open_api(dataclasses.replace(settings, retention_days=DAYS), store):
+    (idle,) = await _idle(store, user_id)
+    async with app_client(dataclasses.replace(settings, retention_days=DAYS), store):
         for _ in range(100):
-            if not await _exists(store, user, idle):
+            if not await _exists(store, user_id, idle):
                 break
             await asyncio.sleep(0.1)
-    assert not await _exists(store, user, idle)
+    assert not await _exists(store, user_id, idle)
 
 
 async def test_retention_is_off_by_default() -> None:
@@ -175,12 +176,12 @@ async def test_retention_is_off_by_default() -> None:
 
 
 async def test_purge_dry_run_lists_per_user_and_deletes_nothing(
-    database: str, settings: Settings, store: ChatStore, new_user: NewUser
+    database: str, settings: Settings, store: ChatStore, new_user: MakeUser
 ) -> None:
     await _sweep(store)
-    users = [await new_user(), await new_user()]
+    users = [(await new_user()).user_id, (await new_user()).user_id]
     idle = {u: await _idle(store, u, n) for u, n in zip(users, (2, 1), strict=True)}
-    env = server_env(database, settings)
+    env = serve_env(database, settings.auth_secret)
     dry = await asyncio.to_thread(
         subprocess.run,
         chatstore_command("purge", "--days", str(DAYS), "--dry-run"),
@@ -213,7 +214,7 @@ async def test_purge_dry_run_lists_per_user_and_deletes_nothing(
 
 
 async def test_purge_without_days_or_setting_is_refused(database: str, settings: Settings) -> None:
-    env = server_env(database, settings)
+    env = serve_env(database, settings.auth_secret)
     env.pop("CHATSTORE_RETENTION_DAYS", None)
     result = await asyncio.to_thread(
         subprocess.run,
@@ -228,14 +229,14 @@ async def test_purge_without_days_or_setting_is_refused(database: str, settings:
 
 
 async def test_erase_command_erases_the_users_data(
-    database: str, settings: Settings, store: ChatStore, user: str
+    database: str, settings: Settings, store: ChatStore, user_id: str
 ) -> None:
-    created = await store.create_conversation(user)
-    await store.append_message(user, created.id, {"role": "user", "content": "x"})
+    created = await store.create_conversation(user_id)
+    await store.append_message(user_id, created.id, {"role": "user", "content": "x"})
     result = await asyncio.to_thread(
         subprocess.run,
-        chatstore_command("erase", "--user", user),
-        env=server_env(database, settings),
+        chatstore_command("erase", "--user", user_id),
+        env=serve_env(database, settings.auth_secret),
         capture_output=True,
         text=True,
         timeout=120,
@@ -244,5 +245,5 @@ async def test_erase_command_erases_the_users_data(
     assert result.stdout.strip() == (
         '{"deleted":{"conversations":1,"messages":1,"idempotency_keys":0}}'
     )
-    assert not await _exists(store, user, created.id)
-    assert (await erase_user_data(store, user)).deleted.conversations == 0
+    assert not await _exists(store, user_id, created.id)
+    assert (await erase_user_data(store, user_id)).deleted.conversations == 0

@@ -18,35 +18,36 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import create_database
+from support.contract import assert_error, assert_status
+from support.databases import create_database
+from support.users import User
 
 from chatstore import migrations
 from chatstore.models import Conversation
 from chatstore.store import ChatStore
-from features.helpers import Caller, assert_error, assert_status
 
 HIT_KEYS = {"conversation_id", "seq", "role", "snippet", "created_at"}
 
 
 async def conversation_with(
-    store: ChatStore, caller: Caller, contents: Sequence[str], title: str = "search"
+    store: ChatStore, user: User, contents: Sequence[str], title: str = "search"
 ) -> Conversation:
-    conversation = await store.create_conversation(caller.user_id, title=title)
+    conversation = await store.create_conversation(user.user_id, title=title)
     for content in contents:
         # One append each: the order of created_at is the order given.
         await store.append_message(
-            caller.user_id, conversation.id, {"role": "user", "content": content}
+            user.user_id, conversation.id, {"role": "user", "content": content}
         )
     return conversation
 
 
 async def search(
-    api: httpx.AsyncClient, caller: Caller, q: str | None, **params: str | int
+    client: httpx.AsyncClient, user: User, q: str | None, **params: str | int
 ) -> list[dict[str, Any]]:
     query: dict[str, str | int] = dict(params)
     if q is not None:
         query["q"] = q
-    response = await api.get("/api/search", params=query, headers=caller.headers)
+    response = await client.get("/api/search", params=query, headers=user.headers)
     assert_status(response, 200)
     body = response.json()
     assert set(body) == {"data"}, body
@@ -61,29 +62,29 @@ def seqs(hits: list[dict[str, Any]]) -> set[int]:
 
 
 async def test_finds_only_the_callers_own_messages(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller, stranger: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User, other_user: User
 ) -> None:
     text = "the quetzal flies over the volcano"
-    mine = await conversation_with(store, caller, [text, "nothing to see"])
-    theirs = await conversation_with(store, stranger, [text, text])
+    mine = await conversation_with(store, user, [text, "nothing to see"])
+    theirs = await conversation_with(store, other_user, [text, text])
 
-    hits = await search(api, caller, "quetzal")
+    hits = await search(client, user, "quetzal")
     assert [(h["conversation_id"], h["seq"]) for h in hits] == [(str(mine.id), 1)]
     assert hits[0]["role"] == "user"
     assert "<mark>quetzal</mark>" in hits[0]["snippet"]
 
     # Naming the other user's conversation finds nothing, and is no error.
-    assert await search(api, caller, "quetzal", conversation_id=str(theirs.id)) == []
-    assert await search(api, caller, "quetzal", conversation_id=str(uuid.uuid4())) == []
-    their_hits = await search(api, stranger, "quetzal")
+    assert await search(client, user, "quetzal", conversation_id=str(theirs.id)) == []
+    assert await search(client, user, "quetzal", conversation_id=str(uuid.uuid4())) == []
+    their_hits = await search(client, other_user, "quetzal")
     assert {h["conversation_id"] for h in their_hits} == {str(theirs.id)}
     assert seqs(their_hits) == {1, 2}
 
 
-async def test_web_search_syntax(api: httpx.AsyncClient, store: ChatStore, caller: Caller) -> None:
+async def test_web_search_syntax(client: httpx.AsyncClient, store: ChatStore, user: User) -> None:
     await conversation_with(
         store,
-        caller,
+        user,
         [
             "apple banana",  # 1
             "apple cherry",  # 2
@@ -95,47 +96,47 @@ async def test_web_search_syntax(api: httpx.AsyncClient, store: ChatStore, calle
         ],
     )
     # Words: every one must match.
-    assert seqs(await search(api, caller, "apple banana")) == {1}
-    assert seqs(await search(api, caller, "apple")) == {1, 2}
+    assert seqs(await search(client, user, "apple banana")) == {1}
+    assert seqs(await search(client, user, "apple")) == {1, 2}
     # "Phrases": the words in that order, adjacent.
-    assert seqs(await search(api, caller, '"quick brown"')) == {4}
-    assert seqs(await search(api, caller, "quick brown")) == {4, 5}
+    assert seqs(await search(client, user, '"quick brown"')) == {4}
+    assert seqs(await search(client, user, "quick brown")) == {4, 5}
     # -exclusions.
-    assert seqs(await search(api, caller, "apple -banana")) == {2}
-    assert seqs(await search(api, caller, "cherry -apple")) == {3}
+    assert seqs(await search(client, user, "apple -banana")) == {2}
+    assert seqs(await search(client, user, "cherry -apple")) == {3}
     # or.
-    assert seqs(await search(api, caller, "kiwi or mango")) == {6, 7}
-    assert seqs(await search(api, caller, "kiwi OR apple")) == {1, 2, 6}
-    assert seqs(await search(api, caller, "tart -kiwi or banana")) == {1, 3, 7}
+    assert seqs(await search(client, user, "kiwi or mango")) == {6, 7}
+    assert seqs(await search(client, user, "kiwi OR apple")) == {1, 2, 6}
+    assert seqs(await search(client, user, "tart -kiwi or banana")) == {1, 3, 7}
     # No match is an empty list.
-    assert await search(api, caller, "durian") == []
+    assert await search(client, user, "durian") == []
 
 
 async def test_best_matches_come_first(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
     # Appended first, so ordering by time alone would put it last.
     conversation = await conversation_with(
         store,
-        caller,
+        user,
         [
             "marmot marmot marmot: the marmot is a marmot",
             "once a marmot in a long sentence about mountains and meadows and weather",
             "another mention of a marmot with many other words around it today",
         ],
     )
-    hits = await search(api, caller, "marmot", conversation_id=str(conversation.id))
+    hits = await search(client, user, "marmot", conversation_id=str(conversation.id))
     assert hits[0]["seq"] == 1
     assert seqs(hits) == {1, 2, 3}
 
 
 async def test_snippet_marks_matches_and_escapes_html(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
     await conversation_with(
-        store, caller, ['a pangolin wrote <script>alert("x")</script> & <b>bold</b> words']
+        store, user, ['a pangolin wrote <script>alert("x")</script> & <b>bold</b> words']
     )
-    (hit,) = await search(api, caller, "pangolin")
+    (hit,) = await search(client, user, "pangolin")
     snippet = hit["snippet"]
     assert "<mark>pangolin</mark>" in snippet, snippet
     assert "&lt;script&gt;" in snippet and "&lt;/script&gt;" in snippet, snippet
@@ -146,74 +147,74 @@ async def test_snippet_marks_matches_and_escapes_html(
 
 
 async def test_conversation_id_narrows_the_search(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    first = await conversation_with(store, caller, ["ocelot one", "ocelot two"])
-    second = await conversation_with(store, caller, ["ocelot three"])
-    everywhere = await search(api, caller, "ocelot")
+    first = await conversation_with(store, user, ["ocelot one", "ocelot two"])
+    second = await conversation_with(store, user, ["ocelot three"])
+    everywhere = await search(client, user, "ocelot")
     assert {(h["conversation_id"], h["seq"]) for h in everywhere} == {
         (str(first.id), 1),
         (str(first.id), 2),
         (str(second.id), 1),
     }
-    narrowed = await search(api, caller, "ocelot", conversation_id=str(second.id))
+    narrowed = await search(client, user, "ocelot", conversation_id=str(second.id))
     assert [(h["conversation_id"], h["seq"]) for h in narrowed] == [(str(second.id), 1)]
 
 
 async def test_limit_defaults_to_20_and_is_at_most_100(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    conversation = await store.create_conversation(caller.user_id)
+    conversation = await store.create_conversation(user.user_id)
     for start in (0, 100):
         await store.append_messages(
-            caller.user_id,
+            user.user_id,
             conversation.id,
             [{"role": "user", "content": f"narwhal {start + i}"} for i in range(100)],
         )
-    assert len(await search(api, caller, "narwhal")) == 20
-    assert len(await search(api, caller, "narwhal", limit=1)) == 1
-    assert len(await search(api, caller, "narwhal", limit=100)) == 100
+    assert len(await search(client, user, "narwhal")) == 20
+    assert len(await search(client, user, "narwhal", limit=1)) == 1
+    assert len(await search(client, user, "narwhal", limit=100)) == 100
     for bad in ("0", "101", "-1", "ten", "1.5", ""):
-        response = await api.get(
-            "/api/search", params={"q": "narwhal", "limit": bad}, headers=caller.headers
+        response = await client.get(
+            "/api/search", params={"q": "narwhal", "limit": bad}, headers=user.headers
         )
         error = assert_error(response, 422, "validation_error")
         assert any("limit" in item["loc"] for item in error["details"]), error
 
 
 async def test_a_missing_or_empty_query_is_a_validation_error(
-    api: httpx.AsyncClient, caller: Caller
+    client: httpx.AsyncClient, user: User
 ) -> None:
     for params in ({}, {"q": ""}, {"q": "   "}, {"q": "x" * 1001}, {"q": "a\x00b"}):
-        response = await api.get("/api/search", params=params, headers=caller.headers)
+        response = await client.get("/api/search", params=params, headers=user.headers)
         error = assert_error(response, 422, "validation_error")
         assert any("q" in item["loc"] for item in error["details"]), (params, error)
 
 
 async def test_a_malformed_conversation_id_is_a_validation_error(
-    api: httpx.AsyncClient, caller: Caller
+    client: httpx.AsyncClient, user: User
 ) -> None:
     for bad in ("not-a-uuid", "123", "", "00000000-0000-0000-0000-00000000000g"):
-        response = await api.get(
+        response = await client.get(
             "/api/search",
             params={"q": "anything", "conversation_id": bad},
-            headers=caller.headers,
+            headers=user.headers,
         )
         error = assert_error(response, 422, "validation_error")
         assert any("conversation_id" in item["loc"] for item in error["details"]), (bad, error)
 
 
-async def test_search_needs_a_session(api: httpx.AsyncClient) -> None:
-    response = await api.get("/api/search", params={"q": "anything"})
+async def test_search_needs_a_session(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/search", params={"q": "anything"})
     assert_error(response, 401, "unauthorized")
 
 
 async def test_unicode_text_is_found(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
     await conversation_with(
         store,
-        caller,
+        user,
         [
             "καλημέρα κόσμε, τι κάνεις",  # 1 Greek
             "привет мир, как дела",  # 2 Cyrillic
@@ -222,24 +223,24 @@ async def test_unicode_text_is_found(
             "emoji 🦜 parrot",  # 5
         ],
     )
-    assert seqs(await search(api, caller, "κόσμε")) == {1}
-    assert seqs(await search(api, caller, "мир")) == {2}
-    assert seqs(await search(api, caller, "東京")) == {3}
-    assert seqs(await search(api, caller, "タワー")) == {3}
-    assert seqs(await search(api, caller, "café")) == {4}
-    assert seqs(await search(api, caller, '"привет мир"')) == {2}
-    (hit,) = await search(api, caller, "привет")
+    assert seqs(await search(client, user, "κόσμε")) == {1}
+    assert seqs(await search(client, user, "мир")) == {2}
+    assert seqs(await search(client, user, "東京")) == {3}
+    assert seqs(await search(client, user, "タワー")) == {3}
+    assert seqs(await search(client, user, "café")) == {4}
+    assert seqs(await search(client, user, '"привет мир"')) == {2}
+    (hit,) = await search(client, user, "привет")
     assert "<mark>привет</mark>" in hit["snippet"], hit
-    assert seqs(await search(api, caller, "parrot")) == {5}
+    assert seqs(await search(client, user, "parrot")) == {5}
 
 
 async def test_any_query_text_is_answered_never_a_server_error(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller
+    client: httpx.AsyncClient, store: ChatStore, user: User
 ) -> None:
-    await conversation_with(store, caller, ["plain words here", "a:b & c|d !e (f) 'g'"])
+    await conversation_with(store, user, ["plain words here", "a:b & c|d !e (f) 'g'"])
     odd = ["!!!", '"', '""', "-", "or", "- or -", "'", "\\", ":*", "a & b | !c", "<->", "(", "a:b"]
     for q in [*odd, "é" * 1000, "🦜"]:
-        response = await api.get("/api/search", params={"q": q}, headers=caller.headers)
+        response = await client.get("/api/search", params={"q": q}, headers=user.headers)
         assert response.status_code == 200, (q, response.status_code, response.text[:300])
         assert isinstance(response.json()["data"], list), q
 
@@ -460,50 +461,50 @@ LONG_MESSAGES = [
 
 @pytest.mark.parametrize(("alphabet", "length", "leading"), LONG_MESSAGES)
 async def test_a_valid_message_of_distinct_words_up_to_the_cap_is_stored_via_http_and_found(
-    api: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     store: ChatStore,
-    caller: Caller,
+    user: User,
     alphabet: str,
     length: int,
     leading: str,
 ) -> None:
     content = distinct_words(alphabet, length, leading)
     assert len(content) == length
-    conversation = await store.create_conversation(caller.user_id, title="long")
-    response = await api.post(
+    conversation = await store.create_conversation(user.user_id, title="long")
+    response = await client.post(
         f"/api/conversations/{conversation.id}/messages",
         json={"role": "user", "content": content},
-        headers=caller.headers,
+        headers=user.headers,
     )
     assert_status(response, 201)
-    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    stored = await store.get_message(user.user_id, conversation.id, 1)
     assert stored.content == content  # stored whole, not cut to what is indexed
 
-    (hit,) = await search(api, caller, leading)
+    (hit,) = await search(client, user, leading)
     assert (hit["conversation_id"], hit["seq"]) == (str(conversation.id), 1)
     assert f"<mark>{leading}</mark>" in hit["snippet"]
 
 
 @pytest.mark.parametrize(("alphabet", "length", "leading"), LONG_MESSAGES)
 async def test_a_valid_message_of_distinct_words_up_to_the_cap_is_stored_via_python_and_found(
-    api: httpx.AsyncClient,
+    client: httpx.AsyncClient,
     store: ChatStore,
-    caller: Caller,
+    user: User,
     alphabet: str,
     length: int,
     leading: str,
 ) -> None:
     content = distinct_words(alphabet, length, leading)
-    (conversation,) = [await conversation_with(store, caller, [content])]
-    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    (conversation,) = [await conversation_with(store, user, [content])]
+    stored = await store.get_message(user.user_id, conversation.id, 1)
     assert stored.content == content
 
     # A word of the leading text is found; one only past the indexed part is not.
-    (hit,) = await search(api, caller, leading)
+    (hit,) = await search(client, user, leading)
     assert hit["seq"] == 1
     last_word = content.rsplit(" ", 2)[-2]
     assert content.index(f" {last_word} ") > INDEXED_CHARS
-    assert await search(api, caller, last_word) == []
+    assert await search(client, user, last_word) == []
 
 
 def hyphenated_pairs(total: int) -> str:
@@ -514,9 +515,7 @@ def hyphenated_pairs(total: int) -> str:
     return " ".join(pairs)[:total]
 
 
-async def test_any_text_of_the_indexed_length_fits_a_tsvector(
-    store: ChatStore, caller: Caller
-) -> None:
+async def test_any_text_of_the_indexed_length_fits_a_tsvector(store: ChatStore, user: User) -> None:
     """The bound of migrations/0009 holds for the worst text known, with room."""
     worst = hyphenated_pairs(CAP)
     row = await store.pool.fetchrow(
@@ -532,13 +531,13 @@ async def test_any_text_of_the_indexed_length_fits_a_tsvector(
     assert counted < TSVECTOR_MAX_BYTES // 2
 
     # And the whole message, a million characters of it, is stored.
-    (conversation,) = [await conversation_with(store, caller, [worst])]
-    stored = await store.get_message(caller.user_id, conversation.id, 1)
+    (conversation,) = [await conversation_with(store, user, [worst])]
+    stored = await store.get_message(user.user_id, conversation.id, 1)
     assert stored.content == worst
 
 
 async def test_snippets_of_long_messages_read_a_bounded_window_of_each(
-    api: httpx.AsyncClient, store: ChatStore, caller: Caller, database: str
+    client: httpx.AsyncClient, store: ChatStore, user: User, database: str
 ) -> None:
     """ts_headline parses all the text it is given: a page of messages of a
     million characters each took seconds. Measured in buffers, not time: the
@@ -552,16 +551,16 @@ async def test_snippets_of_long_messages_read_a_bounded_window_of_each(
     contents = [
         "needle " + "".join(rnd.choices(symbols, k=CAP - 100)) + " needle" for _ in range(count)
     ]
-    conversation = await conversation_with(store, caller, contents)
+    conversation = await conversation_with(store, user, contents)
 
-    hits = await search(api, caller, "needle", conversation_id=str(conversation.id))
+    hits = await search(client, user, "needle", conversation_id=str(conversation.id))
     assert seqs(hits) == set(range(1, count + 1))
     for hit in hits:
         assert "<mark>needle</mark>" in hit["snippet"], hit["snippet"][:200]
 
     query = store.queries["search_messages"]
     values = {
-        "user_id": caller.user_id,
+        "user_id": user.user_id,
         "q": "needle",
         "limit": 20,
         "conversation_id": conversation.id,

@@ -6,63 +6,44 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import httpx
+from support.serve import Server, serve_env
+from support.users import make_user
 
 from chatstore.config import Settings
-from chatstore.embedded import free_port
 from chatstore.store import ChatStore
-from features.helpers import (
-    Server,
-    chatstore_command,
-    make_caller,
-    server_env,
-    stop,
-    wait_ready,
-)
-
-
-def launch_two_workers(env: dict[str, str], log_dir: Path) -> Server:
-    """``chatstore serve --workers 2``: spawned processes, each of which
-    must configure its own logging."""
-    port = free_port()
-    log = log_dir / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            chatstore_command("serve", "--port", str(port), "--workers", "2"),
-            env=env,
-            cwd=log_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(name="json", process=process, base_url=f"http://127.0.0.1:{port}", log=log)
 
 
 async def test_json_log_format_is_one_object_per_line_in_every_worker(
     database: str, settings: Settings, store: ChatStore
 ) -> None:
-    caller = await make_caller(store)
+    user = await make_user(store)
     log_dir = Path(tempfile.mkdtemp(prefix="chatstore-logs-"))
-    server = launch_two_workers(
-        server_env(database, settings, CHATSTORE_LOG_FORMAT="json"), log_dir
+    # --workers 2: spawned processes, each of which must configure its own logging.
+    server = Server(
+        log=log_dir / "serve.log",
+        env=serve_env(database, settings.auth_secret, CHATSTORE_LOG_FORMAT="json"),
+        name="json",
+        workers=2,
     )
+    server.start()
     log = server.log
     try:
-        wait_ready(server)
+        server.wait_ready_blocking()
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
             ids = [f"json-{n}" for n in range(8)]
             for request_id in ids:
                 response = await client.get(
                     "/api/conversations",
-                    headers={**caller.headers, "X-Request-ID": request_id},
+                    headers={**user.headers, "X-Request-ID": request_id},
                 )
                 assert response.status_code == 200, response.text
                 assert response.headers["X-Request-ID"] == request_id
-        stop(server)
+        server.stop()
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         entries: list[dict[str, Any]] = []
         for line in lines:
@@ -92,5 +73,5 @@ async def test_json_log_format_is_one_object_per_line_in_every_worker(
         # uvicorn's access log stays off: chatstore's line is the one line a request.
         assert not [e for e in entries if e["logger"] == "uvicorn.access"], server.logs()
     finally:
-        stop(server)
+        server.stop()
         shutil.rmtree(log_dir, ignore_errors=True)

@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import secrets
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from support.contract import assert_error, assert_status
+from support.serve import ServerGroup, start_servers
+from support.sse import read_block
+from support.users import User, make_user
 
-from chatstore import sessions
 from chatstore.config import Settings
 from chatstore.store import ChatStore
-from features.helpers import (
-    Caller,
-    ServerGroup,
-    assert_error,
-    assert_status,
-    read_block,
-    start_servers,
-    stop_servers,
-)
 
 # The server trusts a checked session for CACHE_SECONDS. Far less than that
 # and than the heartbeat (15 s), REVOKED_WITHIN is generous for a loaded
@@ -55,7 +48,7 @@ async def server(database: str, settings: Settings, store: ChatStore) -> AsyncIt
     group = start_servers(
         ["S"],
         database,
-        settings,
+        settings.auth_secret,
         CHATSTORE_MAX_STREAMS_PER_USER=str(STREAM_CAP),
         CHATSTORE_AUTH_CACHE_SECONDS=str(CACHE_SECONDS),
     )
@@ -68,7 +61,7 @@ async def server(database: str, settings: Settings, store: ChatStore) -> AsyncIt
                 await asyncio.sleep(0.05)
         yield group
     finally:
-        stop_servers(group)
+        group.stop()
 
 
 @pytest.fixture
@@ -77,35 +70,26 @@ async def client(server: ServerGroup) -> AsyncIterator[httpx.AsyncClient]:
         yield opened
 
 
-async def new_caller(store: ChatStore, ttl: dt.timedelta | None = None) -> Caller:
-    email = f"{secrets.token_hex(8)}@example.test"
-    if ttl is None:
-        user_id, token = await sessions.create_session(store, email)
-    else:
-        user_id, token = await sessions.create_session(store, email, ttl=ttl)
-    return Caller(user_id=user_id, token=token)
+async def sign_out(store: ChatStore, user: User) -> None:
+    await store.pool.execute('DELETE FROM "session" WHERE token = $1', user.token)
 
 
-async def sign_out(store: ChatStore, caller: Caller) -> None:
-    await store.pool.execute('DELETE FROM "session" WHERE token = $1', caller.token)
-
-
-async def cut_short(store: ChatStore, caller: Caller) -> None:
+async def cut_short(store: ChatStore, user: User) -> None:
     await store.pool.execute(
         """UPDATE "session" SET "expiresAt" = now() - interval '1 second' WHERE token = $1""",
-        caller.token,
+        user.token,
     )
 
 
-async def cached(client: httpx.AsyncClient, caller: Caller) -> None:
+async def cached(client: httpx.AsyncClient, user: User) -> None:
     for _ in range(2):  # the second is answered from the process's cache
-        assert_status(await client.get("/api/conversations", headers=caller.headers), 200)
+        assert_status(await client.get("/api/conversations", headers=user.headers), 200)
 
 
-async def until_unauthorized(client: httpx.AsyncClient, caller: Caller) -> None:
+async def until_unauthorized(client: httpx.AsyncClient, user: User) -> None:
     began = time.monotonic()
     while True:
-        response = await client.get("/api/conversations", headers=caller.headers)
+        response = await client.get("/api/conversations", headers=user.headers)
         if response.status_code == 401:
             assert_error(response, 401, "unauthorized")
             return
@@ -114,8 +98,8 @@ async def until_unauthorized(client: httpx.AsyncClient, caller: Caller) -> None:
         await asyncio.sleep(0.02)
 
 
-async def new_conversation(client: httpx.AsyncClient, caller: Caller) -> str:
-    response = await client.post("/api/conversations", json={}, headers=caller.headers)
+async def new_conversation(client: httpx.AsyncClient, user: User) -> str:
+    response = await client.post("/api/conversations", json={}, headers=user.headers)
     assert_status(response, 201)
     conversation_id: str = response.json()["id"]
     return conversation_id
@@ -139,40 +123,40 @@ async def remaining_lines(lines: AsyncIterator[str], seconds: float) -> list[str
 async def test_a_deleted_session_is_401_on_another_process_at_once(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    caller = await new_caller(store)
-    await cached(client, caller)
-    await sign_out(store, caller)
-    await until_unauthorized(client, caller)
+    user = await make_user(store)
+    await cached(client, user)
+    await sign_out(store, user)
+    await until_unauthorized(client, user)
 
 
 async def test_a_session_whose_expiry_moved_into_the_past_is_401_on_another_process_at_once(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    caller = await new_caller(store)
-    await cached(client, caller)
-    await cut_short(store, caller)
-    await until_unauthorized(client, caller)
+    user = await make_user(store)
+    await cached(client, user)
+    await cut_short(store, user)
+    await until_unauthorized(client, user)
 
 
 # -- event streams end with their session -------------------------------------------
 
 
 async def stream_ends_with_the_session(
-    client: httpx.AsyncClient, store: ChatStore, caller: Caller, end: object
+    client: httpx.AsyncClient, store: ChatStore, user: User, end: object
 ) -> None:
     assert callable(end)
-    conversation_id = await new_conversation(client, caller)
-    await cached(client, caller)
+    conversation_id = await new_conversation(client, user)
+    await cached(client, user)
     async with client.stream(
-        "GET", f"/api/conversations/{conversation_id}/events", headers=caller.headers
+        "GET", f"/api/conversations/{conversation_id}/events", headers=user.headers
     ) as stream:
         assert_status(stream, 200)
         lines = stream.aiter_lines()
         assert await read_block(lines, WAIT) == [": connected"]
-        await end(store, caller)
+        await end(store, user)
         # Appended right after the session ended: must not reach its stream.
         await store.append_messages(
-            caller.user_id, conversation_id, [{"role": "user", "content": "after the end"}]
+            user.user_id, conversation_id, [{"role": "user", "content": "after the end"}]
         )
         rest = await remaining_lines(lines, REVOKED_WITHIN)
     assert not [line for line in rest if not line.startswith(":") and line], rest
@@ -181,22 +165,22 @@ async def stream_ends_with_the_session(
 async def test_an_event_stream_ends_when_its_session_is_deleted_and_sends_nothing_after(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    await stream_ends_with_the_session(client, store, await new_caller(store), sign_out)
+    await stream_ends_with_the_session(client, store, await make_user(store), sign_out)
 
 
 async def test_an_event_stream_ends_when_its_session_expiry_is_moved_into_the_past(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    await stream_ends_with_the_session(client, store, await new_caller(store), cut_short)
+    await stream_ends_with_the_session(client, store, await make_user(store), cut_short)
 
 
 async def test_an_event_stream_ends_when_its_session_expires(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    caller = await new_caller(store, ttl=dt.timedelta(seconds=3))
-    conversation_id = await new_conversation(client, caller)
+    user = await make_user(store, ttl=dt.timedelta(seconds=3))
+    conversation_id = await new_conversation(client, user)
     async with client.stream(
-        "GET", f"/api/conversations/{conversation_id}/events", headers=caller.headers
+        "GET", f"/api/conversations/{conversation_id}/events", headers=user.headers
     ) as stream:
         assert_status(stream, 200)
         lines = stream.aiter_lines()
@@ -213,15 +197,15 @@ async def test_an_event_stream_ends_when_its_session_expires(
 async def test_event_streams_past_the_per_user_cap_are_429_and_a_closed_stream_frees_a_slot(
     client: httpx.AsyncClient, store: ChatStore
 ) -> None:
-    caller, other = await new_caller(store), await new_caller(store)
-    conversation_id = await new_conversation(client, caller)
+    user, other = await make_user(store), await make_user(store)
+    conversation_id = await new_conversation(client, user)
     url = f"/api/conversations/{conversation_id}/events"
-    streams = [client.stream("GET", url, headers=caller.headers) for _ in range(STREAM_CAP)]
+    streams = [client.stream("GET", url, headers=user.headers) for _ in range(STREAM_CAP)]
     opened = [await stream.__aenter__() for stream in streams]
     try:
         for response in opened:
             assert_status(response, 200)
-        refused = await client.get(url, headers=caller.headers)
+        refused = await client.get(url, headers=user.headers)
         error = assert_error(refused, 429, "too_many_streams")
         assert str(STREAM_CAP) in error["message"], error
         assert int(refused.headers["retry-after"]) > 0
@@ -237,7 +221,7 @@ async def test_event_streams_past_the_per_user_cap_are_429_and_a_closed_stream_f
         await streams.pop().__aexit__(None, None, None)
         began = time.monotonic()
         while True:
-            async with client.stream("GET", url, headers=caller.headers) as again:
+            async with client.stream("GET", url, headers=user.headers) as again:
                 if again.status_code == 200:
                     break
                 await again.aread()

@@ -10,14 +10,13 @@ import hmac
 
 import httpx
 import pytest
-from http_helpers import User, app_client, assert_error
+from support.app import app_client
+from support.contract import assert_error
+from support.users import User, make_user
 
-from chatstore import sessions
 from chatstore.auth import COOKIE_NAMES, cookie_value, new_token, sign_token
 from chatstore.config import Settings
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 PLAIN_COOKIE, SECURE_COOKIE = COOKIE_NAMES
 PROBE = "/api/conversations"
@@ -52,8 +51,7 @@ def cookie(name: str, value: str) -> dict[str, str]:
 
 
 async def fresh_token(store: ChatStore) -> str:
-    _, token = await sessions.create_session(store, f"{new_token()[:12].lower()}@example.test")
-    return token
+    return (await make_user(store)).token
 
 
 async def expire(store: ChatStore, token: str) -> None:
@@ -126,45 +124,45 @@ async def test_deleted_session_is_401_when_not_cached(store: ChatStore, settings
 
 
 async def test_forged_cookie_signature_is_401(
-    client: httpx.AsyncClient, alice: User, settings: Settings
+    client: httpx.AsyncClient, user: User, settings: Settings
 ) -> None:
     # Right shape (44 base64 characters ending in "="), wrong HMAC.
-    forged = base64.b64encode(hashlib.sha256(alice.token.encode()).digest()).decode()
+    forged = base64.b64encode(hashlib.sha256(user.token.encode()).digest()).decode()
     assert len(forged) == 44 and forged.endswith("=")
     for name in COOKIE_NAMES:
-        response = await client.get(PROBE, headers=cookie(name, f"{alice.token}.{forged}"))
+        response = await client.get(PROBE, headers=cookie(name, f"{user.token}.{forged}"))
         assert_unauthorized(response)
 
 
 async def test_cookie_signed_with_wrong_secret_is_401(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    value = cookie_value(alice.token, "not-the-secret-" + "y" * 20)
+    value = cookie_value(user.token, "not-the-secret-" + "y" * 20)
     for name in COOKIE_NAMES:
         assert_unauthorized(await client.get(PROBE, headers=cookie(name, value)))
 
 
-async def test_cookie_without_signature_is_401(client: httpx.AsyncClient, alice: User) -> None:
+async def test_cookie_without_signature_is_401(client: httpx.AsyncClient, user: User) -> None:
     # A live session's raw token in the cookie: unsigned, so rejected.
     for name in COOKIE_NAMES:
-        assert_unauthorized(await client.get(PROBE, headers=cookie(name, alice.token)))
-        assert_unauthorized(await client.get(PROBE, headers=cookie(name, f"{alice.token}.")))
+        assert_unauthorized(await client.get(PROBE, headers=cookie(name, user.token)))
+        assert_unauthorized(await client.get(PROBE, headers=cookie(name, f"{user.token}.")))
 
 
 async def test_cookie_signature_of_another_token_is_401(
-    client: httpx.AsyncClient, alice: User, bob: User, settings: Settings
+    client: httpx.AsyncClient, user: User, other_user: User, settings: Settings
 ) -> None:
     assert settings.auth_secret is not None
-    bobs_signature = sign_token(bob.token, settings.auth_secret).rpartition(".")[2]
-    value = f"{alice.token}.{bobs_signature}"
+    bobs_signature = sign_token(other_user.token, settings.auth_secret).rpartition(".")[2]
+    value = f"{user.token}.{bobs_signature}"
     assert_unauthorized(await client.get(PROBE, headers=cookie(PLAIN_COOKIE, value)))
 
 
 async def test_signed_bearer_with_bad_signature_is_401(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    signature = base64.b64encode(hmac.new(b"wrong", alice.token.encode(), "sha256").digest())
-    headers = {"Authorization": f"Bearer {alice.token}.{signature.decode()}"}
+    signature = base64.b64encode(hmac.new(b"wrong", user.token.encode(), "sha256").digest())
+    headers = {"Authorization": f"Bearer {user.token}.{signature.decode()}"}
     assert_unauthorized(await client.get(PROBE, headers=headers))
 
 
@@ -179,20 +177,20 @@ async def test_signed_cookie_of_unknown_token_is_401(
 # -- 200 ------------------------------------------------------------------------
 
 
-async def test_raw_bearer_token_is_accepted(client: httpx.AsyncClient, alice: User) -> None:
-    response = await client.get(PROBE, headers={"Authorization": f"Bearer {alice.token}"})
+async def test_raw_bearer_token_is_accepted(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.get(PROBE, headers={"Authorization": f"Bearer {user.token}"})
     assert response.status_code == 200, response.text
     assert response.json() == {"data": [], "next_cursor": None}
 
 
 async def test_signed_bearer_token_is_accepted(
-    client: httpx.AsyncClient, alice: User, settings: Settings
+    client: httpx.AsyncClient, user: User, settings: Settings
 ) -> None:
     assert settings.auth_secret is not None
     for credential in (
-        sign_token(alice.token, settings.auth_secret),
+        sign_token(user.token, settings.auth_secret),
         # better-auth's bearer plugin hands out the URL-encoded form.
-        cookie_value(alice.token, settings.auth_secret),
+        cookie_value(user.token, settings.auth_secret),
     ):
         response = await client.get(PROBE, headers={"Authorization": f"Bearer {credential}"})
         assert response.status_code == 200, (credential, response.text)
@@ -200,24 +198,24 @@ async def test_signed_bearer_token_is_accepted(
 
 @pytest.mark.parametrize("name", COOKIE_NAMES)
 async def test_signed_session_cookie_is_accepted(
-    client: httpx.AsyncClient, alice: User, settings: Settings, name: str
+    client: httpx.AsyncClient, user: User, settings: Settings, name: str
 ) -> None:
     assert settings.auth_secret is not None
-    value = cookie_value(alice.token, settings.auth_secret)
+    value = cookie_value(user.token, settings.auth_secret)
     response = await client.get(PROBE, headers=cookie(name, value))
     assert response.status_code == 200, response.text
 
 
 async def test_caller_is_the_sessions_user(
-    client: httpx.AsyncClient, alice: User, bob: User, settings: Settings
+    client: httpx.AsyncClient, user: User, other_user: User, settings: Settings
 ) -> None:
     # A conversation made through alice's cookie is alice's, not bob's.
     assert settings.auth_secret is not None
-    headers = cookie(PLAIN_COOKIE, cookie_value(alice.token, settings.auth_secret))
+    headers = cookie(PLAIN_COOKIE, cookie_value(user.token, settings.auth_secret))
     created = await client.post("/api/conversations", json={"title": "mine"}, headers=headers)
     assert created.status_code == 201, created.text
     conversation_id = created.json()["id"]
-    mine = await client.get(f"/api/conversations/{conversation_id}", headers=alice.headers)
+    mine = await client.get(f"/api/conversations/{conversation_id}", headers=user.headers)
     assert mine.status_code == 200
-    theirs = await client.get(f"/api/conversations/{conversation_id}", headers=bob.headers)
+    theirs = await client.get(f"/api/conversations/{conversation_id}", headers=other_user.headers)
     assert_error(theirs, 404, "not_found")

@@ -9,24 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    all_messages,
-    app_client,
-    append,
+from support.app import app_client
+from support.contract import (
     assert_conversation,
     assert_error,
     assert_message,
     assert_validation_error,
-    tool_call,
-    user_message,
 )
+from support.requests import all_messages, append, tool_call, user_message
+from support.users import User
 
 from chatstore.config import Settings
 from chatstore.models import Message, MessageInput
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 
 async def start(client: httpx.AsyncClient, user: User, body: Any = None) -> dict[str, Any]:
@@ -67,25 +62,23 @@ def seqs(messages: Sequence[dict[str, Any]]) -> list[int]:
 # -- start ----------------------------------------------------------------------
 
 
-async def test_start_is_201_session_and_conversation(
-    client: httpx.AsyncClient, alice: User
-) -> None:
-    response = await client.post("/api/chat/start", headers=alice.headers)
+async def test_start_is_201_session_and_conversation(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.post("/api/chat/start", headers=user.headers)
     assert response.status_code == 201, response.text
     body = response.json()
     assert set(body) == {"session_id", "conversation"}
     conversation = assert_conversation(body["conversation"])
     assert body["session_id"] == conversation["id"]
     assert conversation["message_count"] == 0
-    got = await client.get(f"/api/conversations/{body['session_id']}", headers=alice.headers)
+    got = await client.get(f"/api/conversations/{body['session_id']}", headers=user.headers)
     assert got.status_code == 200 and got.json() == conversation
 
 
-async def test_start_with_title_and_metadata(client: httpx.AsyncClient, alice: User) -> None:
-    body = await start(client, alice, {"title": "support", "metadata": {"channel": "web"}})
+async def test_start_with_title_and_metadata(client: httpx.AsyncClient, user: User) -> None:
+    body = await start(client, user, {"title": "support", "metadata": {"channel": "web"}})
     assert body["conversation"]["title"] == "support"
     assert body["conversation"]["metadata"] == {"channel": "web"}
-    empty = await start(client, alice, {})
+    empty = await start(client, user, {})
     assert empty["conversation"]["title"] is None
 
 
@@ -93,30 +86,30 @@ async def test_start_with_title_and_metadata(client: httpx.AsyncClient, alice: U
 
 
 async def test_message_stores_user_message_and_echo_reply(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    body = await say(client, alice, session_id, "Hello there")
+    session_id = (await start(client, user))["session_id"]
+    body = await say(client, user, session_id, "Hello there")
     assert set(body) == {"user_message", "reply"}
     user_msg, reply = assert_message(body["user_message"]), assert_message(body["reply"])
     assert (user_msg["role"], user_msg["content"], user_msg["seq"]) == ("user", "Hello there", 1)
     assert (reply["role"], reply["content"], reply["seq"]) == ("assistant", "Hello there", 2)
     assert user_msg["conversation_id"] == reply["conversation_id"] == session_id
 
-    second = await say(client, alice, session_id, "again")
+    second = await say(client, user, session_id, "again")
     assert (second["user_message"]["seq"], second["reply"]["seq"]) == (3, 4)
-    stored = await all_messages(client, alice, session_id)
+    stored = await all_messages(client, user, session_id)
     assert stored == [body["user_message"], body["reply"], second["user_message"], second["reply"]]
-    conversation = await client.get(f"/api/conversations/{session_id}", headers=alice.headers)
+    conversation = await client.get(f"/api/conversations/{session_id}", headers=user.headers)
     assert conversation.json()["message_count"] == 4
 
 
 async def test_message_after_plain_appends_continues_the_seq(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    await append(client, alice, session_id, {"role": "system", "content": "be nice"})
-    body = await say(client, alice, session_id, "hi")
+    session_id = (await start(client, user))["session_id"]
+    await append(client, user, session_id, {"role": "system", "content": "be nice"})
+    body = await say(client, user, session_id, "hi")
     assert (body["user_message"]["seq"], body["reply"]["seq"]) == (2, 3)
 
 
@@ -135,19 +128,19 @@ class RecordingResponder:
         )
 
 
-async def test_custom_responder_is_used(store: ChatStore, settings: Settings, alice: User) -> None:
+async def test_custom_responder_is_used(store: ChatStore, settings: Settings, user: User) -> None:
     responder = RecordingResponder()
     async with app_client(settings, store, responder=responder) as client:
-        session_id = (await start(client, alice))["session_id"]
-        first = await say(client, alice, session_id, "abc")
+        session_id = (await start(client, user))["session_id"]
+        first = await say(client, user, session_id, "abc")
         assert first["reply"]["content"] == "you said 3 characters"
         assert first["reply"]["metadata"] == {"model": "recording"}
         assert first["reply"]["role"] == "assistant"
-        second = await say(client, alice, session_id, "hello")
+        second = await say(client, user, session_id, "hello")
         assert second["reply"]["content"] == "you said 5 characters"
         # The responder saw the stored history (oldest first) and the new message.
         assert responder.seen == [([], "abc"), ([1, 2], "hello")]
-        stored = await all_messages(client, alice, session_id)
+        stored = await all_messages(client, user, session_id)
         assert [m["content"] for m in stored] == [
             "abc",
             "you said 3 characters",
@@ -162,25 +155,25 @@ class FailingResponder:
 
 
 async def test_failing_responder_is_502_and_keeps_the_user_message(
-    store: ChatStore, settings: Settings, alice: User
+    store: ChatStore, settings: Settings, user: User
 ) -> None:
     # The user's message is committed before the responder is asked: it stays;
     # no reply (the responder gave no text) and a 502, never a 500.
     async with app_client(settings, store, responder=FailingResponder()) as client:
-        session_id = (await start(client, alice))["session_id"]
+        session_id = (await start(client, user))["session_id"]
         response = await client.post(
-            f"/api/chat/{session_id}/message", json={"content": "hi"}, headers=alice.headers
+            f"/api/chat/{session_id}/message", json={"content": "hi"}, headers=user.headers
         )
         assert_error(response, 502, "responder_error")
-        stored = await all_messages(client, alice, session_id)
+        stored = await all_messages(client, user, session_id)
         assert [(m["role"], m["content"]) for m in stored] == [("user", "hi")]
 
 
-async def test_message_to_unknown_session_is_404(client: httpx.AsyncClient, alice: User) -> None:
+async def test_message_to_unknown_session_is_404(client: httpx.AsyncClient, user: User) -> None:
     response = await client.post(
         "/api/chat/00000000-0000-4000-8000-000000000000/message",
         json={"content": "hi"},
-        headers=alice.headers,
+        headers=user.headers,
     )
     assert_error(response, 404, "not_found")
 
@@ -188,21 +181,21 @@ async def test_message_to_unknown_session_is_404(client: httpx.AsyncClient, alic
 # -- history ----------------------------------------------------------------------
 
 
-async def test_history_of_empty_session(client: httpx.AsyncClient, alice: User) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    body = await history(client, alice, session_id)
+async def test_history_of_empty_session(client: httpx.AsyncClient, user: User) -> None:
+    session_id = (await start(client, user))["session_id"]
+    body = await history(client, user, session_id)
     assert body["messages"] == [] and body["has_more"] is False
 
 
 async def test_history_default_limit_is_50_latest_oldest_first(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    await append(client, alice, session_id, *(user_message(f"m{i}") for i in range(1, 61)))
-    body = await history(client, alice, session_id)
+    session_id = (await start(client, user))["session_id"]
+    await append(client, user, session_id, *(user_message(f"m{i}") for i in range(1, 61)))
+    body = await history(client, user, session_id)
     assert seqs(body["messages"]) == list(range(11, 61))
     assert body["has_more"] is True
-    assert body["messages"] == (await all_messages(client, alice, session_id))[10:]
+    assert body["messages"] == (await all_messages(client, user, session_id))[10:]
 
 
 @pytest.mark.parametrize(
@@ -220,27 +213,27 @@ async def test_history_default_limit_is_50_latest_oldest_first(
 )
 async def test_history_before_is_exclusive_and_has_more_looks_back(
     client: httpx.AsyncClient,
-    alice: User,
+    user: User,
     params: dict[str, str | int],
     expected: list[int],
     has_more: bool,
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    await append(client, alice, session_id, *(user_message(f"m{i}") for i in range(1, 11)))
-    body = await history(client, alice, session_id, **params)
+    session_id = (await start(client, user))["session_id"]
+    await append(client, user, session_id, *(user_message(f"m{i}") for i in range(1, 11)))
+    body = await history(client, user, session_id, **params)
     assert seqs(body["messages"]) == expected
     assert body["has_more"] is has_more
 
 
 async def test_walking_history_backwards_sees_everything_once(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
-    await append(client, alice, session_id, *(user_message(f"m{i}") for i in range(1, 24)))
+    session_id = (await start(client, user))["session_id"]
+    await append(client, user, session_id, *(user_message(f"m{i}") for i in range(1, 24)))
     seen: list[int] = []
     params: dict[str, str | int] = {"limit": 5}
     for _ in range(10):
-        body = await history(client, alice, session_id, **params)
+        body = await history(client, user, session_id, **params)
         seen = seqs(body["messages"]) + seen
         if not body["has_more"]:
             break
@@ -281,33 +274,33 @@ async def tool_exchange(client: httpx.AsyncClient, user: User) -> str:
 )
 async def test_history_is_widened_back_to_the_assistant_tool_call(
     client: httpx.AsyncClient,
-    alice: User,
+    user: User,
     params: dict[str, str | int],
     expected: list[int],
     has_more: bool,
 ) -> None:
-    session_id = await tool_exchange(client, alice)
-    body = await history(client, alice, session_id, **params)
+    session_id = await tool_exchange(client, user)
+    body = await history(client, user, session_id, **params)
     assert seqs(body["messages"]) == expected
     assert body["messages"][0]["role"] != "tool"
     assert body["has_more"] is has_more
 
 
 async def test_responder_history_never_starts_with_a_cut_off_tool_message(
-    store: ChatStore, settings: Settings, alice: User
+    store: ChatStore, settings: Settings, user: User
 ) -> None:
     responder = RecordingResponder()
     async with app_client(settings, store, responder=responder) as client:
-        session_id: str = (await start(client, alice))["session_id"]
-        await append(client, alice, session_id, *(user_message(f"m{i}") for i in range(49)))
+        session_id: str = (await start(client, user))["session_id"]
+        await append(client, user, session_id, *(user_message(f"m{i}") for i in range(49)))
         await append(
             client,
-            alice,
+            user,
             session_id,
             {"role": "assistant", "content": None, "tool_calls": [tool_call("c1")]},
             {"role": "tool", "tool_call_id": "c1", "content": "result"},
         )
-        await say(client, alice, session_id, "and?")
+        await say(client, user, session_id, "and?")
         ((shown, _),) = responder.seen
         # 51 messages stored; the responder's 50-message window would start at
         # seq 2, nowhere near a tool message: no widening needed, none done.
@@ -329,10 +322,10 @@ async def test_responder_history_never_starts_with_a_cut_off_tool_message(
     ],
 )
 async def test_bad_history_parameter_is_422(
-    client: httpx.AsyncClient, alice: User, name: str, value: str
+    client: httpx.AsyncClient, user: User, name: str, value: str
 ) -> None:
-    session_id = (await start(client, alice))["session_id"]
+    session_id = (await start(client, user))["session_id"]
     response = await client.get(
-        f"/api/chat/{session_id}/history", params={name: value}, headers=alice.headers
+        f"/api/chat/{session_id}/history", params={name: value}, headers=user.headers
     )
     assert_validation_error(response, "query", name)

@@ -11,28 +11,19 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    append,
-    assert_conversation,
-    assert_error,
-    assert_validation_error,
-    create_conversation,
-    user_message,
-)
+from support.contract import assert_conversation, assert_error, assert_validation_error
+from support.requests import append, create_conversation, user_message
+from support.users import User
 
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
-
 
 # -- create ---------------------------------------------------------------------
 
 
 async def test_create_without_body_is_201_conversation(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    response = await client.post("/api/conversations", headers=alice.headers)
+    response = await client.post("/api/conversations", headers=user.headers)
     assert response.status_code == 201, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = assert_conversation(response.json())
@@ -43,46 +34,44 @@ async def test_create_without_body_is_201_conversation(
 
 
 async def test_create_with_empty_body_and_no_content_type_is_201(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    response = await client.post("/api/conversations", content=b"", headers=alice.headers)
+    response = await client.post("/api/conversations", content=b"", headers=user.headers)
     assert response.status_code == 201, response.text
     assert_conversation(response.json())
 
 
-async def test_create_with_empty_json_object_is_201(client: httpx.AsyncClient, alice: User) -> None:
-    response = await client.post("/api/conversations", json={}, headers=alice.headers)
+async def test_create_with_empty_json_object_is_201(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.post("/api/conversations", json={}, headers=user.headers)
     assert response.status_code == 201, response.text
     body = assert_conversation(response.json())
     assert (body["title"], body["metadata"]) == (None, {})
 
 
-async def test_create_with_title_and_metadata_is_201(
-    client: httpx.AsyncClient, alice: User
-) -> None:
+async def test_create_with_title_and_metadata_is_201(client: httpx.AsyncClient, user: User) -> None:
     sent = {"title": "Trip to Lisbon \u2708", "metadata": {"project": "travel", "lang": "pt"}}
-    response = await client.post("/api/conversations", json=sent, headers=alice.headers)
+    response = await client.post("/api/conversations", json=sent, headers=user.headers)
     assert response.status_code == 201, response.text
     body = assert_conversation(response.json())
     assert body["title"] == sent["title"]
     assert body["metadata"] == sent["metadata"]
 
 
-async def test_create_accepts_limits_exactly(client: httpx.AsyncClient, alice: User) -> None:
+async def test_create_accepts_limits_exactly(client: httpx.AsyncClient, user: User) -> None:
     sent = {
         "title": "t" * 200,
         "metadata": {f"{i:02d}" + "k" * 62: "v" * 512 for i in range(16)},
     }
-    response = await client.post("/api/conversations", json=sent, headers=alice.headers)
+    response = await client.post("/api/conversations", json=sent, headers=user.headers)
     assert response.status_code == 201, response.text
     body = assert_conversation(response.json())
     assert body["title"] == sent["title"] and body["metadata"] == sent["metadata"]
 
 
 async def test_conversation_times_are_rfc3339_with_offset(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    body = await create_conversation(client, alice)
+    body = await create_conversation(client, user)
     for field in ("created_at", "updated_at"):
         value = body[field]
         assert value.endswith("Z") or value[-6] in "+-", value
@@ -92,26 +81,26 @@ async def test_conversation_times_are_rfc3339_with_offset(
 # -- get ------------------------------------------------------------------------
 
 
-async def test_get_returns_the_created_conversation(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"title": "x", "metadata": {"k": "v"}})
-    response = await client.get(f"/api/conversations/{created['id']}", headers=alice.headers)
+async def test_get_returns_the_created_conversation(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"title": "x", "metadata": {"k": "v"}})
+    response = await client.get(f"/api/conversations/{created['id']}", headers=user.headers)
     assert response.status_code == 200, response.text
     assert response.json() == created
 
 
-async def test_get_unknown_conversation_is_404(client: httpx.AsyncClient, alice: User) -> None:
-    response = await client.get(f"/api/conversations/{uuid.uuid4()}", headers=alice.headers)
+async def test_get_unknown_conversation_is_404(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.get(f"/api/conversations/{uuid.uuid4()}", headers=user.headers)
     assert_error(response, 404, "not_found")
 
 
-async def test_message_count_follows_messages(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice)
-    await append(client, alice, created["id"], user_message("a"), user_message("b"))
+async def test_message_count_follows_messages(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user)
+    await append(client, user, created["id"], user_message("a"), user_message("b"))
     path = f"/api/conversations/{created['id']}"
-    assert (await client.get(path, headers=alice.headers)).json()["message_count"] == 2
-    deleted = await client.delete(f"{path}/messages/1", headers=alice.headers)
+    assert (await client.get(path, headers=user.headers)).json()["message_count"] == 2
+    deleted = await client.delete(f"{path}/messages/1", headers=user.headers)
     assert deleted.status_code == 204
-    assert (await client.get(path, headers=alice.headers)).json()["message_count"] == 1
+    assert (await client.get(path, headers=user.headers)).json()["message_count"] == 1
 
 
 # -- patch ----------------------------------------------------------------------
@@ -125,9 +114,9 @@ async def patch(
     )
 
 
-async def test_patch_title_only_keeps_metadata(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"title": "old", "metadata": {"k": "v"}})
-    response = await patch(client, alice, created["id"], {"title": "new"})
+async def test_patch_title_only_keeps_metadata(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"title": "old", "metadata": {"k": "v"}})
+    response = await patch(client, user, created["id"], {"title": "new"})
     assert response.status_code == 200, response.text
     body = assert_conversation(response.json())
     assert body["title"] == "new"
@@ -136,78 +125,76 @@ async def test_patch_title_only_keeps_metadata(client: httpx.AsyncClient, alice:
     assert dt.datetime.fromisoformat(body["updated_at"]) > dt.datetime.fromisoformat(
         created["updated_at"]
     )
-    got = await client.get(f"/api/conversations/{created['id']}", headers=alice.headers)
+    got = await client.get(f"/api/conversations/{created['id']}", headers=user.headers)
     assert got.json() == body
 
 
 async def test_patch_metadata_only_replaces_it_and_keeps_title(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    created = await create_conversation(client, alice, {"title": "t", "metadata": {"a": "1"}})
-    response = await patch(client, alice, created["id"], {"metadata": {"b": "2"}})
+    created = await create_conversation(client, user, {"title": "t", "metadata": {"a": "1"}})
+    response = await patch(client, user, created["id"], {"metadata": {"b": "2"}})
     assert response.status_code == 200, response.text
     body = assert_conversation(response.json())
     assert body["title"] == "t"
     assert body["metadata"] == {"b": "2"}  # replaced whole, not merged
-    cleared = await patch(client, alice, created["id"], {"metadata": {}})
+    cleared = await patch(client, user, created["id"], {"metadata": {}})
     assert cleared.status_code == 200 and cleared.json()["metadata"] == {}
 
 
-async def test_patch_title_null_clears_it(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"title": "t", "metadata": {"a": "1"}})
-    response = await patch(client, alice, created["id"], {"title": None})
+async def test_patch_title_null_clears_it(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"title": "t", "metadata": {"a": "1"}})
+    response = await patch(client, user, created["id"], {"title": None})
     assert response.status_code == 200, response.text
     assert response.json()["title"] is None
     assert response.json()["metadata"] == {"a": "1"}
 
 
-async def test_patch_empty_object_changes_nothing(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"title": "t", "metadata": {"a": "1"}})
-    response = await patch(client, alice, created["id"], {})
+async def test_patch_empty_object_changes_nothing(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"title": "t", "metadata": {"a": "1"}})
+    response = await patch(client, user, created["id"], {})
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["title"], body["metadata"]) == ("t", {"a": "1"})
 
 
-async def test_patch_unknown_field_is_422(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"title": "t"})
-    response = await patch(client, alice, created["id"], {"title": "u", "colour": "red"})
+async def test_patch_unknown_field_is_422(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"title": "t"})
+    response = await patch(client, user, created["id"], {"title": "u", "colour": "red"})
     assert_validation_error(response, "colour")
-    got = await client.get(f"/api/conversations/{created['id']}", headers=alice.headers)
+    got = await client.get(f"/api/conversations/{created['id']}", headers=user.headers)
     assert got.json() == created
 
 
-async def test_patch_metadata_null_is_422(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice, {"metadata": {"a": "1"}})
-    response = await patch(client, alice, created["id"], {"metadata": None})
+async def test_patch_metadata_null_is_422(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user, {"metadata": {"a": "1"}})
+    response = await patch(client, user, created["id"], {"metadata": None})
     assert_validation_error(response, "metadata")
-    got = await client.get(f"/api/conversations/{created['id']}", headers=alice.headers)
+    got = await client.get(f"/api/conversations/{created['id']}", headers=user.headers)
     assert got.json() == created
 
 
-async def test_patch_title_too_long_is_422(client: httpx.AsyncClient, alice: User) -> None:
-    created = await create_conversation(client, alice)
-    assert_validation_error(
-        await patch(client, alice, created["id"], {"title": "t" * 201}), "title"
-    )
+async def test_patch_title_too_long_is_422(client: httpx.AsyncClient, user: User) -> None:
+    created = await create_conversation(client, user)
+    assert_validation_error(await patch(client, user, created["id"], {"title": "t" * 201}), "title")
 
 
 # -- delete ---------------------------------------------------------------------
 
 
 async def test_delete_is_204_then_gone_with_its_messages(
-    client: httpx.AsyncClient, alice: User, store: ChatStore
+    client: httpx.AsyncClient, user: User, store: ChatStore
 ) -> None:
-    created = await create_conversation(client, alice)
-    await append(client, alice, created["id"], user_message("a"), user_message("b"))
+    created = await create_conversation(client, user)
+    await append(client, user, created["id"], user_message("a"), user_message("b"))
     path = f"/api/conversations/{created['id']}"
-    response = await client.delete(path, headers=alice.headers)
+    response = await client.delete(path, headers=user.headers)
     assert response.status_code == 204
     assert response.content == b""
-    assert_error(await client.get(path, headers=alice.headers), 404, "not_found")
-    assert_error(await client.get(f"{path}/messages", headers=alice.headers), 404, "not_found")
-    assert_error(await client.get(f"{path}/messages/1", headers=alice.headers), 404, "not_found")
-    assert_error(await client.delete(path, headers=alice.headers), 404, "not_found")
+    assert_error(await client.get(path, headers=user.headers), 404, "not_found")
+    assert_error(await client.get(f"{path}/messages", headers=user.headers), 404, "not_found")
+    assert_error(await client.get(f"{path}/messages/1", headers=user.headers), 404, "not_found")
+    assert_error(await client.delete(path, headers=user.headers), 404, "not_found")
     left = await store.pool.fetchval(
         "SELECT count(*) FROM messages WHERE conversation_id = $1", uuid.UUID(created["id"])
     )
@@ -227,17 +214,17 @@ async def list_page(client: httpx.AsyncClient, user: User, **params: str | int) 
     return body
 
 
-async def test_list_is_newest_activity_first(client: httpx.AsyncClient, alice: User) -> None:
-    first = await create_conversation(client, alice, {"title": "first"})
-    second = await create_conversation(client, alice, {"title": "second"})
-    third = await create_conversation(client, alice, {"title": "third"})
-    page = await list_page(client, alice)
+async def test_list_is_newest_activity_first(client: httpx.AsyncClient, user: User) -> None:
+    first = await create_conversation(client, user, {"title": "first"})
+    second = await create_conversation(client, user, {"title": "second"})
+    third = await create_conversation(client, user, {"title": "third"})
+    page = await list_page(client, user)
     assert [c["id"] for c in page["data"]] == [third["id"], second["id"], first["id"]]
     assert page["next_cursor"] is None
 
     # Appending to the oldest moves it to the top, and its updated_at forward.
-    await append(client, alice, first["id"], user_message("bump"))
-    page = await list_page(client, alice)
+    await append(client, user, first["id"], user_message("bump"))
+    page = await list_page(client, user)
     assert [c["id"] for c in page["data"]] == [first["id"], third["id"], second["id"]]
     assert dt.datetime.fromisoformat(page["data"][0]["updated_at"]) > dt.datetime.fromisoformat(
         first["updated_at"]
@@ -245,20 +232,20 @@ async def test_list_is_newest_activity_first(client: httpx.AsyncClient, alice: U
     assert page["data"][0]["message_count"] == 1
 
     # So does a PATCH of the one now last.
-    await patch(client, alice, second["id"], {"title": "renamed"})
-    page = await list_page(client, alice)
+    await patch(client, user, second["id"], {"title": "renamed"})
+    page = await list_page(client, user)
     assert [c["id"] for c in page["data"]] == [second["id"], first["id"], third["id"]]
 
 
-async def test_list_default_limit_is_20(client: httpx.AsyncClient, alice: User) -> None:
-    await asyncio.gather(*(create_conversation(client, alice) for _ in range(21)))
-    page = await list_page(client, alice)
+async def test_list_default_limit_is_20(client: httpx.AsyncClient, user: User) -> None:
+    await asyncio.gather(*(create_conversation(client, user) for _ in range(21)))
+    page = await list_page(client, user)
     assert len(page["data"]) == 20
     assert page["next_cursor"] is not None
 
 
-async def test_paging_walks_every_conversation_once(client: httpx.AsyncClient, alice: User) -> None:
-    created = [await create_conversation(client, alice, {"title": f"c{i}"}) for i in range(45)]
+async def test_paging_walks_every_conversation_once(client: httpx.AsyncClient, user: User) -> None:
+    created = [await create_conversation(client, user, {"title": f"c{i}"}) for i in range(45)]
     seen: list[dict[str, Any]] = []
     cursor: str | None = None
     pages = 0
@@ -266,7 +253,7 @@ async def test_paging_walks_every_conversation_once(client: httpx.AsyncClient, a
         params: dict[str, str | int] = {"limit": 7}
         if cursor is not None:
             params["cursor"] = cursor
-        page = await list_page(client, alice, **params)
+        page = await list_page(client, user, **params)
         pages += 1
         seen.extend(page["data"])
         cursor = page["next_cursor"]
@@ -286,25 +273,25 @@ async def test_paging_walks_every_conversation_once(client: httpx.AsyncClient, a
 
 
 async def test_paging_stays_consistent_when_a_seen_conversation_moves_to_the_top(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    created = [await create_conversation(client, alice) for _ in range(6)]
-    first = await list_page(client, alice, limit=3)
+    created = [await create_conversation(client, user) for _ in range(6)]
+    first = await list_page(client, user, limit=3)
     # The newest conversation gets new activity after the first page was read.
-    await append(client, alice, created[-1]["id"], user_message("late"))
-    second = await list_page(client, alice, limit=3, cursor=first["next_cursor"])
+    await append(client, user, created[-1]["id"], user_message("late"))
+    second = await list_page(client, user, limit=3, cursor=first["next_cursor"])
     ids = [c["id"] for c in first["data"] + second["data"]]
     assert len(ids) == len(set(ids)) == 6
 
 
 async def test_last_page_exactly_full_has_no_next_cursor(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
     for _ in range(4):
-        await create_conversation(client, alice)
-    first = await list_page(client, alice, limit=2)
+        await create_conversation(client, user)
+    first = await list_page(client, user, limit=2)
     assert first["next_cursor"] is not None
-    second = await list_page(client, alice, limit=2, cursor=first["next_cursor"])
+    second = await list_page(client, user, limit=2, cursor=first["next_cursor"])
     assert len(second["data"]) == 2
     assert second["next_cursor"] is None
 
@@ -335,54 +322,48 @@ BAD_CURSORS = [
 
 
 @pytest.mark.parametrize("cursor", BAD_CURSORS)
-async def test_bad_cursor_is_422(client: httpx.AsyncClient, alice: User, cursor: str) -> None:
+async def test_bad_cursor_is_422(client: httpx.AsyncClient, user: User, cursor: str) -> None:
     response = await client.get(
-        "/api/conversations", params={"cursor": cursor}, headers=alice.headers
+        "/api/conversations", params={"cursor": cursor}, headers=user.headers
     )
     assert_validation_error(response, "cursor")
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "x", "-1", "1.5", "", " 5", "+5", "1e1", "0x10"])
-async def test_bad_limit_is_422(client: httpx.AsyncClient, alice: User, limit: str) -> None:
-    response = await client.get(
-        "/api/conversations", params={"limit": limit}, headers=alice.headers
-    )
+async def test_bad_limit_is_422(client: httpx.AsyncClient, user: User, limit: str) -> None:
+    response = await client.get("/api/conversations", params={"limit": limit}, headers=user.headers)
     assert_validation_error(response, "limit")
 
 
 @pytest.mark.parametrize("limit", ["1", "100"])
-async def test_limit_bounds_are_accepted(
-    client: httpx.AsyncClient, alice: User, limit: str
-) -> None:
-    response = await client.get(
-        "/api/conversations", params={"limit": limit}, headers=alice.headers
-    )
+async def test_limit_bounds_are_accepted(client: httpx.AsyncClient, user: User, limit: str) -> None:
+    response = await client.get("/api/conversations", params={"limit": limit}, headers=user.headers)
     assert response.status_code == 200, response.text
 
 
 async def test_updated_at_moves_forward_on_every_change(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    created = await create_conversation(client, alice)
+    created = await create_conversation(client, user)
     path = f"/api/conversations/{created['id']}"
     stamps = [dt.datetime.fromisoformat(created["updated_at"])]
 
     async def changed() -> None:
-        body = (await client.get(path, headers=alice.headers)).json()
+        body = (await client.get(path, headers=user.headers)).json()
         stamps.append(dt.datetime.fromisoformat(body["updated_at"]))
         assert stamps[-1] > stamps[-2], stamps
 
-    await append(client, alice, created["id"], user_message("a"), user_message("b"))
+    await append(client, user, created["id"], user_message("a"), user_message("b"))
     await changed()
-    await append(client, alice, created["id"], user_message("c"))
+    await append(client, user, created["id"], user_message("c"))
     await changed()
-    assert (await client.delete(f"{path}/messages/3", headers=alice.headers)).status_code == 204
+    assert (await client.delete(f"{path}/messages/3", headers=user.headers)).status_code == 204
     await changed()
-    truncated = await client.delete(f"{path}/messages?from_seq=2", headers=alice.headers)
+    truncated = await client.delete(f"{path}/messages?from_seq=2", headers=user.headers)
     assert truncated.json() == {"deleted": 1}
     await changed()
-    assert (await patch(client, alice, created["id"], {"title": "t"})).status_code == 200
+    assert (await patch(client, user, created["id"], {"title": "t"})).status_code == 200
     await changed()
-    assert (await client.get(path, headers=alice.headers)).json()["created_at"] == created[
+    assert (await client.get(path, headers=user.headers)).json()["created_at"] == created[
         "created_at"
     ]

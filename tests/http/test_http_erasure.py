@@ -5,17 +5,15 @@ account), leaves no copy anywhere, and says what it deleted."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import httpx
 import pytest
-from http_helpers import User, append, create_conversation, tool_call
+from support.requests import append, create_conversation, tool_call
+from support.users import MakeUser, User
 
 from chatstore.erasure import erase_user_data
 from chatstore.errors import NotFound
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 # The tables with a column naming a user, and what erasure does with each.
 # A new one fails test_erasure_accounts_for_every_table_keyed_by_a_user
@@ -86,16 +84,16 @@ async def _copies(store: ChatStore, word: str) -> dict[str, int]:
 
 
 async def test_erasure_leaves_no_copy_of_the_callers_data_in_any_table(
-    client: httpx.AsyncClient, alice: User, bob: User, store: ChatStore
+    client: httpx.AsyncClient, user: User, other_user: User, store: ChatStore
 ) -> None:
     mine, theirs = f"alicesecret{secrets.token_hex(4)}", f"bobsecret{secrets.token_hex(4)}"
-    await _store_everything(client, alice, mine)
-    await _store_everything(client, bob, theirs)
+    await _store_everything(client, user, mine)
+    await _store_everything(client, other_user, theirs)
     before = await _copies(store, mine)
     assert {"conversations", "messages", "idempotency_keys"} <= set(before), before
     bob_before = await _copies(store, theirs)
 
-    response = await client.delete("/api/me/data", headers=alice.headers)
+    response = await client.delete("/api/me/data", headers=user.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {
         "deleted": {"conversations": 3, "messages": 7, "idempotency_keys": 5}
@@ -104,22 +102,22 @@ async def test_erasure_leaves_no_copy_of_the_callers_data_in_any_table(
     assert await _copies(store, theirs) == bob_before
 
 
-async def test_erasure_is_idempotent(client: httpx.AsyncClient, alice: User) -> None:
-    await create_conversation(client, alice)
-    first = await client.delete("/api/me/data", headers=alice.headers)
+async def test_erasure_is_idempotent(client: httpx.AsyncClient, user: User) -> None:
+    await create_conversation(client, user)
+    first = await client.delete("/api/me/data", headers=user.headers)
     assert first.json()["deleted"]["conversations"] == 1
-    again = await client.delete("/api/me/data", headers=alice.headers)
+    again = await client.delete("/api/me/data", headers=user.headers)
     assert again.status_code == 200, again.text
     assert again.json() == {"deleted": {"conversations": 0, "messages": 0, "idempotency_keys": 0}}
 
 
-async def test_erasure_keeps_the_caller_signed_in(client: httpx.AsyncClient, alice: User) -> None:
-    await create_conversation(client, alice)
-    assert (await client.delete("/api/me/data", headers=alice.headers)).status_code == 200
-    listed = await client.get("/api/conversations", headers=alice.headers)
+async def test_erasure_keeps_the_caller_signed_in(client: httpx.AsyncClient, user: User) -> None:
+    await create_conversation(client, user)
+    assert (await client.delete("/api/me/data", headers=user.headers)).status_code == 200
+    listed = await client.get("/api/conversations", headers=user.headers)
     assert listed.status_code == 200, listed.text
     assert listed.json() == {"data": [], "next_cursor": None}
-    assert (await client.post("/api/conversations", headers=alice.headers)).status_code == 201
+    assert (await client.post("/api/conversations", headers=user.headers)).status_code == 201
 
 
 async def test_erasure_needs_a_signed_in_caller(client: httpx.AsyncClient) -> None:
@@ -142,9 +140,9 @@ async def test_erasure_accounts_for_every_table_keyed_by_a_user(store: ChatStore
 
 
 async def test_deleting_the_user_still_cascades_everything(
-    client: httpx.AsyncClient, new_http_user: Any, store: ChatStore
+    client: httpx.AsyncClient, new_user: MakeUser, store: ChatStore
 ) -> None:
-    carol: User = await new_http_user()
+    carol = await new_user()
     word = f"carolsecret{secrets.token_hex(4)}"
     await _store_everything(client, carol, word)
     async with store.pool.acquire() as connection:
@@ -152,12 +150,14 @@ async def test_deleting_the_user_still_cascades_everything(
     assert await _copies(store, word) == {}
 
 
-async def test_python_erase_user_data_counts_what_it_deleted(store: ChatStore, user: str) -> None:
-    created = await store.create_conversation(user, idempotency_key="py-erase")
-    await store.append_messages(user, created.id, [{"role": "user", "content": "x"}] * 3)
-    erased = await erase_user_data(store, user)
+async def test_python_erase_user_data_counts_what_it_deleted(
+    store: ChatStore, user_id: str
+) -> None:
+    created = await store.create_conversation(user_id, idempotency_key="py-erase")
+    await store.append_messages(user_id, created.id, [{"role": "user", "content": "x"}] * 3)
+    erased = await erase_user_data(store, user_id)
     assert erased.model_dump() == {
         "deleted": {"conversations": 1, "messages": 3, "idempotency_keys": 1}
     }
     with pytest.raises(NotFound):
-        await store.get_conversation(user, created.id)
+        await store.get_conversation(user_id, created.id)

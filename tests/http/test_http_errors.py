@@ -9,20 +9,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    all_messages,
-    app_client,
-    assert_details,
-    assert_error,
-    assert_validation_error,
-    create_conversation,
-)
+from support.app import app_client
+from support.contract import assert_details, assert_error, assert_validation_error
+from support.requests import all_messages, create_conversation
+from support.users import User
 
 from chatstore.config import Settings
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 JSON = {"content-type": "application/json"}
 
@@ -57,22 +50,22 @@ INVALID_JSON = {
 
 @pytest.mark.parametrize("body", INVALID_JSON.values(), ids=INVALID_JSON.keys())
 async def test_unparseable_body_is_400_invalid_json(
-    client: httpx.AsyncClient, alice: User, body: bytes
+    client: httpx.AsyncClient, user: User, body: bytes
 ) -> None:
-    response = await client.post("/api/conversations", content=body, headers=alice.json_headers())
+    response = await client.post("/api/conversations", content=body, headers=user.json_headers())
     assert_error(response, 400, "invalid_json")
-    listing = await client.get("/api/conversations", headers=alice.headers)
+    listing = await client.get("/api/conversations", headers=user.headers)
     assert listing.json()["data"] == []
 
 
 async def test_empty_json_body_where_one_is_required_is_400(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation = await create_conversation(client, alice)
+    conversation = await create_conversation(client, user)
     response = await client.post(
         f"/api/conversations/{conversation['id']}/messages",
         content=b"",
-        headers=alice.json_headers(),
+        headers=user.json_headers(),
     )
     assert_error(response, 400, "invalid_json")
 
@@ -95,25 +88,25 @@ async def test_empty_json_body_where_one_is_required_is_400(
     ],
 )
 async def test_body_that_is_not_application_json_is_415(
-    client: httpx.AsyncClient, alice: User, content_type: str
+    client: httpx.AsyncClient, user: User, content_type: str
 ) -> None:
     response = await client.post(
         "/api/conversations",
         content=b'{"title": "x"}',
-        headers={**alice.headers, "content-type": content_type},
+        headers={**user.headers, "content-type": content_type},
     )
     assert_error(response, 415, "unsupported_media_type")
 
 
-async def test_body_without_content_type_is_415(client: httpx.AsyncClient, alice: User) -> None:
-    conversation = await create_conversation(client, alice)
+async def test_body_without_content_type_is_415(client: httpx.AsyncClient, user: User) -> None:
+    conversation = await create_conversation(client, user)
     for path in ("/api/conversations", f"/api/conversations/{conversation['id']}/messages"):
         response = await client.post(
-            path, content=b'{"role": "user", "content": "x"}', headers=alice.headers
+            path, content=b'{"role": "user", "content": "x"}', headers=user.headers
         )
         assert "content-type" not in response.request.headers
         assert_error(response, 415, "unsupported_media_type")
-    assert await all_messages(client, alice, conversation["id"]) == []
+    assert await all_messages(client, user, conversation["id"]) == []
 
 
 @pytest.mark.parametrize(
@@ -127,12 +120,12 @@ async def test_body_without_content_type_is_415(client: httpx.AsyncClient, alice
     ],
 )
 async def test_json_media_type_variants_are_accepted(
-    client: httpx.AsyncClient, alice: User, content_type: str
+    client: httpx.AsyncClient, user: User, content_type: str
 ) -> None:
     response = await client.post(
         "/api/conversations",
         content=b'{"title": "x"}',
-        headers={**alice.headers, "content-type": content_type},
+        headers={**user.headers, "content-type": content_type},
     )
     assert response.status_code == 201, response.text
 
@@ -146,29 +139,29 @@ def small_body_settings(settings: Settings) -> Settings:
 
 
 async def test_body_over_the_cap_is_413(
-    store: ChatStore, small_body_settings: Settings, alice: User
+    store: ChatStore, small_body_settings: Settings, user: User
 ) -> None:
     async with app_client(small_body_settings, store) as client:
-        conversation = await create_conversation(client, alice)
+        conversation = await create_conversation(client, user)
         big = b'{"role": "user", "content": "' + b"x" * 2048 + b'"}'
         response = await client.post(
             f"/api/conversations/{conversation['id']}/messages",
             content=big,
-            headers=alice.json_headers(),
+            headers=user.json_headers(),
         )
         assert_error(response, 413, "payload_too_large")
         fits = b'{"role": "user", "content": "' + b"x" * 900 + b'"}'
         accepted = await client.post(
             f"/api/conversations/{conversation['id']}/messages",
             content=fits,
-            headers=alice.json_headers(),
+            headers=user.json_headers(),
         )
         assert accepted.status_code == 201, accepted.text
-        assert len(await all_messages(client, alice, conversation["id"])) == 1
+        assert len(await all_messages(client, user, conversation["id"])) == 1
 
 
 async def test_streamed_body_over_the_cap_is_413(
-    store: ChatStore, small_body_settings: Settings, alice: User
+    store: ChatStore, small_body_settings: Settings, user: User
 ) -> None:
     sent: list[int] = []
 
@@ -180,19 +173,19 @@ async def test_streamed_body_over_the_cap_is_413(
         yield b'"}'
 
     async with app_client(small_body_settings, store) as client:
-        conversation = await create_conversation(client, alice)
+        conversation = await create_conversation(client, user)
         response = await client.post(
             f"/api/conversations/{conversation['id']}/messages",
             content=chunks(),
-            headers=alice.json_headers(),
+            headers=user.json_headers(),
         )
         assert "content-length" not in response.request.headers
         assert_error(response, 413, "payload_too_large")
-        assert await all_messages(client, alice, conversation["id"]) == []
+        assert await all_messages(client, user, conversation["id"]) == []
 
 
 async def test_lying_content_length_cannot_sneak_a_big_body_in(
-    store: ChatStore, small_body_settings: Settings, alice: User
+    store: ChatStore, small_body_settings: Settings, user: User
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"title": "' + b"x" * 4096 + b'"}'
@@ -201,16 +194,16 @@ async def test_lying_content_length_cannot_sneak_a_big_body_in(
         response = await client.post(
             "/api/conversations",
             content=chunks(),
-            headers={**alice.json_headers(), "content-length": "10"},
+            headers={**user.json_headers(), "content-length": "10"},
         )
         assert response.status_code in (400, 413), response.text
         assert_error(response, response.status_code, response.json()["error"]["code"])
-        listing = await client.get("/api/conversations", headers=alice.headers)
+        listing = await client.get("/api/conversations", headers=user.headers)
         assert listing.json()["data"] == []
 
 
 async def test_streamed_body_under_the_cap_is_accepted(
-    store: ChatStore, small_body_settings: Settings, alice: User
+    store: ChatStore, small_body_settings: Settings, user: User
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"title": '
@@ -218,7 +211,7 @@ async def test_streamed_body_under_the_cap_is_accepted(
 
     async with app_client(small_body_settings, store) as client:
         response = await client.post(
-            "/api/conversations", content=chunks(), headers=alice.json_headers()
+            "/api/conversations", content=chunks(), headers=user.json_headers()
         )
         assert response.status_code == 201, response.text
         assert response.json()["title"] == "streamed"
@@ -228,12 +221,12 @@ async def test_streamed_body_under_the_cap_is_accepted(
 
 
 async def test_validation_error_details_list_loc_and_msg(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
     response = await client.post(
         "/api/conversations",
         json={"title": 5, "metadata": {"k": 1}, "extra": True},
-        headers=alice.headers,
+        headers=user.headers,
     )
     error = assert_validation_error(response)
     assert_details(error["details"])
@@ -244,9 +237,9 @@ async def test_validation_error_details_list_loc_and_msg(
 
 
 async def test_query_validation_error_locates_the_parameter(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    response = await client.get("/api/conversations?limit=0", headers=alice.headers)
+    response = await client.get("/api/conversations?limit=0", headers=user.headers)
     error = assert_validation_error(response)
     assert error["details"][0]["loc"] == ["query", "limit"]
 
@@ -271,9 +264,9 @@ async def test_query_validation_error_locates_the_parameter(
     ],
 )
 async def test_wrong_method_is_405_with_error_body(
-    client: httpx.AsyncClient, alice: User, method: str, path: str
+    client: httpx.AsyncClient, user: User, method: str, path: str
 ) -> None:
-    response = await client.request(method, path, headers=alice.headers)
+    response = await client.request(method, path, headers=user.headers)
     assert_error(response, 405, "method_not_allowed")
 
 
@@ -290,9 +283,9 @@ async def test_wrong_method_is_405_with_error_body(
     ],
 )
 async def test_unknown_path_is_404_with_error_body(
-    client: httpx.AsyncClient, alice: User, path: str
+    client: httpx.AsyncClient, user: User, path: str
 ) -> None:
-    for headers in ({}, alice.headers):
+    for headers in ({}, user.headers):
         response = await client.get(path, headers=headers)
         assert_error(response, 404, "not_found")
 

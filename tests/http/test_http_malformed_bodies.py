@@ -13,19 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    all_messages,
-    append,
-    assert_error,
-    create_conversation,
-    make_user,
-    tool_call,
-)
+from support.contract import assert_error
+from support.requests import all_messages, append, create_conversation, tool_call
+from support.users import User, make_user
 
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 ENDPOINTS = {
     "create_conversation": ("POST", "/api/conversations"),

@@ -8,19 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    all_messages,
-    append,
-    assert_error,
-    assert_message,
-    assert_validation_error,
-    create_conversation,
-    tool_call,
-    user_message,
-)
-
-pytest_plugins = ["http_fixtures"]
+from support.contract import assert_error, assert_message, assert_validation_error
+from support.requests import all_messages, append, create_conversation, tool_call, user_message
+from support.users import User
 
 
 def messages_path(conversation_id: str) -> str:
@@ -59,10 +49,10 @@ async def page(
 # -- append ---------------------------------------------------------------------
 
 
-async def test_single_append_is_201_message(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await new_conversation(client, alice)
+async def test_single_append_is_201_message(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await new_conversation(client, user)
     sent = {"role": "user", "content": "hi", "name": "alice_1", "metadata": {"client": "web"}}
-    response = await client.post(messages_path(conversation_id), json=sent, headers=alice.headers)
+    response = await client.post(messages_path(conversation_id), json=sent, headers=user.headers)
     assert response.status_code == 201, response.text
     message = assert_message(response.json())
     assert message == {
@@ -78,28 +68,28 @@ async def test_single_append_is_201_message(client: httpx.AsyncClient, alice: Us
         "created_at": message["created_at"],
     }
     second = await client.post(
-        messages_path(conversation_id), json=user_message("again"), headers=alice.headers
+        messages_path(conversation_id), json=user_message("again"), headers=user.headers
     )
     assert second.status_code == 201 and second.json()["seq"] == 2
 
 
 @pytest.mark.parametrize("role", ["system", "developer", "user", "assistant"])
 async def test_every_plain_role_is_accepted(
-    client: httpx.AsyncClient, alice: User, role: str
+    client: httpx.AsyncClient, user: User, role: str
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     response = await client.post(
-        messages_path(conversation_id), json={"role": role, "content": "x"}, headers=alice.headers
+        messages_path(conversation_id), json={"role": role, "content": "x"}, headers=user.headers
     )
     assert response.status_code == 201, response.text
     assert response.json()["role"] == role
 
 
 async def test_list_append_is_201_data_with_consecutive_seqs(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
-    await append(client, alice, conversation_id, user_message("zero"))
+    conversation_id = await new_conversation(client, user)
+    await append(client, user, conversation_id, user_message("zero"))
     batch: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "q"},
@@ -108,7 +98,7 @@ async def test_list_append_is_201_data_with_consecutive_seqs(
         {"role": "assistant", "content": "a"},
     ]
     response = await client.post(
-        messages_path(conversation_id), json={"messages": batch}, headers=alice.headers
+        messages_path(conversation_id), json={"messages": batch}, headers=user.headers
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -119,7 +109,7 @@ async def test_list_append_is_201_data_with_consecutive_seqs(
     assert stored[2]["tool_calls"] == [tool_call("c1")]
     assert stored[2]["content"] is None
     assert stored[3]["tool_call_id"] == "c1"
-    assert [m["seq"] for m in await all_messages(client, alice, conversation_id)] == [
+    assert [m["seq"] for m in await all_messages(client, user, conversation_id)] == [
         1,
         2,
         3,
@@ -129,49 +119,49 @@ async def test_list_append_is_201_data_with_consecutive_seqs(
     ]
 
 
-async def test_list_append_is_atomic(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 2)
-    before = await all_messages(client, alice, conversation_id)
+async def test_list_append_is_atomic(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 2)
+    before = await all_messages(client, user, conversation_id)
     batch: list[Any] = [user_message(f"b{i}") for i in range(5)]
     batch[3] = {"role": "user", "content": 3}
     response = await client.post(
-        messages_path(conversation_id), json={"messages": batch}, headers=alice.headers
+        messages_path(conversation_id), json={"messages": batch}, headers=user.headers
     )
     assert_validation_error(response, "messages", 3, "content")
-    assert await all_messages(client, alice, conversation_id) == before
+    assert await all_messages(client, user, conversation_id) == before
 
 
 async def test_list_append_refused_by_the_database_stores_nothing(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await filled(client, alice, 1)
-    before = await all_messages(client, alice, conversation_id)
+    conversation_id = await filled(client, user, 1)
+    before = await all_messages(client, user, conversation_id)
     batch: list[Any] = [user_message(f"b{i}") for i in range(4)]
     batch.append({"role": "tool", "tool_call_id": "never_made", "content": "x"})
     response = await client.post(
-        messages_path(conversation_id), json={"messages": batch}, headers=alice.headers
+        messages_path(conversation_id), json={"messages": batch}, headers=user.headers
     )
     assert_validation_error(response, "tool_call_id")
-    assert await all_messages(client, alice, conversation_id) == before
+    assert await all_messages(client, user, conversation_id) == before
     # The failed batch reserved no seq.
-    again = await append(client, alice, conversation_id, user_message("next"))
+    again = await append(client, user, conversation_id, user_message("next"))
     assert again[0]["seq"] == 2
 
 
 @pytest.mark.parametrize("count", [0, 101])
 async def test_list_append_size_out_of_range_is_422(
-    client: httpx.AsyncClient, alice: User, count: int
+    client: httpx.AsyncClient, user: User, count: int
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     body = {"messages": [user_message() for _ in range(count)]}
-    response = await client.post(messages_path(conversation_id), json=body, headers=alice.headers)
+    response = await client.post(messages_path(conversation_id), json=body, headers=user.headers)
     assert_validation_error(response, "messages")
-    assert await all_messages(client, alice, conversation_id) == []
+    assert await all_messages(client, user, conversation_id) == []
 
 
-async def test_list_append_of_100_is_accepted(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await new_conversation(client, alice)
-    stored = await append(client, alice, conversation_id, *(user_message() for _ in range(100)))
+async def test_list_append_of_100_is_accepted(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await new_conversation(client, user)
+    stored = await append(client, user, conversation_id, *(user_message() for _ in range(100)))
     assert [m["seq"] for m in stored] == list(range(1, 101))
 
 
@@ -186,70 +176,70 @@ async def guarded(
 
 
 async def test_expected_last_seq_zero_on_empty_conversation_is_201(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
-    response = await guarded(client, alice, conversation_id, 0, "first")
+    conversation_id = await new_conversation(client, user)
+    response = await guarded(client, user, conversation_id, 0, "first")
     assert response.status_code == 201, response.text
     assert response.json()["data"][0]["seq"] == 1
-    following = await guarded(client, alice, conversation_id, 1, "second")
+    following = await guarded(client, user, conversation_id, 1, "second")
     assert following.status_code == 201, following.text
     assert following.json()["data"][0]["seq"] == 2
 
 
 @pytest.mark.parametrize("expected", [0, 2, 4, 2**63 - 1])
 async def test_stale_expected_last_seq_is_409_and_stores_nothing(
-    client: httpx.AsyncClient, alice: User, expected: int
+    client: httpx.AsyncClient, user: User, expected: int
 ) -> None:
-    conversation_id = await filled(client, alice, 3)
-    before = await all_messages(client, alice, conversation_id)
-    response = await guarded(client, alice, conversation_id, expected, "late")
+    conversation_id = await filled(client, user, 3)
+    before = await all_messages(client, user, conversation_id)
+    response = await guarded(client, user, conversation_id, expected, "late")
     assert_error(response, 409, "seq_conflict")
-    assert await all_messages(client, alice, conversation_id) == before
+    assert await all_messages(client, user, conversation_id) == before
 
 
 async def test_two_writers_with_the_same_expected_last_seq_one_wins(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await filled(client, alice, 1)
-    first = await guarded(client, alice, conversation_id, 1, "agent")
-    second = await guarded(client, alice, conversation_id, 1, "user")
+    conversation_id = await filled(client, user, 1)
+    first = await guarded(client, user, conversation_id, 1, "agent")
+    second = await guarded(client, user, conversation_id, 1, "user")
     assert first.status_code == 201, first.text
     assert_error(second, 409, "seq_conflict")
-    assert [m["content"] for m in await all_messages(client, alice, conversation_id)] == [
+    assert [m["content"] for m in await all_messages(client, user, conversation_id)] == [
         "m1",
         "agent",
     ]
 
 
 async def test_expected_last_seq_zero_after_truncating_everything(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
     # "0 for an empty conversation": truncate every message, then append as
     # to an empty conversation.
-    conversation_id = await filled(client, alice, 3)
+    conversation_id = await filled(client, user, 3)
     response = await client.delete(
-        messages_path(conversation_id), params={"from_seq": 1}, headers=alice.headers
+        messages_path(conversation_id), params={"from_seq": 1}, headers=user.headers
     )
     assert response.json() == {"deleted": 3}
-    assert await all_messages(client, alice, conversation_id) == []
-    guarded_append = await guarded(client, alice, conversation_id, 0, "fresh start")
+    assert await all_messages(client, user, conversation_id) == []
+    guarded_append = await guarded(client, user, conversation_id, 0, "fresh start")
     assert guarded_append.status_code == 201, guarded_append.text
 
 
 async def test_expected_last_seq_after_edit_and_regenerate(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
     # The edit-and-regenerate flow: delete from seq 3, then append the edited
     # message guarded by the last seq the client now sees (2).
-    conversation_id = await filled(client, alice, 4)
+    conversation_id = await filled(client, user, 4)
     truncated = await client.delete(
-        messages_path(conversation_id), params={"from_seq": 3}, headers=alice.headers
+        messages_path(conversation_id), params={"from_seq": 3}, headers=user.headers
     )
     assert truncated.json() == {"deleted": 2}
-    listing = await page(client, alice, conversation_id)
+    listing = await page(client, user, conversation_id)
     assert listing["last_seq"] == 2
-    response = await guarded(client, alice, conversation_id, listing["last_seq"], "edited")
+    response = await guarded(client, user, conversation_id, listing["last_seq"], "edited")
     assert response.status_code == 201, response.text
     # seq is never reused: the edited message comes after the deleted ones.
     assert response.json()["data"][0]["seq"] == 5
@@ -259,38 +249,38 @@ async def test_expected_last_seq_after_edit_and_regenerate(
 
 
 async def test_seq_is_never_reused_after_deleting_the_last_message(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await filled(client, alice, 3)
-    deleted = await client.delete(f"{messages_path(conversation_id)}/3", headers=alice.headers)
+    conversation_id = await filled(client, user, 3)
+    deleted = await client.delete(f"{messages_path(conversation_id)}/3", headers=user.headers)
     assert deleted.status_code == 204
-    stored = await append(client, alice, conversation_id, user_message("after"))
+    stored = await append(client, user, conversation_id, user_message("after"))
     assert stored[0]["seq"] == 4
-    assert [m["seq"] for m in await all_messages(client, alice, conversation_id)] == [1, 2, 4]
+    assert [m["seq"] for m in await all_messages(client, user, conversation_id)] == [1, 2, 4]
 
 
 # -- list -------------------------------------------------------------------------
 
 
-async def test_list_defaults_asc_all(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 5)
-    body = await page(client, alice, conversation_id)
+async def test_list_defaults_asc_all(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 5)
+    body = await page(client, user, conversation_id)
     assert [m["seq"] for m in body["data"]] == [1, 2, 3, 4, 5]
     assert [m["content"] for m in body["data"]] == ["m1", "m2", "m3", "m4", "m5"]
     assert body["has_more"] is False
 
 
-async def test_list_default_limit_is_100(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 100)
-    await append(client, alice, conversation_id, user_message("101"))
-    body = await page(client, alice, conversation_id)
+async def test_list_default_limit_is_100(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 100)
+    await append(client, user, conversation_id, user_message("101"))
+    body = await page(client, user, conversation_id)
     assert len(body["data"]) == 100 and body["has_more"] is True
     assert body["last_seq"] == 100
 
 
-async def test_list_empty_conversation(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await new_conversation(client, alice)
-    body = await page(client, alice, conversation_id)
+async def test_list_empty_conversation(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await new_conversation(client, user)
+    body = await page(client, user, conversation_id)
     assert body == {"data": [], "has_more": False, "first_seq": None, "last_seq": None}
 
 
@@ -323,25 +313,25 @@ async def test_list_empty_conversation(client: httpx.AsyncClient, alice: User) -
 )
 async def test_list_bounds_limit_and_has_more(
     client: httpx.AsyncClient,
-    alice: User,
+    user: User,
     params: dict[str, str | int],
     seqs: list[int],
     has_more: bool,
 ) -> None:
-    conversation_id = await filled(client, alice, 10)
-    body = await page(client, alice, conversation_id, **params)
+    conversation_id = await filled(client, user, 10)
+    body = await page(client, user, conversation_id, **params)
     assert [m["seq"] for m in body["data"]] == seqs
     assert body["has_more"] is has_more
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
 async def test_walking_all_pages_has_no_duplicate_and_no_gap(
-    client: httpx.AsyncClient, alice: User, order: str
+    client: httpx.AsyncClient, user: User, order: str
 ) -> None:
-    conversation_id = await filled(client, alice, 23)
+    conversation_id = await filled(client, user, 23)
     # A deleted message is the only hole the walk may show.
     assert (
-        await client.delete(f"{messages_path(conversation_id)}/11", headers=alice.headers)
+        await client.delete(f"{messages_path(conversation_id)}/11", headers=user.headers)
     ).status_code == 204
     expected = [seq for seq in range(1, 24) if seq != 11]
     if order == "desc":
@@ -349,20 +339,20 @@ async def test_walking_all_pages_has_no_duplicate_and_no_gap(
     seen: list[int] = []
     params: dict[str, str | int] = {"order": order, "limit": 4}
     for _ in range(20):
-        body = await page(client, alice, conversation_id, **params)
+        body = await page(client, user, conversation_id, **params)
         seen.extend(m["seq"] for m in body["data"])
         if not body["has_more"]:
             break
         # The next page starts past this page's last seq, in the page's direction.
         params["after" if order == "asc" else "before"] = body["last_seq"]
     assert seen == expected
-    final = await page(client, alice, conversation_id, **params)
+    final = await page(client, user, conversation_id, **params)
     assert final["data"] == [] or final["has_more"] is False
 
 
-async def test_desc_pages_report_first_and_last_seq(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 6)
-    body = await page(client, alice, conversation_id, order="desc", limit=2)
+async def test_desc_pages_report_first_and_last_seq(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 6)
+    body = await page(client, user, conversation_id, order="desc", limit=2)
     assert (body["first_seq"], body["last_seq"]) == (6, 5)
 
 
@@ -388,49 +378,49 @@ async def test_desc_pages_report_first_and_last_seq(client: httpx.AsyncClient, a
     ],
 )
 async def test_bad_list_parameter_is_422(
-    client: httpx.AsyncClient, alice: User, name: str, value: str
+    client: httpx.AsyncClient, user: User, name: str, value: str
 ) -> None:
-    conversation_id = await filled(client, alice, 1)
+    conversation_id = await filled(client, user, 1)
     response = await client.get(
-        messages_path(conversation_id), params={name: value}, headers=alice.headers
+        messages_path(conversation_id), params={name: value}, headers=user.headers
     )
     assert_validation_error(response, "query", name)
 
 
 @pytest.mark.parametrize("limit", ["1", "1000"])
 async def test_list_limit_bounds_are_accepted(
-    client: httpx.AsyncClient, alice: User, limit: str
+    client: httpx.AsyncClient, user: User, limit: str
 ) -> None:
-    conversation_id = await filled(client, alice, 2)
-    body = await page(client, alice, conversation_id, limit=limit)
+    conversation_id = await filled(client, user, 2)
+    body = await page(client, user, conversation_id, limit=limit)
     assert len(body["data"]) == min(int(limit), 2)
 
 
 # -- one message ------------------------------------------------------------------
 
 
-async def test_get_message_by_seq(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 3)
-    listed = await all_messages(client, alice, conversation_id)
+async def test_get_message_by_seq(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 3)
+    listed = await all_messages(client, user, conversation_id)
     for message in listed:
         response = await client.get(
-            f"{messages_path(conversation_id)}/{message['seq']}", headers=alice.headers
+            f"{messages_path(conversation_id)}/{message['seq']}", headers=user.headers
         )
         assert response.status_code == 200, response.text
         assert response.json() == message
-    missing = await client.get(f"{messages_path(conversation_id)}/4", headers=alice.headers)
+    missing = await client.get(f"{messages_path(conversation_id)}/4", headers=user.headers)
     assert_error(missing, 404, "not_found")
 
 
-async def test_delete_message_is_204_then_404(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 3)
+async def test_delete_message_is_204_then_404(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 3)
     path = f"{messages_path(conversation_id)}/2"
-    response = await client.delete(path, headers=alice.headers)
+    response = await client.delete(path, headers=user.headers)
     assert response.status_code == 204
     assert response.content == b""
-    assert_error(await client.get(path, headers=alice.headers), 404, "not_found")
-    assert_error(await client.delete(path, headers=alice.headers), 404, "not_found")
-    assert [m["seq"] for m in await all_messages(client, alice, conversation_id)] == [1, 3]
+    assert_error(await client.get(path, headers=user.headers), 404, "not_found")
+    assert_error(await client.delete(path, headers=user.headers), 404, "not_found")
+    assert [m["seq"] for m in await all_messages(client, user, conversation_id)] == [1, 3]
 
 
 @pytest.mark.parametrize(
@@ -438,73 +428,73 @@ async def test_delete_message_is_204_then_404(client: httpx.AsyncClient, alice: 
 )
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 async def test_bad_seq_in_path_is_404(
-    client: httpx.AsyncClient, alice: User, method: str, seq: str
+    client: httpx.AsyncClient, user: User, method: str, seq: str
 ) -> None:
-    conversation_id = await filled(client, alice, 2)
+    conversation_id = await filled(client, user, 2)
     response = await client.request(
-        method, f"{messages_path(conversation_id)}/{seq}", headers=alice.headers
+        method, f"{messages_path(conversation_id)}/{seq}", headers=user.headers
     )
     assert_error(response, 404, "not_found")
-    assert len(await all_messages(client, alice, conversation_id)) == 2
+    assert len(await all_messages(client, user, conversation_id)) == 2
 
 
 # -- truncate ---------------------------------------------------------------------
 
 
-async def test_truncate_from_seq_deletes_the_tail(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await filled(client, alice, 5)
+async def test_truncate_from_seq_deletes_the_tail(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await filled(client, user, 5)
     response = await client.delete(
-        messages_path(conversation_id), params={"from_seq": 3}, headers=alice.headers
+        messages_path(conversation_id), params={"from_seq": 3}, headers=user.headers
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {"deleted": 3}
-    assert [m["seq"] for m in await all_messages(client, alice, conversation_id)] == [1, 2]
+    assert [m["seq"] for m in await all_messages(client, user, conversation_id)] == [1, 2]
     again = await client.delete(
-        messages_path(conversation_id), params={"from_seq": 3}, headers=alice.headers
+        messages_path(conversation_id), params={"from_seq": 3}, headers=user.headers
     )
     assert again.status_code == 200 and again.json() == {"deleted": 0}
     beyond = await client.delete(
         messages_path(conversation_id),
         params={"from_seq": "9223372036854775807"},
-        headers=alice.headers,
+        headers=user.headers,
     )
     assert beyond.status_code == 200 and beyond.json() == {"deleted": 0}
-    conversation = await client.get(f"/api/conversations/{conversation_id}", headers=alice.headers)
+    conversation = await client.get(f"/api/conversations/{conversation_id}", headers=user.headers)
     assert conversation.json()["message_count"] == 2
 
 
 async def test_truncate_from_one_empties_the_conversation(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await filled(client, alice, 4)
+    conversation_id = await filled(client, user, 4)
     response = await client.delete(
-        messages_path(conversation_id), params={"from_seq": 1}, headers=alice.headers
+        messages_path(conversation_id), params={"from_seq": 1}, headers=user.headers
     )
     assert response.json() == {"deleted": 4}
-    assert await all_messages(client, alice, conversation_id) == []
+    assert await all_messages(client, user, conversation_id) == []
 
 
 @pytest.mark.parametrize("query", ["", "?from_seq=", "?from_seq=0", "?from_seq=x", "?from_seq=-2"])
 async def test_truncate_without_a_valid_from_seq_is_422(
-    client: httpx.AsyncClient, alice: User, query: str
+    client: httpx.AsyncClient, user: User, query: str
 ) -> None:
-    conversation_id = await filled(client, alice, 2)
-    response = await client.delete(messages_path(conversation_id) + query, headers=alice.headers)
+    conversation_id = await filled(client, user, 2)
+    response = await client.delete(messages_path(conversation_id) + query, headers=user.headers)
     assert_validation_error(response, "from_seq")
-    assert len(await all_messages(client, alice, conversation_id)) == 2
+    assert len(await all_messages(client, user, conversation_id)) == 2
 
 
 # -- tool rules -------------------------------------------------------------------
 
 
 async def test_tool_message_answering_an_earlier_tool_call_is_201(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     await append(
         client,
-        alice,
+        user,
         conversation_id,
         user_message("weather?"),
         {
@@ -517,79 +507,79 @@ async def test_tool_message_answering_an_earlier_tool_call_is_201(
         response = await client.post(
             messages_path(conversation_id),
             json={"role": "tool", "tool_call_id": call_id, "content": "sunny"},
-            headers=alice.headers,
+            headers=user.headers,
         )
         assert response.status_code == 201, response.text
         assert response.json()["tool_call_id"] == call_id
 
 
 async def test_tool_message_with_unknown_tool_call_id_is_422(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     await append(
         client,
-        alice,
+        user,
         conversation_id,
         {"role": "assistant", "content": None, "tool_calls": [tool_call("call_a")]},
     )
     response = await client.post(
         messages_path(conversation_id),
         json={"role": "tool", "tool_call_id": "call_zzz", "content": "x"},
-        headers=alice.headers,
+        headers=user.headers,
     )
     error = assert_validation_error(response, "tool_call_id")
     assert any("tool_call_id" in item["loc"] for item in error["details"])
-    assert len(await all_messages(client, alice, conversation_id)) == 1
+    assert len(await all_messages(client, user, conversation_id)) == 1
 
 
 async def test_tool_call_of_another_conversation_does_not_count(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    elsewhere = await new_conversation(client, alice)
+    elsewhere = await new_conversation(client, user)
     await append(
         client,
-        alice,
+        user,
         elsewhere,
         {"role": "assistant", "content": None, "tool_calls": [tool_call("call_x")]},
     )
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     response = await client.post(
         messages_path(conversation_id),
         json={"role": "tool", "tool_call_id": "call_x", "content": "x"},
-        headers=alice.headers,
+        headers=user.headers,
     )
     assert_validation_error(response, "tool_call_id")
 
 
 async def test_tool_message_before_its_call_in_one_batch_is_422(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     body = {
         "messages": [
             {"role": "tool", "tool_call_id": "c1", "content": "x"},
             {"role": "assistant", "content": None, "tool_calls": [tool_call("c1")]},
         ]
     }
-    response = await client.post(messages_path(conversation_id), json=body, headers=alice.headers)
+    response = await client.post(messages_path(conversation_id), json=body, headers=user.headers)
     assert_validation_error(response, "tool_call_id")
-    assert await all_messages(client, alice, conversation_id) == []
+    assert await all_messages(client, user, conversation_id) == []
 
 
-async def test_reused_tool_call_id_is_422(client: httpx.AsyncClient, alice: User) -> None:
-    conversation_id = await new_conversation(client, alice)
+async def test_reused_tool_call_id_is_422(client: httpx.AsyncClient, user: User) -> None:
+    conversation_id = await new_conversation(client, user)
     call = {"role": "assistant", "content": None, "tool_calls": [tool_call("dup")]}
-    await append(client, alice, conversation_id, call)
-    response = await client.post(messages_path(conversation_id), json=call, headers=alice.headers)
+    await append(client, user, conversation_id, call)
+    response = await client.post(messages_path(conversation_id), json=call, headers=user.headers)
     assert_validation_error(response, "tool_calls")
     in_one_batch = await client.post(
         messages_path(conversation_id),
         json={"messages": [{**call, "tool_calls": [tool_call("d2")]}] * 2},
-        headers=alice.headers,
+        headers=user.headers,
     )
     assert_validation_error(in_one_batch, "tool_calls")
-    assert len(await all_messages(client, alice, conversation_id)) == 1
+    assert len(await all_messages(client, user, conversation_id)) == 1
 
 
 @pytest.mark.parametrize(
@@ -605,28 +595,24 @@ async def test_reused_tool_call_id_is_422(client: httpx.AsyncClient, alice: User
     ],
 )
 async def test_role_rules_are_422(
-    client: httpx.AsyncClient, alice: User, message: dict[str, Any], loc: str
+    client: httpx.AsyncClient, user: User, message: dict[str, Any], loc: str
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
-    response = await client.post(
-        messages_path(conversation_id), json=message, headers=alice.headers
-    )
+    conversation_id = await new_conversation(client, user)
+    response = await client.post(messages_path(conversation_id), json=message, headers=user.headers)
     assert_validation_error(response, loc)
-    assert await all_messages(client, alice, conversation_id) == []
+    assert await all_messages(client, user, conversation_id) == []
 
 
 async def test_assistant_with_content_and_tool_calls_is_accepted(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     message = {
         "role": "assistant",
         "content": "let me check",
         "tool_calls": [tool_call("c1", "get_weather", '{"city": "Paris"}')],
     }
-    response = await client.post(
-        messages_path(conversation_id), json=message, headers=alice.headers
-    )
+    response = await client.post(messages_path(conversation_id), json=message, headers=user.headers)
     assert response.status_code == 201, response.text
     assert response.json()["tool_calls"] == message["tool_calls"]
     assert response.json()["content"] == "let me check"
@@ -659,48 +645,48 @@ async def test_assistant_with_content_and_tool_calls_is_accepted(
     ],
 )
 async def test_nul_and_lone_surrogates_are_422_never_500(
-    client: httpx.AsyncClient, alice: User, raw: bytes
+    client: httpx.AsyncClient, user: User, raw: bytes
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     response = await client.post(
-        messages_path(conversation_id), content=raw, headers=alice.json_headers()
+        messages_path(conversation_id), content=raw, headers=user.json_headers()
     )
     assert_validation_error(response)
-    assert await all_messages(client, alice, conversation_id) == []
+    assert await all_messages(client, user, conversation_id) == []
 
 
 async def test_escaped_surrogate_pair_and_non_ascii_are_stored_intact(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     raw = b'{"role": "user", "content": "\\ud83d\\ude00 caf\\u00e9 \xe6\x97\xa5\xe6\x9c\xac"}'
     response = await client.post(
-        messages_path(conversation_id), content=raw, headers=alice.json_headers()
+        messages_path(conversation_id), content=raw, headers=user.json_headers()
     )
     assert response.status_code == 201, response.text
     assert response.json()["content"] == "\U0001f600 caf\u00e9 \u65e5\u672c"
-    (stored,) = await all_messages(client, alice, conversation_id)
+    (stored,) = await all_messages(client, user, conversation_id)
     assert stored["content"] == "\U0001f600 caf\u00e9 \u65e5\u672c"
 
 
 async def test_content_at_the_cap_is_accepted_and_over_it_is_422(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
     at_cap = await client.post(
-        messages_path(conversation_id), json=user_message("x" * 1_000_000), headers=alice.headers
+        messages_path(conversation_id), json=user_message("x" * 1_000_000), headers=user.headers
     )
     assert at_cap.status_code == 201, at_cap.text[:300]
     over = await client.post(
-        messages_path(conversation_id), json=user_message("x" * 1_000_001), headers=alice.headers
+        messages_path(conversation_id), json=user_message("x" * 1_000_001), headers=user.headers
     )
     assert_validation_error(over, "content")
 
 
 async def test_concurrent_appends_get_gap_free_distinct_seqs(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    conversation_id = await new_conversation(client, alice)
+    conversation_id = await new_conversation(client, user)
 
     async def post(index: int) -> httpx.Response:
         body: dict[str, Any] = (
@@ -708,11 +694,11 @@ async def test_concurrent_appends_get_gap_free_distinct_seqs(
             if index % 2
             else {"messages": [user_message(f"pair {index} a"), user_message(f"pair {index} b")]}
         )
-        return await client.post(messages_path(conversation_id), json=body, headers=alice.headers)
+        return await client.post(messages_path(conversation_id), json=body, headers=user.headers)
 
     responses = await asyncio.gather(*(post(index) for index in range(30)))
     assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
-    stored = await all_messages(client, alice, conversation_id)
+    stored = await all_messages(client, user, conversation_id)
     assert [m["seq"] for m in stored] == list(range(1, 46))
     # Each list append got consecutive seqs, in its own order.
     for response in responses:

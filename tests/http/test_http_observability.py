@@ -17,17 +17,17 @@ import uuid
 
 import httpx
 import pytest
-from http_helpers import User, create_conversation, open_app, open_client
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from support.app import open_app, open_client
+from support.requests import create_conversation
+from support.users import User
 
 from chatstore import logs
 from chatstore.config import Settings
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 CONVERSATION = "/api/conversations/{id}"
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -56,14 +56,14 @@ def requests_of(text: str, route: str, method: str, status: str) -> float:
 
 
 async def test_metrics_count_requests_by_route_template_never_by_raw_path(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
     before = await scrape(client)
-    conversation_id = str((await create_conversation(client, alice))["id"])
+    conversation_id = str((await create_conversation(client, user))["id"])
     for _ in range(3):
-        response = await client.get(f"/api/conversations/{conversation_id}", headers=alice.headers)
+        response = await client.get(f"/api/conversations/{conversation_id}", headers=user.headers)
         assert response.status_code == 200
-    missing = await client.get(f"/api/conversations/{uuid.uuid4()}", headers=alice.headers)
+    missing = await client.get(f"/api/conversations/{uuid.uuid4()}", headers=user.headers)
     assert missing.status_code == 404
     probe = await client.get(f"/wp-admin/{uuid.uuid4()}.php")
     assert probe.status_code == 404
@@ -94,9 +94,9 @@ async def test_metrics_count_an_unknown_method_as_other(client: httpx.AsyncClien
 
 
 async def test_metrics_show_the_pool_connections_and_need_no_credentials(
-    client: httpx.AsyncClient, alice: User
+    client: httpx.AsyncClient, user: User
 ) -> None:
-    await create_conversation(client, alice)  # the pool has served something
+    await create_conversation(client, user)  # the pool has served something
     text = await scrape(client)
     pool = samples(text, "chatstore_pool_connections")
     assert set(pool) >= {
@@ -108,13 +108,13 @@ async def test_metrics_show_the_pool_connections_and_need_no_credentials(
 
 
 async def test_request_log_line_has_method_route_status_duration_and_the_echoed_request_id(
-    client: httpx.AsyncClient, alice: User, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, user: User, caplog: pytest.LogCaptureFixture
 ) -> None:
-    conversation_id = str((await create_conversation(client, alice))["id"])
+    conversation_id = str((await create_conversation(client, user))["id"])
     with caplog.at_level(logging.INFO, logger="chatstore.requests"):
         response = await client.get(
             f"/api/conversations/{conversation_id}",
-            headers={**alice.headers, "X-Request-ID": "trace-4f2a:9"},
+            headers={**user.headers, "X-Request-ID": "trace-4f2a:9"},
         )
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == "trace-4f2a:9"

@@ -11,16 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import (
-    User,
-    all_messages,
-    append,
-    assert_error,
-    create_conversation,
-    tool_call,
-)
-
-pytest_plugins = ["http_fixtures"]
+from support.contract import assert_error
+from support.requests import all_messages, append, create_conversation, tool_call
+from support.users import User
 
 MALFORMED_IDS = ("nope", "123", "00000000-0000-0000-0000-00000000000g", "%20")
 
@@ -85,28 +78,28 @@ async def request(
 )
 async def test_another_users_conversation_is_not_found_like_a_missing_one(
     client: httpx.AsyncClient,
-    alice: User,
-    bob: User,
+    user: User,
+    other_user: User,
     method: str,
     template: str,
     body: Any,
 ) -> None:
     conversation = await create_conversation(
-        client, alice, {"title": "alice's", "metadata": {"a": "1"}}
+        client, user, {"title": "alice's", "metadata": {"a": "1"}}
     )
     conversation_id = conversation["id"]
     await append(
         client,
-        alice,
+        user,
         conversation_id,
         {"role": "user", "content": "what is 6 x 7?"},
         {"role": "assistant", "content": None, "tool_calls": [tool_call("call_9")]},
         {"role": "tool", "tool_call_id": "call_9", "content": "42"},
     )
-    before = await snapshot(client, alice, conversation_id)
+    before = await snapshot(client, user, conversation_id)
 
-    foreign = await request(client, bob, method, template.format(id=conversation_id), body)
-    missing = await request(client, bob, method, template.format(id=uuid.uuid4()), body)
+    foreign = await request(client, other_user, method, template.format(id=conversation_id), body)
+    missing = await request(client, other_user, method, template.format(id=uuid.uuid4()), body)
     assert_error(foreign, 404, "not_found")
     assert_error(missing, 404, "not_found")
     # Nothing may tell bob that alice's id exists: same status, body, headers.
@@ -115,11 +108,11 @@ async def test_another_users_conversation_is_not_found_like_a_missing_one(
     assert without_request_id(foreign.headers) == without_request_id(missing.headers)
 
     for malformed in MALFORMED_IDS:
-        answer = await request(client, bob, method, template.format(id=malformed), body)
+        answer = await request(client, other_user, method, template.format(id=malformed), body)
         assert_error(answer, 404, "not_found")
 
     # Alice's conversation, its messages and her listing are exactly as they were.
-    assert await snapshot(client, alice, conversation_id) == before
+    assert await snapshot(client, user, conversation_id) == before
 
 
 @pytest.mark.parametrize(
@@ -127,35 +120,37 @@ async def test_another_users_conversation_is_not_found_like_a_missing_one(
     [pytest.param(method, template, body, id=name) for name, method, template, body in ENDPOINTS],
 )
 async def test_malformed_id_is_answered_exactly_like_an_unknown_one(
-    client: httpx.AsyncClient, alice: User, method: str, template: str, body: Any
+    client: httpx.AsyncClient, user: User, method: str, template: str, body: Any
 ) -> None:
     # "404 not_found: unknown id, another user's id, malformed id": one answer,
     # body included, whatever the id looks like.
-    missing = await request(client, alice, method, template.format(id=uuid.uuid4()), body)
+    missing = await request(client, user, method, template.format(id=uuid.uuid4()), body)
     assert_error(missing, 404, "not_found")
     for malformed in MALFORMED_IDS:
-        answer = await request(client, alice, method, template.format(id=malformed), body)
+        answer = await request(client, user, method, template.format(id=malformed), body)
         assert_error(answer, 404, "not_found")
         assert answer.json() == missing.json(), (malformed, answer.json(), missing.json())
 
 
 async def test_another_users_conversation_is_absent_from_listings(
-    client: httpx.AsyncClient, alice: User, bob: User
+    client: httpx.AsyncClient, user: User, other_user: User
 ) -> None:
-    await create_conversation(client, alice, {"title": "alice's"})
-    listing = await client.get("/api/conversations", headers=bob.headers)
+    await create_conversation(client, user, {"title": "alice's"})
+    listing = await client.get("/api/conversations", headers=other_user.headers)
     assert listing.status_code == 200, listing.text
     assert listing.json() == {"data": [], "next_cursor": None}
 
 
 async def test_cursor_from_another_user_reveals_nothing(
-    client: httpx.AsyncClient, alice: User, bob: User
+    client: httpx.AsyncClient, user: User, other_user: User
 ) -> None:
     for index in range(3):
-        await create_conversation(client, alice, {"title": f"a{index}"})
-    first = await client.get("/api/conversations?limit=1", headers=alice.headers)
+        await create_conversation(client, user, {"title": f"a{index}"})
+    first = await client.get("/api/conversations?limit=1", headers=user.headers)
     cursor = first.json()["next_cursor"]
     assert cursor is not None
-    page = await client.get("/api/conversations", params={"cursor": cursor}, headers=bob.headers)
+    page = await client.get(
+        "/api/conversations", params={"cursor": cursor}, headers=other_user.headers
+    )
     assert page.status_code == 200, page.text
     assert page.json() == {"data": [], "next_cursor": None}

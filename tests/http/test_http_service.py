@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from http_helpers import User
-
-pytest_plugins = ["http_fixtures"]
+from support.users import User
 
 
 async def test_healthz_is_200_ok_without_auth(client: httpx.AsyncClient) -> None:
@@ -55,8 +53,8 @@ async def test_openapi_document_describes_the_endpoints(client: httpx.AsyncClien
         assert methods <= set(paths[path]), (path, sorted(paths[path]))
 
 
-async def test_api_answers_json_with_utf8(client: httpx.AsyncClient, alice: User) -> None:
-    response = await client.get("/api/conversations", headers=alice.headers)
+async def test_api_answers_json_with_utf8(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.get("/api/conversations", headers=user.headers)
     media_type, _, params = response.headers["content-type"].partition(";")
     assert media_type.strip() == "application/json"
     assert params.strip().lower() in ("", "charset=utf-8")

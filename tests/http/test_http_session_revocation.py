@@ -21,15 +21,14 @@ from contextlib import asynccontextmanager
 import asyncpg
 import httpx
 import pytest
-from http_helpers import User, make_user, open_app, open_client
+from support.app import open_app, open_client
+from support.users import User, make_user
 
 from chatstore import events, metrics
 from chatstore.config import Settings
 from chatstore.events import MessageEvents
 from chatstore.http.auth import Authenticator
 from chatstore.store import ChatStore
-
-pytest_plugins = ["http_fixtures"]
 
 PROBE = "/api/conversations"
 # The apps here trust a checked session for CACHE_SECONDS: a 401 within

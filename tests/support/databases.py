@@ -1,0 +1,24 @@
+"""Databases made on the suite's server (tests that need one of their own)."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+
+def database_url(server_url: str, name: str) -> str:
+    """``server_url`` pointed at database ``name``."""
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+
+
+async def create_database(server_url: str, prefix: str) -> str:
+    """A new empty database named ``<prefix>_<random>``; returns its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return database_url(server_url, name)
