@@ -7,9 +7,10 @@ scripts/bootstrap installs where it has wheels: Linux x86_64/aarch64/armv7l,
 macOS), so pip alone is enough.
 
 Used by ``chatstore serve`` when no database URL is configured (an embedded
-cluster under ``.chatstore/pgdata``) and by the tests (throwaway clusters that
-fault tests stop, restart and kill). Stdlib only, so the CLI can use it before
-anything heavier is imported.
+cluster under ``.chatstore/pgdata``): this module is what that needs, no more.
+The tests' powers (throwaway clusters, fast and unsafe, killed and restarted
+by fault tests) live in tests/support/cluster.py, a subclass. Stdlib only, so
+the CLI can use it before anything heavier is imported.
 
 Security: the cluster listens on 127.0.0.1 only (unix sockets disabled), and
 every login needs the superuser's password: pg_hba.conf, rewritten on every
@@ -33,8 +34,9 @@ started it ends (one that was already running, say under `chatstore serve`,
 is left running). Its URL carries the cluster's password: pass it on, never
 print it.
 
-Long because: the cluster's test-only powers (kill, restart, throwaway,
-fast_unsafe) live here until they move to tests/support.
+Long because: finding the binaries, initdb, the password and pg_hba.conf
+(with the upgrade of a trusting cluster), running as another OS user, and
+start/stop are one life cycle; the tests' powers are already elsewhere.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -60,7 +61,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, Self
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -204,17 +205,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(stat_file.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return kids
-
-
 def _check_reachable(
     path: Path, user: str, *, or_else: str = "put the data folder elsewhere"
 ) -> None:
@@ -263,14 +253,11 @@ class Cluster:
     port: int
     bin_dir: Path
     run_as: str | None  # the unprivileged user that runs initdb/pg_ctl/postgres when we are root
-    temp_root: Path | None = None  # removed by destroy() (throwaway clusters)
     password: str = field(default="", repr=False)  # the superuser's: in dsn(), never printed
     _started: bool = field(default=False, init=False, repr=False)
 
     @classmethod
-    def create(
-        cls, data_dir: Path, *, port: int | None = None, fast_unsafe: bool = False
-    ) -> Cluster:
+    def create(cls, data_dir: Path, *, port: int | None = None) -> Self:
         """initdb `data_dir` unless it already holds a cluster, then (re)write our settings.
 
         Port: an explicit `port` wins and is saved; else the saved port; else a free one, saved.
@@ -303,7 +290,7 @@ class Cluster:
                 args = [str(c.bin_dir / "initdb"), "-D", str(data_dir)]
                 args += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
                 args += [f"--username={SUPERUSER}", "--encoding=UTF8", "--locale=C"]
-                args += ["--no-sync"] if fast_unsafe else []
+                args += c._initdb_options()
                 c._run(args, as_server=True, what="initdb")
             c._save_password(password)
         port_file = data_dir / PORT_FILE
@@ -318,10 +305,7 @@ class Cluster:
             "unix_socket_directories = ''",  # socket paths are length-limited; TCP suffices
             "password_encryption = 'scram-sha-256'",  # the default since 14; HBA wants SCRAM
         ]
-        if fast_unsafe:
-            # synchronous_commit stays on: with fsync=off it costs only a write() to the page
-            # cache, and it keeps commits durable across a SIGKILL, which fault tests rely on.
-            settings += ["fsync = off", "full_page_writes = off"]
+        settings += c._extra_settings()
         c._write(
             CONF_FILE,
             "# Rewritten by chatstore on every Cluster.create().\n" + "\n".join(settings) + "\n",
@@ -334,6 +318,14 @@ class Cluster:
         c.password = c._load_password() or c._set_password()
         c._write_hba()
         return c
+
+    def _initdb_options(self) -> list[str]:
+        """More initdb options: none, a durable cluster (a subclass may trade that for speed)."""
+        return []
+
+    def _extra_settings(self) -> list[str]:
+        """More lines for our settings file: none (a subclass may add its own)."""
+        return []
 
     def _check_major_version(self) -> None:
         """A data folder opens only with the major version that made it. Say so plainly, rather
@@ -612,37 +604,6 @@ class Cluster:
         args = [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode]
         self._run([*args, "-w", "-s", "-t", "60"], as_server=True, what="pg_ctl stop", timeout=75)
 
-    def restart(self) -> None:
-        self.stop("fast")
-        self.start()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster, as a crash would; the next start() runs crash recovery."""
-        pid = self.postmaster_pid()
-        if pid is None:
-            raise ClusterError(f"No postmaster running in {self.data_dir} to kill.")
-        kids = _children(pid)
-        os.kill(pid, signal.SIGKILL)
-        # Backends exit on their own once they see the postmaster die; the next postmaster must
-        # not find them still attached to the old shared memory, so wait (then force) them out.
-        deadline = time.monotonic() + 5
-        while any(_alive(p) for p in [pid, *kids]):
-            if time.monotonic() > deadline:
-                for p in kids:
-                    if _alive(p):
-                        os.kill(p, signal.SIGKILL)
-            time.sleep(0.02)
-        # The killed postmaster may linger as a zombie (PID 1 reaps lazily here), and postgres
-        # refuses to start while the pid in postmaster.pid answers kill(pid, 0). It is dead and
-        # so are its children, so the lock file is stale.
-        (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
-        self._started = False
-
-    def destroy(self) -> None:
-        """Stop immediately and delete the cluster's files (the whole temp folder if throwaway)."""
-        self.stop("immediate")
-        shutil.rmtree(self.temp_root or self.data_dir, ignore_errors=True)
-
     # -- clients ---------------------------------------------------------------------------
 
     def dsn(self, database: str = "postgres") -> str:
@@ -684,19 +645,6 @@ class Cluster:
     ) -> None:
         if self._started:  # only stop what we started; an adopted postmaster keeps running
             self.stop()
-
-
-def throwaway(fast_unsafe: bool = True, port: int | None = None) -> Cluster:
-    """A fresh cluster in a temp folder on a free port (not started); destroy() removes it."""
-    root = Path(tempfile.mkdtemp(prefix="chatstore-pg-", dir="/tmp"))
-    root.chmod(0o755)  # mkdtemp makes it 0700: the postgres user must be able to enter it
-    try:
-        c = Cluster.create(root / "pgdata", port=port, fast_unsafe=fast_unsafe)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
-    c.temp_root = root
-    return c
 
 
 EMBEDDED_DATABASE = "chatstore"

@@ -14,16 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from chatstore import migrations
 from chatstore.config import Settings
-from chatstore.embedded import throwaway
+from chatstore.embedded import Cluster
 from chatstore.http.app import create_app
 from chatstore.sessions import create_session
 from chatstore.store import ChatStore
@@ -37,13 +40,19 @@ def database(url: str | None) -> Iterator[str]:
     if url is not None:
         yield url
         return
-    cluster = throwaway(fast_unsafe=False)
-    cluster.start()
+    # A durable cluster of its own in a temporary folder, deleted at the end.
+    root = Path(tempfile.mkdtemp(prefix="chatstore-auth-cost-", dir="/tmp"))
+    root.chmod(0o755)  # mkdtemp makes it 0700: the postgres user must be able to enter it
     try:
-        cluster.create_database("auth_cost")
-        yield cluster.dsn("auth_cost")
+        cluster = Cluster.create(root / "pgdata")
+        cluster.start()
+        try:
+            cluster.create_database("auth_cost")
+            yield cluster.dsn("auth_cost")
+        finally:
+            cluster.stop("immediate")
     finally:
-        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def measure(

@@ -1,4 +1,5 @@
-"""chatstore.embedded against real PostgreSQL clusters (no mocks).
+"""chatstore.embedded against real PostgreSQL clusters (no mocks), through the
+tests' ThrowawayCluster (tests/support/cluster.py), which adds kill and restart.
 
 One module-scoped throwaway cluster serves most checks, to keep the file fast; every
 test leaves it running for the next one.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from support.cluster import FastCluster, ThrowawayCluster, throwaway
 
 from chatstore import embedded as cluster_mod
 from chatstore.embedded import (
@@ -31,7 +33,6 @@ from chatstore.embedded import (
     PostgresNotFound,
     find_bin_dir,
     free_port,
-    throwaway,
     wheel_bin_dir,
 )
 
@@ -40,7 +41,7 @@ only_as_root = pytest.mark.skipif(not AS_ROOT, reason="needs root, to act as ano
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Cluster]:
+def pg() -> Iterator[ThrowawayCluster]:
     c = throwaway()
     try:
         c.start()
@@ -49,7 +50,7 @@ def pg() -> Iterator[Cluster]:
         c.destroy()
 
 
-async def test_start_and_connect(pg: Cluster) -> None:
+async def test_start_and_connect(pg: ThrowawayCluster) -> None:
     assert pg.is_running()
     assert pg.psql("select 1") == "1"
     conn = await asyncpg.connect(pg.dsn())
@@ -59,7 +60,7 @@ async def test_start_and_connect(pg: Cluster) -> None:
         await conn.close()
 
 
-async def test_create_database_is_idempotent(pg: Cluster) -> None:
+async def test_create_database_is_idempotent(pg: ThrowawayCluster) -> None:
     pg.create_database('odd "name"')
     pg.create_database('odd "name"')
     conn = await asyncpg.connect(pg.dsn('odd "name"'))
@@ -69,7 +70,7 @@ async def test_create_database_is_idempotent(pg: Cluster) -> None:
         await conn.close()
 
 
-def test_restart_keeps_data(pg: Cluster) -> None:
+def test_restart_keeps_data(pg: ThrowawayCluster) -> None:
     pg.psql("create table restart_t (x int); insert into restart_t values (1)")
     old_pid = pg.postmaster_pid()
     pg.restart()
@@ -77,7 +78,7 @@ def test_restart_keeps_data(pg: Cluster) -> None:
     assert pg.psql("select x from restart_t") == "1"
 
 
-async def test_kill_then_start_recovers_committed_data(pg: Cluster) -> None:
+async def test_kill_then_start_recovers_committed_data(pg: ThrowawayCluster) -> None:
     conn = await asyncpg.connect(pg.dsn())
     try:
         await conn.execute("create table kill_t (x int); insert into kill_t values (7)")
@@ -89,7 +90,7 @@ async def test_kill_then_start_recovers_committed_data(pg: Cluster) -> None:
     assert pg.psql("select x from kill_t") == "7"
 
 
-def test_stop_then_not_running(pg: Cluster) -> None:
+def test_stop_then_not_running(pg: ThrowawayCluster) -> None:
     pg.stop()
     assert not pg.is_running()
     assert pg.postmaster_pid() is None
@@ -100,11 +101,11 @@ def test_stop_then_not_running(pg: Cluster) -> None:
     assert pg.psql("select 1") == "1"
 
 
-def test_reuse_of_existing_data_folder(pg: Cluster) -> None:
+def test_reuse_of_existing_data_folder(pg: ThrowawayCluster) -> None:
     version = pg.data_dir / "PG_VERSION"
     before = version.stat().st_mtime_ns
     pid = pg.postmaster_pid()
-    again = Cluster.create(pg.data_dir, fast_unsafe=True)
+    again = FastCluster.create(pg.data_dir)
     assert again.port == pg.port
     assert (pg.data_dir / PORT_FILE).read_text().strip() == str(pg.port)
     assert version.stat().st_mtime_ns == before  # no second initdb
@@ -251,7 +252,7 @@ def assert_refused(done: subprocess.CompletedProcess[str]) -> None:
 
 
 @only_as_root
-def test_another_local_user_cannot_log_in_as_superuser(pg: Cluster) -> None:
+def test_another_local_user_cannot_log_in_as_superuser(pg: ThrowawayCluster) -> None:
     # The finding: as `nobody`, psql -h 127.0.0.1 -U postgres was a superuser (trust), and a
     # superuser runs shell commands as the postgres OS user (COPY ... TO PROGRAM).
     assert_refused(psql_without_password(pg.port, user="nobody"))
@@ -269,7 +270,7 @@ def test_another_local_user_cannot_log_in_as_superuser(pg: Cluster) -> None:
     assert pg.psql("select current_user") == SUPERUSER
 
 
-async def test_login_without_the_password_is_refused(pg: Cluster) -> None:
+async def test_login_without_the_password_is_refused(pg: ThrowawayCluster) -> None:
     # Even the cluster's own OS user needs the password (no trust anywhere, no peer socket).
     assert_refused(psql_without_password(pg.port))
     assert_refused(psql_without_password(pg.port, password="wrong"))
@@ -280,7 +281,7 @@ async def test_login_without_the_password_is_refused(pg: Cluster) -> None:
         await conn.close()
 
 
-def test_password_file_is_private(pg: Cluster) -> None:
+def test_password_file_is_private(pg: ThrowawayCluster) -> None:
     st = (pg.data_dir / PASSWORD_FILE).stat()
     assert stat.S_IMODE(st.st_mode) == 0o600
     owner = pg.run_as or pwd.getpwuid(os.geteuid()).pw_name
@@ -289,7 +290,7 @@ def test_password_file_is_private(pg: Cluster) -> None:
     assert len(pg.password) >= 40  # 32 random bytes, base64url
 
 
-def test_hba_allows_only_scram_from_localhost(pg: Cluster) -> None:
+def test_hba_allows_only_scram_from_localhost(pg: ThrowawayCluster) -> None:
     rules = pg.psql(
         "select type, address, auth_method, coalesce(error, '') from pg_hba_file_rules"
     ).splitlines()
@@ -298,19 +299,19 @@ def test_hba_allows_only_scram_from_localhost(pg: Cluster) -> None:
     assert stored.startswith("SCRAM-SHA-256$")  # the server never had the password itself
 
 
-def test_password_is_never_printed(pg: Cluster) -> None:
+def test_password_is_never_printed(pg: ThrowawayCluster) -> None:
     assert pg.password not in repr(pg)
     assert pg.password not in pg._log_tail(10_000)
 
 
-def old_trust_cluster() -> Cluster:
+def old_trust_cluster() -> ThrowawayCluster:
     """A cluster as chatstore made it before passwords: initdb --auth=trust, no password
     file, our settings included (the steps of the old Cluster.create, not started)."""
     root = Path(tempfile.mkdtemp(prefix="chatstore-pg-old-", dir="/tmp"))
     root.chmod(0o755)
     data_dir = root / "pgdata"
     data_dir.mkdir()
-    old = Cluster(
+    old = ThrowawayCluster(
         data_dir=data_dir,
         port=free_port(),
         bin_dir=find_bin_dir(),
@@ -329,7 +330,7 @@ def old_trust_cluster() -> Cluster:
 
 
 @pytest.fixture
-def old() -> Iterator[Cluster]:
+def old() -> Iterator[ThrowawayCluster]:
     c = old_trust_cluster()
     try:
         yield c
@@ -337,13 +338,13 @@ def old() -> Iterator[Cluster]:
         c.destroy()
 
 
-def test_old_trust_cluster_is_upgraded_when_stopped(old: Cluster) -> None:
+def test_old_trust_cluster_is_upgraded_when_stopped(old: ThrowawayCluster) -> None:
     old.start()
     assert psql_without_password(old.port).returncode == 0  # the old hole, before the upgrade
     old.psql("create table kept (x int); insert into kept values (42)")
     old.stop()
 
-    upgraded = Cluster.create(old.data_dir, fast_unsafe=True)  # single-user mode sets it
+    upgraded = FastCluster.create(old.data_dir)  # single-user mode sets it
     assert upgraded.port == old.port and upgraded.password
     with upgraded:
         assert_refused(psql_without_password(upgraded.port))
@@ -355,12 +356,12 @@ def test_old_trust_cluster_is_upgraded_when_stopped(old: Cluster) -> None:
     assert upgraded.password not in upgraded._log_tail(10_000)
 
 
-async def test_old_trust_cluster_is_upgraded_while_running(old: Cluster) -> None:
+async def test_old_trust_cluster_is_upgraded_while_running(old: ThrowawayCluster) -> None:
     old.start()  # e.g. left running by an older `chatstore serve`
     pid = old.postmaster_pid()
     assert psql_without_password(old.port).returncode == 0  # the old hole, before the upgrade
 
-    upgraded = Cluster.create(old.data_dir, fast_unsafe=True)  # over trust, once, then reload
+    upgraded = FastCluster.create(old.data_dir)  # over trust, once, then reload
     with upgraded:
         assert upgraded.postmaster_pid() == pid  # adopted and reloaded, not restarted
         assert_refused(psql_without_password(upgraded.port))
@@ -373,20 +374,20 @@ async def test_old_trust_cluster_is_upgraded_while_running(old: Cluster) -> None
             await conn.close()
     assert upgraded.password not in upgraded._log_tail(10_000)
     # Next time round nothing changes: the saved password, the same rules.
-    again = Cluster.create(old.data_dir, fast_unsafe=True)
+    again = FastCluster.create(old.data_dir)
     assert again.password == upgraded.password
     assert again.psql("select 1") == "1"
 
 
-def test_lost_password_file_while_running_is_explained(old: Cluster) -> None:
-    first = Cluster.create(old.data_dir, fast_unsafe=True)
+def test_lost_password_file_while_running_is_explained(old: ThrowawayCluster) -> None:
+    first = FastCluster.create(old.data_dir)
     first.start()
     (old.data_dir / PASSWORD_FILE).unlink()
     with pytest.raises(ClusterError, match=f"its {PASSWORD_FILE} file is gone: stop it"):
-        Cluster.create(old.data_dir, fast_unsafe=True)
+        FastCluster.create(old.data_dir)
     first.stop()
     # Stopped, a new password is set without one (single-user mode) and works.
-    second = Cluster.create(old.data_dir, fast_unsafe=True)
+    second = FastCluster.create(old.data_dir)
     assert second.password != first.password
     with second:
         assert second.psql("select 1") == "1"
@@ -395,7 +396,7 @@ def test_lost_password_file_while_running_is_explained(old: Cluster) -> None:
 
 @needs_wheel
 def test_data_folder_of_another_major_version_is_explained(
-    pg: Cluster, monkeypatch: pytest.MonkeyPatch
+    pg: ThrowawayCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # E.g. the machine's PostgreSQL was removed, and the wheel's (another major) is found.
     wheel = wheel_bin_dir()

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from support.cluster import throwaway
 from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.config import Settings
-from chatstore.embedded import throwaway
 from chatstore.http.app import create_app
 
 

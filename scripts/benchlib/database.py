@@ -2,7 +2,7 @@
 
 Without ``--database-url`` the bench starts a throwaway cluster with the
 machine's PostgreSQL binaries and real durability
-(``throwaway(fast_unsafe=False)``: fsync and synchronous_commit on), adds
+(fsync and synchronous_commit on), adds
 pg_stat_statements to it, and destroys it at the end. With a URL it creates
 a database of its own on that server and drops it at the end.
 """
@@ -16,16 +16,19 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from chatstore import migrations
-from chatstore.embedded import Cluster, throwaway
+from chatstore.embedded import Cluster
 
 # What BENCHMARKS.md reports about the server, read with SHOW.
 SETTINGS = (
@@ -55,6 +58,7 @@ def with_database(url: str, name: str) -> str:
 class BenchDatabase:
     given_url: str | None
     cluster: Cluster | None = None
+    folder: Path | None = None  # the cluster's temporary folder, deleted by stop_server()
     server_url: str = ""
     name: str = ""
     dsn: str = ""
@@ -67,14 +71,17 @@ class BenchDatabase:
             self.server_url = self.given_url
             self.name = f"chatstore_bench_{secrets.token_hex(4)}"
             return
-        cluster = throwaway(fast_unsafe=False)
+        self.folder = Path(tempfile.mkdtemp(prefix="chatstore-bench-pg-", dir="/tmp"))
+        self.folder.chmod(0o755)  # mkdtemp makes it 0700: the postgres user must enter it
+        cluster = Cluster.create(self.folder / "pgdata")
         self.cluster = cluster
         cluster.start()
         # pg_stat_statements needs a preload, hence a restart. It tells where
         # the server's share of each operation's time goes.
         try:
             cluster.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
-            cluster.restart()
+            cluster.stop()
+            cluster.start()
         except Exception as error:  # pragma: no cover - a PostgreSQL without contrib
             self.log.append(f"pg_stat_statements unavailable: {error}")
         self.server_url = cluster.dsn("postgres")
@@ -116,8 +123,11 @@ class BenchDatabase:
 
     def stop_server(self) -> None:
         if self.cluster is not None:
-            self.cluster.destroy()
+            self.cluster.stop("immediate")
             self.cluster = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
     async def settings(self) -> dict[str, str]:
         connection = await asyncpg.connect(self.dsn)

@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 import asyncpg
 import httpx
+from support.cluster import ThrowawayCluster, throwaway
 from support.serve import Server, ShowsLogs, chatstore_command, clean_env, serve_env
 from support.users import make_user
 
 from chatstore import migrations
 from chatstore.config import Settings
-from chatstore.embedded import Cluster, throwaway
 from chatstore.store import ChatStore
 
 SECRET = "adversity-secret-" + "x" * 24
@@ -70,7 +70,7 @@ def now() -> float:
 
 @dataclasses.dataclass
 class Database:
-    cluster: Cluster
+    cluster: ThrowawayCluster
     name: str
 
     @property
@@ -179,7 +179,7 @@ class Lab(ShowsLogs):
         for database in self.databases:
             parts.append(
                 f"--- postgres log ({database.cluster.data_dir}) ---\n"
-                + database.cluster._log_tail(60)
+                + database.cluster.log_tail(60)
             )
         return "\n".join(parts)
 
