@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from support.databases import create_database
+from support.users import make_user
 
 from chatstore import migrations
 from chatstore.auth import new_id, new_token
@@ -258,9 +259,7 @@ async def test_apply_rollback_all_apply_round_trip(empty_database: str, settings
     assert await functions(empty_database) == created_functions
     # The re-created schema works end to end.
     async with ChatStore(empty_database, settings=settings) as store:
-        user_id: str = await store.queries.scalar(
-            store.pool, "upsert_user_by_email", id=new_id(), name="U", email="u@example.test"
-        )
+        user_id = (await make_user(store)).user_id
         conversation = await store.create_conversation(user_id)
         await store.append_message(user_id, conversation.id, {"role": "user", "content": "hi"})
         page = await store.list_messages(user_id, conversation.id)
