@@ -17,6 +17,7 @@ from openapi_schema_validator import OAS31Validator, oas31_format_checker
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from starlette.applications import Starlette
 from starlette.routing import Route
+from support.app import app_client, open_client
 from support.users import make_user
 
 from chatstore.config import Settings
@@ -37,8 +38,7 @@ def bare_app() -> Starlette:
 
 
 async def test_served_document_is_the_committed_one(bare_app: Starlette) -> None:
-    transport = httpx.ASGITransport(app=bare_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with open_client(bare_app) as client:
         response = await client.get("/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -135,12 +135,9 @@ class Conformance:
 @pytest.fixture
 async def client(store: ChatStore, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     small = dataclasses.replace(settings, max_body_bytes=4096)
-    app = create_app(small, store=store)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            client.headers.update((await make_user(store)).headers)
-            yield client
+    async with app_client(small, store) as client:
+        client.headers.update((await make_user(store)).headers)
+        yield client
 
 
 async def test_responses_match_the_document(client: httpx.AsyncClient) -> None:

@@ -8,22 +8,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from support.app import app_client
 from support.cluster import throwaway
 from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.config import Settings
-from chatstore.http.app import create_app
 
 
 @asynccontextmanager
 async def serving(url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ``url`` with its lifespan running (it opens the pool)."""
-    app = create_app(Settings(database_url=url, pool_min_size=1, pool_max_size=2))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    settings = Settings(database_url=url, pool_min_size=1, pool_max_size=2)
+    async with app_client(settings, None) as client:
+        yield client
 
 
 async def readyz(client: httpx.AsyncClient) -> httpx.Response:

@@ -19,9 +19,10 @@ BASE_URL = "http://test"
 
 @asynccontextmanager
 async def open_app(
-    settings: Settings, store: ChatStore, *, responder: Responder | None = None
+    settings: Settings, store: ChatStore | None, *, responder: Responder | None = None
 ) -> AsyncIterator[Starlette]:
-    """An app with its lifespan running."""
+    """An app with its lifespan running (which opens a store of its own when
+    ``store`` is None, as ``chatstore serve`` does)."""
     app = create_app(settings, store=store, responder=responder)
     async with app.router.lifespan_context(app):
         yield app
@@ -38,7 +39,7 @@ async def open_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 @asynccontextmanager
 async def app_client(
-    settings: Settings, store: ChatStore, *, responder: Responder | None = None
+    settings: Settings, store: ChatStore | None, *, responder: Responder | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a separately configured app (other caps, cache, responder)."""
     async with open_app(settings, store, responder=responder) as app, open_client(app) as client:
