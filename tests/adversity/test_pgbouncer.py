@@ -5,7 +5,7 @@ prepared statements.
 Debian bookworm's PgBouncer is 1.18: no ``max_prepared_statements`` (1.21+),
 so the documented setting is ``CHATSTORE_STATEMENT_CACHE_SIZE=0``; LISTEN
 (live updates) and migrations take ``CHATSTORE_DIRECT_DATABASE_URL``. Each
-PgBouncer here has few server connections (tests/pgbouncer.py), so many
+PgBouncer here has few server connections (tests/support/pgbouncer.py), so many
 client connections really share them, a transaction at a time.
 
 What is shown:
@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pgbouncer
 import pytest
+from support import pgbouncer
 from support.databases import create_database
 from support.users import make_user
 
@@ -111,12 +111,12 @@ def text(message: Message) -> str:
 def test_http_suite_passes_through_pgbouncer() -> None:
     """tests/http, whole, with its store (and so its app) connected through a
     PgBouncer in transaction mode (support/fixtures.py, CHATSTORE_TEST_PGBOUNCER=1).
-    ``-p pgbouncer`` prints PgBouncer's statistics at the end: the proof that
+    ``-p support.pgbouncer`` prints PgBouncer's statistics at the end: the proof that
     the traffic went through it."""
     pythonpath = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "CHATSTORE_TEST_PGBOUNCER": "1", "PYTHONPATH": pythonpath}
     command = [sys.executable, "-m", "pytest", "tests/http", "-q", "-p", "no:cacheprovider"]
-    command += ["-x", "-p", "pgbouncer"]
+    command += ["-x", "-p", "support.pgbouncer"]
     started = time.monotonic()
     run = subprocess.run(
         command,

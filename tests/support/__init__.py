@@ -19,6 +19,8 @@ loads ``support.fixtures`` as a plugin: its fixtures are everyone's.
 - ``support.serve``: ``Server``, the one ``chatstore serve`` subprocess helper.
 - ``support.sse``: reading server-sent events.
 - ``support.databases``: ``create_database`` on the suite's server.
+- ``support.pgbouncer``: a PgBouncer in front of the suite's server
+  (CHATSTORE_TEST_PGBOUNCER=1, and tests/adversity/test_pgbouncer.py).
 - ``support.cluster``: the embedded cluster's test-only powers (throwaway,
   fast and unsafe, kill, restart), kept out of the shipped package.
 """

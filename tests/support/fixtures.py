@@ -7,7 +7,7 @@ database migrated once, or CHATSTORE_TEST_DATABASE_URL. Tests isolate
 themselves by acting as fresh users, never by mocks. With
 CHATSTORE_TEST_PGBOUNCER=1 the ``store`` fixture (and so the app) goes
 through a PgBouncer in transaction mode, as with a pooled connection string
-(Neon's ``-pooler`` host): see tests/pgbouncer.py.
+(Neon's ``-pooler`` host): see tests/support/pgbouncer.py.
 
 The vocabulary:
 
@@ -28,13 +28,13 @@ import os
 from collections.abc import AsyncIterator, Generator, Iterator
 
 import httpx
-import pgbouncer
 import pytest
 from starlette.applications import Starlette
 
 from chatstore import migrations
 from chatstore.config import Settings
 from chatstore.store import ChatStore
+from support import pgbouncer
 from support.app import open_app, open_client
 from support.cluster import ThrowawayCluster, throwaway
 from support.databases import create_database

@@ -1,6 +1,6 @@
 """A private PgBouncer in transaction-pooling mode, in front of a test PostgreSQL.
 
-Used by tests/support/fixtures.py (``CHATSTORE_TEST_PGBOUNCER=1``: the suite's store
+Used by support/fixtures.py (``CHATSTORE_TEST_PGBOUNCER=1``: the suite's store
 connects through it) and by tests/adversity/test_pgbouncer.py. It plays the
 part of a managed transaction-mode pooler such as Neon's ``-pooler`` host:
 a server connection belongs to a client only for one transaction, and a
@@ -25,7 +25,7 @@ unless the parameter is listed in ``ignore_startup_parameters``, where it is
 dropped: behind this PgBouncer, statement_timeout is NOT applied
 (tests/adversity/test_pgbouncer.py shows it, and what else changes).
 
-Also a pytest plugin (``-p pgbouncer`` with tests/ on PYTHONPATH): at the
+Also a pytest plugin (``-p support.pgbouncer`` with tests/ on PYTHONPATH): at the
 end of the run it prints what every PgBouncer of the run carried (from its
 admin console), so a run through PgBouncer shows that it really was.
 
@@ -307,6 +307,6 @@ def database_url(url: str, database: str) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """With ``-p pgbouncer``: what each PgBouncer of the run carried."""
+    """With ``-p support.pgbouncer``: what each PgBouncer of the run carried."""
     for line in SUMMARIES:
         terminalreporter.write_line(line)
