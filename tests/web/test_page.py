@@ -33,8 +33,8 @@ from playwright.async_api import (
     async_playwright,
     expect,
 )
+from support.users import User
 
-from chatstore import sessions
 from chatstore.cli import sign_in_link
 from chatstore.config import Settings
 from chatstore.embedded import free_port
@@ -135,25 +135,9 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
     assert problems == []
 
 
-@dataclasses.dataclass
-class Person:
-    email: str
-    user_id: str
-    token: str
-
-
-@pytest.fixture
-async def person(store: ChatStore) -> Person:
-    email = f"{secrets.token_hex(6)}@example.test"
-    user_id, token = await sessions.create_session(store, email)
-    return Person(email, user_id, token)
-
-
-async def signed_in(
-    context: BrowserContext, server: str, person: Person, fragment: str = ""
-) -> Page:
+async def signed_in(context: BrowserContext, server: str, user: User, fragment: str = "") -> Page:
     page = await context.new_page()
-    await page.goto(sign_in_link(server, person.token))
+    await page.goto(sign_in_link(server, user.token))
     await expect(page.locator("#signout")).to_be_visible()
     await expect(page.locator("#conversations")).to_have_attribute("aria-busy", "false")
     if fragment:
@@ -161,11 +145,11 @@ async def signed_in(
     return page
 
 
-async def conversation(store: ChatStore, person: Person, title: str, contents: list[str]) -> str:
-    created = await store.create_conversation(person.user_id, title=title)
+async def conversation(store: ChatStore, user: User, title: str, contents: list[str]) -> str:
+    created = await store.create_conversation(user.user_id, title=title)
     for start in range(0, len(contents), 100):
         await store.append_messages(
-            person.user_id,
+            user.user_id,
             created.id,
             [
                 {"role": "user" if i % 2 == 0 else "assistant", "content": text}
@@ -225,12 +209,12 @@ async def test_without_a_session_the_page_says_how_to_get_one(
 
 
 async def test_an_expired_session_shows_the_sign_in_help(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    page = await signed_in(context, server, person)
+    page = await signed_in(context, server, user)
     await store.pool.execute(
         """UPDATE "session" SET "expiresAt" = now() - interval '1 second' WHERE token = $1""",
-        person.token,
+        user.token,
     )
     await page.reload()
     await expect(page.locator("#signin")).to_be_visible()
@@ -241,9 +225,9 @@ async def test_an_expired_session_shows_the_sign_in_help(
 
 
 async def test_a_new_conversation_shows_the_reply_and_its_history_after_a_reload(
-    context: BrowserContext, server: str, person: Person
+    context: BrowserContext, server: str, user: User
 ) -> None:
-    page = await signed_in(context, server, person)
+    page = await signed_in(context, server, user)
     await page.locator("#new-chat").click()
     await page.locator("#input").fill("first line")
     await page.locator("#input").press("Shift+Enter")  # a newline, not a send
@@ -263,11 +247,11 @@ async def test_a_new_conversation_shows_the_reply_and_its_history_after_a_reload
 
 
 async def test_switching_conversations_shows_each_ones_messages(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    await conversation(store, person, "apples", ["apple pie", "baked"])
-    await conversation(store, person, "pears", ["pear tart", "poached", "served"])
-    page = await signed_in(context, server, person)
+    await conversation(store, user, "apples", ["apple pie", "baked"])
+    await conversation(store, user, "pears", ["pear tart", "poached", "served"])
+    page = await signed_in(context, server, user)
     links = page.locator("#conversations .conversation-link")
     await expect(links).to_have_count(2)
     await expect(links.first).to_contain_text("pears")  # newest activity first
@@ -281,10 +265,10 @@ async def test_switching_conversations_shows_each_ones_messages(
 
 
 async def test_scrolling_up_loads_older_pages_without_a_jump(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "long", [f"message {n}" for n in range(1, 501)])
-    page = await signed_in(context, server, person, f"#c={cid}")
+    cid = await conversation(store, user, "long", [f"message {n}" for n in range(1, 501)])
+    page = await signed_in(context, server, user, f"#c={cid}")
     items = page.locator("#messages li.message")
     await expect(items).to_have_count(50)
     await expect(items.last).to_contain_text("message 500")
@@ -303,11 +287,11 @@ _top_of = "seq => document.getElementById('m-' + seq).getBoundingClientRect().to
 
 
 async def test_the_sidebar_loads_more_conversations_as_it_scrolls(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
     for n in range(35):  # one page is 30
-        await store.create_conversation(person.user_id, title=f"conversation {n}")
-    page = await signed_in(context, server, person)
+        await store.create_conversation(user.user_id, title=f"conversation {n}")
+    page = await signed_in(context, server, user)
     items = page.locator("#conversations li")
     await expect(items).to_have_count(30)
     await expect(items.first).to_contain_text("conversation 34")  # newest first
@@ -320,13 +304,13 @@ async def test_the_sidebar_loads_more_conversations_as_it_scrolls(
 
 
 async def test_a_search_hit_opens_its_conversation_at_that_message(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
     words = [f"filler {n}" for n in range(1, 301)]
     words[40] = "the zebra <b>crossing</b>"  # seq 41: far above the newest page
-    await conversation(store, person, "animals", words)
-    await conversation(store, person, "other", ["nothing here"])
-    page = await signed_in(context, server, person)
+    await conversation(store, user, "animals", words)
+    await conversation(store, user, "other", ["nothing here"])
+    page = await signed_in(context, server, user)
     await page.locator("#search").fill("zebra")
     hits = page.locator("#hits a")
     await expect(hits).to_have_count(1)
@@ -346,10 +330,10 @@ async def test_a_search_hit_opens_its_conversation_at_that_message(
 
 
 async def test_a_message_sent_in_a_second_tab_appears_live_in_the_first(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "shared", ["hello"])
-    first = await signed_in(context, server, person, f"#c={cid}")
+    cid = await conversation(store, user, "shared", ["hello"])
+    first = await signed_in(context, server, user, f"#c={cid}")
     await expect(first.locator("#messages li")).to_have_count(1)
     second = await context.new_page()  # same browser: already signed in
     await second.goto(f"{server}/#c={cid}")
@@ -363,9 +347,9 @@ async def test_a_message_sent_in_a_second_tab_appears_live_in_the_first(
 
 
 async def test_after_a_server_restart_the_page_resumes_and_misses_nothing(
-    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+    context: BrowserContext, database: str, settings: Settings, user: User, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "resumed", ["one"])
+    cid = await conversation(store, user, "resumed", ["one"])
     page = await context.new_page()
     resumes: list[str | None] = []
     page.on(
@@ -376,10 +360,10 @@ async def test_after_a_server_restart_the_page_resumes_and_misses_nothing(
     )
     port = free_port()
     with serving(database, settings, port) as url:
-        await page.goto(sign_in_link(url, person.token) + f"&c={cid}")
+        await page.goto(sign_in_link(url, user.token) + f"&c={cid}")
         await expect(page.locator("#messages li")).to_have_count(1)
     # The server is gone (its streams cut): a message arrives meanwhile.
-    await store.append_message(person.user_id, cid, {"role": "user", "content": "two"})
+    await store.append_message(user.user_id, cid, {"role": "user", "content": "two"})
     with serving(database, settings, port):
         # The reconnection sends Last-Event-ID: 1 and is replayed seq 2.
         live = page.locator("#messages li")
@@ -434,13 +418,13 @@ async def contents(store: ChatStore, cid: str) -> list[str | None]:
 
 
 async def test_a_streamed_reply_is_written_from_its_deltas_then_stored_once(
-    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+    context: BrowserContext, database: str, settings: Settings, user: User, store: ChatStore
 ) -> None:
     gated = GatedResponder()
     with serving(database, settings, free_port(), responder=gated) as server:
         try:
-            cid = await conversation(store, person, "streamed", ["hello", "hi"])
-            page = await signed_in(context, server, person, f"#c={cid}")
+            cid = await conversation(store, user, "streamed", ["hello", "hi"])
+            page = await signed_in(context, server, user, f"#c={cid}")
             await expect(page.locator("#messages li")).to_have_count(2)
             await send(page, "tell me")
             # The first delta is written while the model is still at work.
@@ -459,11 +443,11 @@ async def test_a_streamed_reply_is_written_from_its_deltas_then_stored_once(
 
 
 async def test_sending_again_after_a_failed_reply_reuses_its_key_and_stores_the_message_once(
-    context: BrowserContext, database: str, settings: Settings, person: Person, store: ChatStore
+    context: BrowserContext, database: str, settings: Settings, user: User, store: ChatStore
 ) -> None:
     with serving(database, settings, free_port(), responder=FailsOnceResponder()) as server:
-        cid = await conversation(store, person, "broken", ["hello"])
-        page = await signed_in(context, server, person, f"#c={cid}")
+        cid = await conversation(store, user, "broken", ["hello"])
+        page = await signed_in(context, server, user, f"#c={cid}")
         await send(page, "try this")
         await expect(page.locator("#error")).to_contain_text("responder_error")
         await expect(page.locator("#error")).to_contain_text("the user's message is stored")
@@ -497,9 +481,9 @@ async def lose_the_first_answer(page: Page, url: str) -> list[str | None]:
 
 
 async def test_a_start_whose_answer_was_lost_is_sent_again_with_its_key_making_one_conversation(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    page = await signed_in(context, server, person)
+    page = await signed_in(context, server, user)
     keys = await lose_the_first_answer(page, "**/api/chat/start")
     await send(page, "hello there")
     await expect(page.locator("#error")).to_be_visible()
@@ -507,15 +491,15 @@ async def test_a_start_whose_answer_was_lost_is_sent_again_with_its_key_making_o
     await page.locator("#input").press("Enter")
     await expect(page.locator("#messages li")).to_have_count(2)
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
-    (only,) = (await store.list_conversations(person.user_id)).data
+    (only,) = (await store.list_conversations(user.user_id)).data
     assert await contents(store, str(only.id)) == ["hello there", "hello there"]
 
 
 async def test_a_message_whose_answer_was_lost_is_sent_again_with_its_key_and_stored_once(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    cid = await conversation(store, person, "dropped", ["hello"])
-    page = await signed_in(context, server, person, f"#c={cid}")
+    cid = await conversation(store, user, "dropped", ["hello"])
+    page = await signed_in(context, server, user, f"#c={cid}")
     keys = await lose_the_first_answer(page, "**/api/chat/*/message")
     await send(page, "once only")
     await expect(page.locator("#error")).to_be_visible()
@@ -531,10 +515,10 @@ async def test_a_message_whose_answer_was_lost_is_sent_again_with_its_key_and_st
 
 
 async def test_rename_and_delete_from_the_sidebar(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    await conversation(store, person, "old name", ["x"])
-    page = await signed_in(context, server, person)
+    await conversation(store, user, "old name", ["x"])
+    page = await signed_in(context, server, user)
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     item = page.locator("#conversations li").first
     await item.locator("summary").click()
@@ -542,21 +526,21 @@ async def test_rename_and_delete_from_the_sidebar(
     await item.get_by_label("New title").fill("new name")
     await item.get_by_label("New title").press("Enter")
     await expect(page.locator("#conversations li").first).to_contain_text("new name")
-    renamed = await store.list_conversations(person.user_id, limit=10)
+    renamed = await store.list_conversations(user.user_id, limit=10)
     assert [c.title for c in renamed.data] == ["new name"]
     item = page.locator("#conversations li").first
     await item.locator("summary").click()
     await item.get_by_role("button", name="Delete").click()
     await expect(page.locator("#conversations li")).to_have_count(0)
-    assert (await store.list_conversations(person.user_id, limit=10)).data == []
+    assert (await store.list_conversations(user.user_id, limit=10)).data == []
 
 
 async def test_archive_and_unarchive_from_the_sidebar_and_see_the_archived_list(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    await conversation(store, person, "kept", ["x"])
-    put_away = await conversation(store, person, "put away", ["y"])
-    page = await signed_in(context, server, person)
+    await conversation(store, user, "kept", ["x"])
+    put_away = await conversation(store, user, "put away", ["y"])
+    page = await signed_in(context, server, user)
     items = page.locator("#conversations li")
     await expect(items).to_have_count(2)
     item = items.filter(has_text="put away")
@@ -564,7 +548,7 @@ async def test_archive_and_unarchive_from_the_sidebar_and_see_the_archived_list(
     await item.get_by_role("button", name="Archive").click()
     await expect(items).to_have_count(1)
     await expect(items.first).to_contain_text("kept")
-    assert (await store.get_conversation(person.user_id, put_away)).archived is True
+    assert (await store.get_conversation(user.user_id, put_away)).archived is True
 
     # A reload lists it no more; the switch shows the archived ones only.
     await page.reload()
@@ -578,23 +562,23 @@ async def test_archive_and_unarchive_from_the_sidebar_and_see_the_archived_list(
     await items.first.get_by_role("button", name="Unarchive").click()
     await expect(items).to_have_count(0)
     await expect(page.locator("#conversations-more")).to_have_text("No archived conversations.")
-    assert (await store.get_conversation(person.user_id, put_away)).archived is False
+    assert (await store.get_conversation(user.user_id, put_away)).archived is False
 
     await page.get_by_role("button", name="Back to conversations").click()
     await expect(items).to_have_count(2)
 
 
 async def test_tool_calls_and_results_are_folded(
-    context: BrowserContext, server: str, person: Person, store: ChatStore
+    context: BrowserContext, server: str, user: User, store: ChatStore
 ) -> None:
-    created = await store.create_conversation(person.user_id, title="tools")
+    created = await store.create_conversation(user.user_id, title="tools")
     call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
     batch: list[dict[str, Any]] = [
         {"role": "assistant", "tool_calls": [call]},
         {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "lookup"},
     ]
-    await store.append_messages(person.user_id, created.id, batch)
-    page = await signed_in(context, server, person, f"#c={created.id}")
+    await store.append_messages(user.user_id, created.id, batch)
+    page = await signed_in(context, server, user, f"#c={created.id}")
     folds = page.locator("#messages details.fold")
     await expect(folds).to_have_count(2)
     await expect(folds.first.locator("summary")).to_have_text("Tool call: lookup")
@@ -604,25 +588,25 @@ async def test_tool_calls_and_results_are_folded(
 
 
 async def test_an_api_error_shows_the_contracts_message(
-    context: BrowserContext, server: str, person: Person
+    context: BrowserContext, server: str, user: User
 ) -> None:
-    page = await signed_in(context, server, person, "#c=00000000-0000-0000-0000-000000000000")
+    page = await signed_in(context, server, user, "#c=00000000-0000-0000-0000-000000000000")
     await expect(page.locator("#error")).to_be_visible()
     await expect(page.locator("#error")).to_contain_text("not_found: conversation not found")
 
 
 async def test_at_phone_width_the_sidebar_collapses_behind_the_menu(
-    browser: Browser, server: str, person: Person, store: ChatStore
+    browser: Browser, server: str, user: User, store: ChatStore
 ) -> None:
     cid = await conversation(
         store,
-        person,
+        user,
         "a title long enough to need more than the width of a phone screen to show",
         ["What's the weather going to be in Lisbon this weekend?", "Sunny on Saturday. " * 8],
     )
     phone = await browser.new_context(viewport={"width": 390, "height": 800})
     try:
-        page = await signed_in(phone, server, person, f"#c={cid}")
+        page = await signed_in(phone, server, user, f"#c={cid}")
         await expect(page.locator("#messages li")).to_have_count(2)
         await expect(page.locator("#new-chat")).not_to_be_in_viewport()
         await expect(page.locator("#signout")).to_be_in_viewport()

@@ -3,61 +3,22 @@ default, and never a token for a configured database; the link's shape."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 import pytest
+from support.serve import Server, clean_env
 
 from chatstore.cli import page_url, sign_in_link
-from chatstore.embedded import Cluster, free_port
+from chatstore.embedded import Cluster
 
 READY_SECONDS = 90
 LINK = re.compile(r"chatstore: open (http://127\.0\.0\.1:\d+/#token=(\S+)) to sign in as (\S+)")
-
-
-def serve(env: dict[str, str], cwd: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "chatstore", "serve", "--port", str(port)],
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(server: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"chatstore serve exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"/readyz not 200 after {READY_SECONDS} s:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture
@@ -73,22 +34,18 @@ def scratch() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def environment(**extra: str) -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("CHATSTORE_DATABASE_URL", "DATABASE_URL") and not name.startswith("PG")
-    }
-    return {**env, **extra}
+def serve(scratch: Path, **env: str) -> Server:
+    """``chatstore serve`` as an operator runs it (the CLI's own worker count)."""
+    server = Server(log=scratch / "serve.log", env=clean_env(**env), workers=None)
+    server.start()
+    return server
 
 
 def test_serve_on_the_embedded_default_prints_a_link_that_signs_in(scratch: Path) -> None:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = scratch / "serve.log"
-    server = serve(environment(CHATSTORE_DATA_DIR=str(scratch)), scratch, port, log)
+    server = serve(scratch, CHATSTORE_DATA_DIR=str(scratch))
+    base_url, log = server.base_url, server.log
     try:
-        wait_ready(server, base_url, log)
+        server.wait_ready_blocking(READY_SECONDS)
         found = LINK.search(log.read_text())
         assert found is not None, log.read_text()
         link, token, email = found.groups()
@@ -99,18 +56,16 @@ def test_serve_on_the_embedded_default_prints_a_link_that_signs_in(scratch: Path
         assert listed.status_code == 200, listed.text
         assert httpx.get(f"{base_url}/", timeout=10).status_code == 200
     finally:
-        stop(server)
+        server.stop()
 
 
 def test_serve_on_a_configured_database_prints_no_token(database: str, scratch: Path) -> None:
-    port = free_port()
-    log = scratch / "serve.log"
-    server = serve(environment(CHATSTORE_DATABASE_URL=database), scratch, port, log)
+    server = serve(scratch, CHATSTORE_DATABASE_URL=database)
     try:
-        wait_ready(server, f"http://127.0.0.1:{port}", log)
+        server.wait_ready_blocking(READY_SECONDS)
     finally:
-        stop(server)
-    output = log.read_text()
+        server.stop()
+    output = server.log.read_text()
     assert "token" not in output.lower(), output
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from starlette.applications import Starlette
+from support.app import open_client
 
 from chatstore.config import Settings
 from chatstore.http.app import create_app
@@ -22,8 +23,7 @@ def bare_app() -> Starlette:
 
 @pytest.fixture
 async def client(bare_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=bare_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as opened:
+    async with open_client(bare_app) as opened:
         yield opened
 
 
