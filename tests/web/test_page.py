@@ -462,6 +462,19 @@ async def test_sending_again_after_a_failed_reply_reuses_its_key_and_stores_the_
     assert await contents(store, cid) == ["hello", "try this", "you said try this"]
 
 
+async def settled(page: Page, count: int) -> None:
+    """``count`` messages shown and the turn over: no user message still
+    pending and no reply still streaming. A reply's first delta already makes
+    an item (a draft, not yet stored), so a count alone can be reached while
+    the model is mid-reply, before the server has stored the answer."""
+    # Stored items only: an assistant's is placed (and its draft removed in
+    # the same task) once the server sent it, which is after it stored it.
+    shown = page.locator("#messages li:not(.pending):not(.streaming)")
+    await expect(shown).to_have_count(count)
+    await expect(page.locator("#messages .pending, #messages .streaming")).to_have_count(0)
+    await expect(page.locator("#messages li")).to_have_count(count)
+
+
 async def lose_the_first_answer(page: Page, url: str) -> list[str | None]:
     """The first request to ``url`` reaches the server, which does the work,
     but its answer is lost (the connection drops); the next go through.
@@ -489,7 +502,7 @@ async def test_a_start_whose_answer_was_lost_is_sent_again_with_its_key_making_o
     await expect(page.locator("#error")).to_be_visible()
     await expect(page.locator("#input")).to_have_value("hello there")
     await page.locator("#input").press("Enter")
-    await expect(page.locator("#messages li")).to_have_count(2)
+    await settled(page, 2)
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
     (only,) = (await store.list_conversations(user.user_id)).data
     assert await contents(store, str(only.id)) == ["hello there", "hello there"]
@@ -505,7 +518,7 @@ async def test_a_message_whose_answer_was_lost_is_sent_again_with_its_key_and_st
     await expect(page.locator("#error")).to_be_visible()
     await expect(page.locator("#input")).to_have_value("once only")
     await page.locator("#input").press("Enter")
-    await expect(page.locator("#messages li")).to_have_count(3)
+    await settled(page, 3)
     await expect(page.locator("#error")).to_be_hidden()
     assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
     assert await contents(store, cid) == ["hello", "once only", "once only"]
