@@ -33,9 +33,9 @@ from chatstore.store import ChatStore
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-async def history_of(store: ChatStore, user: str) -> ChatStoreMessageHistory:
-    conversation = await store.create_conversation(user)
-    return ChatStoreMessageHistory(store, user, conversation.id)
+async def history_of(store: ChatStore, user_id: str) -> ChatStoreMessageHistory:
+    conversation = await store.create_conversation(user_id)
+    return ChatStoreMessageHistory(store, user_id, conversation.id)
 
 
 def tool_turn() -> list[BaseMessage]:
@@ -55,13 +55,13 @@ def tool_turn() -> list[BaseMessage]:
 
 
 async def test_messages_round_trip_losslessly_through_chatstore(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    history = await history_of(store, user)
+    history = await history_of(store, user_id)
     sent = tool_turn()
     await history.aadd_messages(sent)
     assert await history.aget_messages() == sent
-    stored = (await store.list_messages(user, history.conversation_id)).data
+    stored = (await store.list_messages(user_id, history.conversation_id)).data
     assert [m.role for m in stored] == [
         "system",
         "developer",
@@ -78,12 +78,12 @@ async def test_messages_round_trip_losslessly_through_chatstore(
 
 
 async def test_tool_call_arguments_that_are_not_a_json_object_come_back_as_invalid_tool_calls(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    history = await history_of(store, user)
+    history = await history_of(store, user_id)
     raw = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1"}}
     await store.append_messages(
-        user, history.conversation_id, [{"role": "assistant", "tool_calls": [raw]}]
+        user_id, history.conversation_id, [{"role": "assistant", "tool_calls": [raw]}]
     )
     (message,) = await history.aget_messages()
     assert isinstance(message, AIMessage) and message.tool_calls == []
@@ -91,28 +91,28 @@ async def test_tool_call_arguments_that_are_not_a_json_object_come_back_as_inval
     # ... and are stored back as they were.
     await history.aclear()
     await history.aadd_messages([message])
-    (stored,) = (await store.list_messages(user, history.conversation_id)).data
+    (stored,) = (await store.list_messages(user_id, history.conversation_id)).data
     assert stored.tool_calls is not None and stored.tool_calls[0].function.arguments == "[1"
 
 
 async def test_aclear_removes_the_messages_and_keeps_the_conversation(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    history = await history_of(store, user)
+    history = await history_of(store, user_id)
     await history.aadd_messages(tool_turn())
     await history.aclear()
     assert await history.aget_messages() == []
-    await store.get_conversation(user, history.conversation_id)
+    await store.get_conversation(user_id, history.conversation_id)
     await history.aadd_messages([HumanMessage(content="again")])
     assert await history.aget_messages() == [HumanMessage(content="again")]
 
 
 async def test_another_users_conversation_raises_not_found(
-    store: ChatStore, user: str, other_user: str
+    store: ChatStore, user_id: str, other_user_id: str
 ) -> None:
-    mine = await history_of(store, user)
+    mine = await history_of(store, user_id)
     await mine.aadd_messages([HumanMessage(content="private")])
-    theirs = ChatStoreMessageHistory(store, other_user, mine.conversation_id)
+    theirs = ChatStoreMessageHistory(store, other_user_id, mine.conversation_id)
     with pytest.raises(NotFound):
         await theirs.aget_messages()
     with pytest.raises(NotFound):
@@ -122,8 +122,8 @@ async def test_another_users_conversation_raises_not_found(
     assert await mine.aget_messages() == [HumanMessage(content="private")]
 
 
-async def test_aadd_messages_is_atomic_one_batch(store: ChatStore, user: str) -> None:
-    history = await history_of(store, user)
+async def test_aadd_messages_is_atomic_one_batch(store: ChatStore, user_id: str) -> None:
+    history = await history_of(store, user_id)
     # The tool message answers no tool call: the store refuses the batch,
     # so the valid message before it is not stored either.
     with pytest.raises(ValidationError):
@@ -133,16 +133,16 @@ async def test_aadd_messages_is_atomic_one_batch(store: ChatStore, user: str) ->
     assert await history.aget_messages() == []
 
 
-async def test_content_blocks_are_refused_clearly(store: ChatStore, user: str) -> None:
-    history = await history_of(store, user)
+async def test_content_blocks_are_refused_clearly(store: ChatStore, user_id: str) -> None:
+    history = await history_of(store, user_id)
     with pytest.raises(ValidationError, match="text content only"):
         await history.aadd_messages([HumanMessage(content=[{"type": "text", "text": "hi"}])])
 
 
 async def test_a_sync_call_on_the_running_event_loop_raises_instead_of_deadlocking(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    history = await history_of(store, user)
+    history = await history_of(store, user_id)
     with pytest.raises(RuntimeError, match="await aget_messages"):
         _ = history.messages
     with pytest.raises(RuntimeError, match="running event loop"):
@@ -152,9 +152,9 @@ async def test_a_sync_call_on_the_running_event_loop_raises_instead_of_deadlocki
 
 
 async def test_sync_methods_work_from_another_thread_on_the_stores_loop(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    history = await history_of(store, user)
+    history = await history_of(store, user_id)
     await history.aget_messages()  # binds the history to this loop
     await asyncio.to_thread(history.add_user_message, "from a thread")
     await asyncio.to_thread(history.add_ai_message, "hello")
@@ -174,9 +174,9 @@ def test_a_sync_call_with_no_loop_for_the_store_raises(store: ChatStore) -> None
 # persistence) but still ships it; the issue asks for it to work.
 @pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
 async def test_runnable_with_message_history_keeps_the_turns_across_ainvoke(
-    store: ChatStore, user: str
+    store: ChatStore, user_id: str
 ) -> None:
-    conversation = await store.create_conversation(user)
+    conversation = await store.create_conversation(user_id)
     seen: list[list[BaseMessage]] = []
 
     def capture(prompt: PromptValue) -> PromptValue:
@@ -189,7 +189,7 @@ async def test_runnable_with_message_history_keeps_the_turns_across_ainvoke(
     model = FakeListChatModel(responses=["Hello Ada.", "You are Ada."])
     chain = RunnableWithMessageHistory(
         prompt | RunnableLambda(capture) | model,
-        lambda session_id: ChatStoreMessageHistory(store, user, session_id),
+        lambda session_id: ChatStoreMessageHistory(store, user_id, session_id),
         input_messages_key="question",
         history_messages_key="history",
     )
@@ -199,7 +199,7 @@ async def test_runnable_with_message_history_keeps_the_turns_across_ainvoke(
     assert (first.content, second.content) == ("Hello Ada.", "You are Ada.")
     # The second turn's prompt carried the first turn, read back from the store.
     assert [m.content for m in seen[1]] == ["Be terse.", "I am Ada.", "Hello Ada.", "Who am I?"]
-    stored = (await store.list_messages(user, conversation.id)).data
+    stored = (await store.list_messages(user_id, conversation.id)).data
     assert [(m.role, m.content) for m in stored] == [
         ("user", "I am Ada."),
         ("assistant", "Hello Ada."),
