@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from playwright.async_api import (
@@ -216,6 +217,15 @@ async def test_an_expired_session_shows_the_sign_in_help(
         """UPDATE "session" SET "expiresAt" = now() - interval '1 second' WHERE token = $1""",
         user.token,
     )
+    # The server forgets the session when the expiry's notification reaches
+    # it (milliseconds): reload once it answers 401, not a moment before.
+    async with httpx.AsyncClient(base_url=server, timeout=10) as client:
+        async with asyncio.timeout(10):
+            while True:
+                response = await client.get("/api/conversations", headers=user.headers)
+                if response.status_code == 401:
+                    break
+                await asyncio.sleep(0.05)
     await page.reload()
     await expect(page.locator("#signin")).to_be_visible()
     await expect(page.locator("#signin-reason")).to_contain_text("expired")
