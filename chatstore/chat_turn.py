@@ -195,6 +195,7 @@ class Turn:
                 self.user_id,
                 self.user_message.conversation_id,
                 [validate_model(MessageInput, partial, self.settings)],
+                parent_seq=self.user_message.seq,
             )
             return kept + ", and the partial reply after it, marked incomplete"
         except ChatStoreError as error:
@@ -207,11 +208,18 @@ class Turn:
 
     async def _store(self, answer: MessageInput) -> ChatExchange:
         conversation = self.user_message.conversation_id
+        # The reply answers its question: it is that message's child, even if
+        # the user switched branches meanwhile (then the append is refused,
+        # as a reply to a message off the active path: a visible failure,
+        # never a reply attached to another branch's leaf).
+        parent = self.user_message.seq
         claim = self._claim
         self._settled = True
         try:
             if claim is None:
-                (stored,) = await messages.append(self.db, self.user_id, conversation, [answer])
+                (stored,) = await messages.append(
+                    self.db, self.user_id, conversation, [answer], parent_seq=parent
+                )
                 return ChatExchange(user_message=self.user_message, reply=stored)
             await claim.stop_renewing()
             async with self.db.transaction():
@@ -225,7 +233,9 @@ class Turn:
                     # deleted meanwhile (a lease that ran out while renewing
                     # is the rare other cause).
                     raise NotFound("message")
-                (stored,) = await messages.append(self.db, self.user_id, conversation, [answer])
+                (stored,) = await messages.append(
+                    self.db, self.user_id, conversation, [answer], parent_seq=parent
+                )
                 exchange = ChatExchange(user_message=self.user_message, reply=stored)
                 await claim.complete(
                     exchange,

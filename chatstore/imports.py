@@ -8,7 +8,7 @@ order: an export's seqs, ids and timestamps are not kept (an export of a
 conversation some of whose messages were deleted has gaps; the import has
 none).
 
-The rules are an append's (chatstore/batch.py): every message valid, tool
+The rules are an append's (chatstore/messages.py): every message valid, tool
 call ids unique, every tool message answering a tool call of an earlier
 message. They are checked here over the whole import before anything is
 stored, so a refusal names the message by its index in the import, and

@@ -92,15 +92,18 @@ async def _append(
     params = batch_params(batch)
     # A second attempt only when nothing explains the first refusal:
     # a tool call it needed was appended concurrently in between.
+    # A branching append moves the active path, and a tool message's call
+    # must be on the path it joins: either statement runs after the row
+    # lock, so that its snapshot sees every path change (switch, regenerate)
+    # committed before it (sql/messages.sql). A plain append of other roles
+    # reads no path and stays one statement that locks inside itself.
+    locked_first = parent_seq is not None or any(m.role == "tool" for m in batch)
     for _attempt in range(2):
-        if parent_seq is None:
+        if not locked_first:
             rows = await _append_statement(
                 db, user_id, conversation, expected_last_seq, None, params
             )
         else:
-            # A branching append moves the active path: its statement runs
-            # after the row lock, so that its snapshot sees every path
-            # change committed before it (sql/messages.sql).
             async with db.transaction():
                 if not await lock(db, user_id, conversation):
                     raise NotFound("conversation")

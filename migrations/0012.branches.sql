@@ -30,7 +30,15 @@
 --
 -- Not transactional: the indexes are built CONCURRENTLY on a table that
 -- already has rows (yoyo runs this file outside a transaction). Every step
--- can be run again: should one fail, rerunning the migration finishes it.
+-- can be run again: should one fail, rerunning the migration finishes it (a
+-- concurrent build that failed leaves an INVALID index behind, so each is
+-- dropped before it is built, as in 0011).
+--
+-- Run it with no older chatstore process writing: a message such a
+-- process appends after the backfill below has no parent (a root), and
+-- the first switch or branch would take everything before it off the
+-- active path. `chatstore serve` applies migrations before it serves;
+-- stop the old processes first (README, For DBAs).
 -- squawk-ignore-file ban-concurrent-index-creation-in-transaction
 -- depends: 0011.conversation-lifecycle-indexes
 
@@ -63,6 +71,8 @@ WHERE m.conversation_id = linear.conversation_id
 -- lookup gives both columns, and an index led by conversation_id alone
 -- would compete with messages_active_path_idx for the reads of a
 -- conversation (the planner took it for a small one, and sorted).
+DROP INDEX CONCURRENTLY IF EXISTS messages_parent_idx;
+
 CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_parent_idx
 ON messages (parent_seq, conversation_id);
 
@@ -71,6 +81,10 @@ ON messages (parent_seq, conversation_id);
 -- index condition: with it only in the heap, the planner ANDed this index
 -- with messages_search_idx (user_id, search_vector) and sorted the result
 -- instead of walking this one in order and stopping after a page.
+DROP INDEX CONCURRENTLY IF EXISTS messages_active_path_idx;
+
 CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_active_path_idx
 ON messages (conversation_id, user_id, seq)
 WHERE on_path;
+
+RESET lock_timeout;

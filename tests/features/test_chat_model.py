@@ -728,3 +728,38 @@ async def test_a_conversation_deleted_while_the_model_thinks_ends_the_turn_visib
     events = events_of(streamed.text)
     assert [name for name, _ in events] == ["message", "delta", "error"]
     assert events[-1][1]["error"]["code"] == "not_found"
+
+
+class EditingResponder:
+    """While it thinks, the user edits their question (a new first message,
+    a sibling of the one being answered), then it replies."""
+
+    def __init__(self, store: ChatStore, user_id: str) -> None:
+        self.store = store
+        self.user_id = user_id
+
+    async def respond(self, history: Sequence[Message], message: MessageInput) -> MessageInput:
+        for listed in (await self.store.list_conversations(self.user_id)).data:
+            await self.store.append_messages(
+                self.user_id, listed.id, [{"role": "user", "content": "edited"}], parent_seq=0
+            )
+        return MessageInput(role="assistant", content="an answer to the old question")
+
+
+@pytest.mark.parametrize("key", [None, "keyed"])
+async def test_a_reply_answers_its_question_never_another_branchs_leaf(
+    store: ChatStore, settings: Settings, user: User, key: str | None
+) -> None:
+    # The branch moved while the model thought: the reply is refused visibly
+    # (its question is off the active path), not attached under "edited".
+    headers = user.headers if key is None else {**user.headers, "Idempotency-Key": new_key()}
+    conversation = await new_conversation(store, user)
+    async with app_client(
+        settings, store, responder=EditingResponder(store, user.user_id)
+    ) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "question"}, headers=headers
+        )
+    assert_error(response, 502, "responder_error")
+    shown = await store.list_messages(user.user_id, conversation)
+    assert [(m.role, m.content) for m in shown.data] == [("user", "edited")]
