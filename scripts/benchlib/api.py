@@ -49,14 +49,15 @@ FLOOR_ORDER: dict[str, tuple[str, ...]] = {
         "tool_calls",
         "tool_call_ids",
         "metadatas",
+        "parent_seq",
         "conversation_id",
         "user_id",
         "expected_last_seq",
         "search_config",
     ),
     "list_messages_desc": ("conversation_id", "user_id", "after", "before", "limit"),
-    "list_conversations_first": ("user_id", "limit"),
-    "search_messages": ("search_config", "q", "user_id", "conversation_id", "limit"),
+    "list_conversations_first": ("user_id", "archived", "limit"),
+    "search_messages": ("search_config", "q", "user_id", "conversation_id", "archived", "limit"),
 }
 
 
@@ -133,6 +134,7 @@ class Floor:
             [None] * n,
             [None] * n,
             ["{}"] * n,
+            None,  # parent_seq: continue the active branch
             conversation_id,
             user_id,
             None,
@@ -150,10 +152,12 @@ class Floor:
         )
 
     async def conversations(self, user_id: str, limit: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch(self.list_sql, user_id, limit + 1)
+        return await self.pool.fetch(self.list_sql, user_id, False, limit + 1)
 
     async def search(self, user_id: str, q: str, limit: int) -> list[asyncpg.Record]:
-        return await self.pool.fetch(self.search_sql, self.search_config, q, user_id, None, limit)
+        return await self.pool.fetch(
+            self.search_sql, self.search_config, q, user_id, None, "include", limit
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,7 @@ async def run(
                     )
                     ms, buffers, shape = await explain(connection, "list_messages_desc", args)
                 else:
-                    args = (fixture.list_users[size], 21)
+                    args = (fixture.list_users[size], False, 21)
                     ms, buffers, shape = await explain(connection, "list_conversations_first", args)
                 cs, fl = found[f"chatstore {size}"], found[f"floor {size}"]
                 points.append(
