@@ -4,7 +4,7 @@ user's conversation is NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import TypeAdapter
 
@@ -48,12 +48,24 @@ async def create(
     if idempotency_key is None:
         return await create()
     request = idempotency.fingerprint("create_conversation", data.model_dump())
+    return await create_once(db, user_id, idempotency_key, request, create)
+
+
+async def create_once(
+    db: Database,
+    user_id: str,
+    idempotency_key: str,
+    request: bytes,
+    work: Callable[[], Awaitable[Conversation]],
+) -> Conversation:
+    """``work`` (which creates a conversation) at most once per Idempotency-Key;
+    a repeat replays the first conversation, and its record goes with it."""
     created, _ = await idempotency.run_once(
         db,
         user_id,
         idempotency_key,
         request,
-        create,
+        work,
         _CONVERSATION,
         holds_of=lambda created: idempotency.Holds(created.id),
     )

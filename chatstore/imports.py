@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from chatstore import conversations, idempotency
 from chatstore.config import Settings
 from chatstore.database import Source, database_of
@@ -53,8 +51,6 @@ __all__ = [
     "store_import",
     "validate_import",
 ]
-
-_CONVERSATION = TypeAdapter(Conversation)
 
 
 def from_jsonl_line(line: Any) -> Any:
@@ -125,16 +121,7 @@ async def import_conversation(
         data.model_dump(),
         dumps([m.model_dump(exclude_unset=True) for m in checked]),
     )
-    created, _ = await idempotency.run_once(
-        db,
-        user_id,
-        idempotency_key,
-        request,
-        create,
-        _CONVERSATION,
-        holds_of=lambda created: idempotency.Holds(created.id),
-    )
-    return created
+    return await conversations.create_once(db, user_id, idempotency_key, request, create)
 
 
 async def store_import(
