@@ -89,7 +89,28 @@ async def _append(
     expected_last_seq: int | None,
     parent_seq: int | None,
 ) -> list[Message]:
-    params = batch_params(batch)
+    rows = await append_rows(
+        db, user_id, conversation, batch, batch_params(batch), expected_last_seq, parent_seq
+    )
+    return [Message.from_row(row) for row in rows]
+
+
+async def append_rows(
+    db: Database,
+    user_id: str,
+    conversation: uuid.UUID,
+    batch: Sequence[MessageInput | None],
+    params: dict[str, list[Any]],
+    expected_last_seq: int | None,
+    parent_seq: int | None,
+    *,
+    loc: tuple[str, str] = ("messages", "tool_call_id"),
+) -> Sequence[Row]:
+    """Run append_messages with ``params`` (one element per row) and return
+    its rows, or raise why it stored nothing. ``batch``: each row's
+    chat-completions message (None for an item without that form,
+    chatstore/items.py), which the refusal is worked out from; ``loc``
+    names the list and the field a refused tool answer is reported at."""
     # A second attempt only when nothing explains the first refusal:
     # a tool call it needed was appended concurrently in between.
     # A branching append moves the active path, and a tool message's call
@@ -97,7 +118,7 @@ async def _append(
     # lock, so that its snapshot sees every path change (switch, regenerate)
     # committed before it (sql/messages.sql). A plain append of other roles
     # reads no path and stays one statement that locks inside itself.
-    locked_first = parent_seq is not None or any(m.role == "tool" for m in batch)
+    locked_first = parent_seq is not None or any(m is not None and m.role == "tool" for m in batch)
     for _attempt in range(2):
         if not locked_first:
             rows = await _append_statement(
@@ -111,7 +132,7 @@ async def _append(
                     db, user_id, conversation, expected_last_seq, parent_seq, params
                 )
         if rows:
-            return [Message.from_row(row) for row in rows]
+            return rows
         diagnosis = await db.one(
             "diagnose_append",
             user_id=user_id,
@@ -119,7 +140,7 @@ async def _append(
             parent_seq=parent_seq,
             tool_call_ids=answered_call_ids(batch),
         )
-        refused = refusal(diagnosis, batch, expected_last_seq, parent_seq)
+        refused = refusal(diagnosis, batch, expected_last_seq, parent_seq, loc=loc)
         if refused is not None:
             raise refused
     raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
@@ -198,7 +219,11 @@ async def delete(db: Database, user_id: str, conversation_id: ConversationId, se
         if not await lock(db, user_id, conversation):
             raise NotFound("message")
         deleted = await db.execrows(
-            "delete_message", user_id=user_id, conversation_id=conversation, seq=seq_param(seq)
+            "delete_message",
+            user_id=user_id,
+            conversation_id=conversation,
+            seq=seq_param(seq),
+            any_row=False,
         )
         if deleted:
             await _forget_responses(db, user_id, conversation, seq, seq)
@@ -291,18 +316,21 @@ def batch_params(batch: Sequence[MessageInput]) -> dict[str, list[Any]]:
         ],
         "tool_call_ids": [m.tool_call_id for m in batch],
         "metadatas": [dumps(m.metadata) for m in batch],
+        "items": [None] * len(batch),
     }
 
 
-def answered_call_ids(batch: Sequence[MessageInput]) -> list[str]:
-    return [m.tool_call_id for m in batch if m.tool_call_id is not None]
+def answered_call_ids(batch: Sequence[MessageInput | None]) -> list[str]:
+    return [m.tool_call_id for m in batch if m is not None and m.tool_call_id is not None]
 
 
 def refusal(
     diagnosis: Row | None,
-    batch: Sequence[MessageInput],
+    batch: Sequence[MessageInput | None],
     expected_last_seq: int | None,
     parent_seq: int | None = None,
+    *,
+    loc: tuple[str, str] = ("messages", "tool_call_id"),
 ) -> Exception | None:
     """Why append_messages stored nothing, from diagnose_append's row; None
     when nothing explains it (a tool call appended concurrently: retry)."""
@@ -319,9 +347,11 @@ def refusal(
         )
     known = set(diagnosis["known_call_ids"])
     for index, message in enumerate(batch):
+        if message is None:
+            continue
         if message.tool_call_id is not None and message.tool_call_id not in known:
             return ValidationError.at(
-                ["messages", index, "tool_call_id"],
+                [loc[0], index, loc[1]],
                 f"tool_call_id {message.tool_call_id!r} does not answer a tool call "
                 "of an earlier assistant message on this message's path",
             )

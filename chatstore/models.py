@@ -354,6 +354,30 @@ def _tool_call(call: Mapping[str, Any]) -> ToolCall:
     )
 
 
+class Item(BaseModel):
+    """A Responses item of a conversation (chatstore/items.py)."""
+
+    model_config = _OUTPUT
+
+    # The row's seq: several items derived from one chat-completions
+    # message (an assistant message with tool calls) share it.
+    seq: int
+    # The item's own "id" when it carried one, else one chatstore derives
+    # (msg_<seq>, fc_<seq>_<i>, ...): stable, unique within the conversation.
+    id: str
+    # Verbatim (JSON-equal) when added as an item, derived from the
+    # chat-completions message otherwise.
+    item: dict[str, Any]
+    created_at: dt.datetime
+
+
+class ItemPage(BaseModel):
+    model_config = _OUTPUT
+
+    items: list[Item]
+    has_more: bool
+
+
 class ConversationPage(BaseModel):
     model_config = _OUTPUT
 

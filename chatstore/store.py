@@ -32,6 +32,7 @@ from chatstore import (
     export,
     idempotency,
     imports,
+    items,
     messages,
     retention,
     sessions,
@@ -50,6 +51,8 @@ from chatstore.models import (
     ConversationPage,
     ConversationPatch,
     Erased,
+    Item,
+    ItemPage,
     Message,
     MessageInput,
     MessagePage,
@@ -344,6 +347,52 @@ class ChatStore:
         """Show message ``seq``'s branch; return the new active leaf (its
         newest descendant, or itself)."""
         return await branches.switch(self.db, user_id, conversation_id, seq)
+
+    # -- Responses items (chatstore/items.py) ----------------------------------
+
+    async def add_items(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        items_: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[Item]:
+        """Append Responses items atomically at the active leaf, stored
+        verbatim; those with a chat-completions form are messages too."""
+        return await items.add(
+            self.db, user_id, conversation_id, items_, idempotency_key=idempotency_key
+        )
+
+    async def list_items(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        *,
+        limit: int | None = None,
+        order: items.Order = "asc",
+        after: str | None = None,
+    ) -> ItemPage:
+        """The active path as items; ``after``: an item id (exclusive)."""
+        return await items.page(
+            self.db, user_id, conversation_id, limit=limit, order=order, after=after
+        )
+
+    async def get_item(self, user_id: str, conversation_id: ConversationId, item_id: str) -> Item:
+        return await items.get(self.db, user_id, conversation_id, item_id)
+
+    async def delete_item(
+        self, user_id: str, conversation_id: ConversationId, item_id: str
+    ) -> None:
+        await items.delete(self.db, user_id, conversation_id, item_id)
+
+    async def pop_item(self, user_id: str, conversation_id: ConversationId) -> Item | None:
+        """Remove and return the newest item (each once); None when empty."""
+        return await items.pop(self.db, user_id, conversation_id)
+
+    async def clear_items(self, user_id: str, conversation_id: ConversationId) -> None:
+        """Delete every item and message; the conversation stays."""
+        await items.clear(self.db, user_id, conversation_id)
 
     # -- chat ----------------------------------------------------------------
 

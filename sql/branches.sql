@@ -7,7 +7,8 @@
 -- whether it is on the active path. The conversation row comes first: no
 -- row at all means the conversation is not the caller's, one row of NULL
 -- message columns that :seq is not one of its messages. Siblings are found
--- by messages_parent_idx.
+-- by messages_parent_idx. Items without a chat-completions form (role NULL,
+-- migrations/0013) are no messages: neither :seq nor a sibling.
 SELECT
     c.id AS found,
     s.conversation_id, s.seq, s.parent_seq, s.role, s.content, s.name,
@@ -29,6 +30,8 @@ LEFT JOIN LATERAL (
     WHERE chosen.conversation_id = :conversation_id
         AND chosen.user_id = :user_id
         AND chosen.seq = :seq
+        AND chosen.role IS NOT NULL
+        AND sibling.role IS NOT NULL
 ) AS s ON TRUE
 WHERE c.id = :conversation_id
     AND c.user_id = :user_id

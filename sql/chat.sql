@@ -16,7 +16,9 @@
 -- stops early.
 -- has_more is computed once (MATERIALIZED), not once per output row.
 -- A tool message whose assistant message was deleted answers nothing that
--- is stored: it is left out, as in export_messages.
+-- is stored: it is left out, as in export_messages. Items without a
+-- chat-completions form (role NULL, migrations/0013) are no messages: left
+-- out before the window is counted.
 WITH recent AS (
     SELECT m.seq, m.role, m.tool_call_id
     FROM messages AS m
@@ -25,6 +27,7 @@ WITH recent AS (
         AND m.on_path
         AND m.seq > 0
         AND m.seq < :before
+        AND m.role IS NOT NULL
     ORDER BY m.seq DESC
     LIMIT :limit
 ),
@@ -54,6 +57,7 @@ older AS MATERIALIZED (
             AND m.on_path
             AND m.seq > 0
             AND m.seq < (SELECT window_start.seq FROM window_start)
+            AND m.role IS NOT NULL
         ORDER BY m.seq DESC
         LIMIT 1
     ) AS has_more
@@ -78,6 +82,7 @@ LEFT JOIN LATERAL (
         AND messages.on_path
         AND messages.seq >= window_start.seq
         AND messages.seq < :before
+        AND messages.role IS NOT NULL
         AND (messages.role <> 'tool' OR EXISTS (
             SELECT 1
             FROM message_tool_calls AS calls

@@ -41,7 +41,8 @@ WHERE c.id = :conversation_id
 -- which chat-completions APIs would refuse), worked out for returned rows only.
 -- Both formats export the active path (on_path, migrations/0012): what the
 -- conversation shows and a model is shown, and what an import rebuilds
--- (a linear conversation).
+-- (a linear conversation). Both are chat-completions messages: items
+-- without that form (role NULL, migrations/0013) are left out.
 SELECT
     page.conversation_id, page.seq, page.parent_seq, page.role, page.content, page.name,
     page.tool_calls, page.tool_call_id, page.metadata, page.created_at,
@@ -76,6 +77,7 @@ FROM (
         AND m.on_path
         AND m.seq > :after
         AND m.seq <= :after + :span
+        AND m.role IS NOT NULL
     WINDOW running AS (ORDER BY m.seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ) AS page
 WHERE page.running_bytes <= :max_bytes OR page.row_position = 1

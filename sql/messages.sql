@@ -34,18 +34,25 @@
 -- When it does not match, nothing is written and no row comes back; the
 -- store then asks diagnose_append why.
 --
--- tool_calls and metadatas arrive as text[] of JSON documents: a driver
--- reads a Python list inside a list as one more array dimension.
+-- tool_calls, metadatas and items arrive as text[] of JSON documents: a
+-- driver reads a Python list inside a list as one more array dimension.
+--
+-- Responses items (migrations/0013) are appended by this same statement,
+-- under the same rules: :items holds each row's item (NULL for a
+-- chat-completions message), and an item without a chat-completions form
+-- has a NULL role (a function_call_output is a tool message, so its call_id
+-- is checked as a tool_call_id is).
 WITH batch AS (
-    SELECT b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata
+    SELECT b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata, b.item
     FROM unnest(
             :roles::text[],
             :contents::text[],
             :names::text[],
             :tool_calls::text[]::jsonb[],
             :tool_call_ids::text[],
-            :metadatas::text[]::jsonb[]
-        ) WITH ORDINALITY AS b (role, content, name, tool_calls, tool_call_id, metadata, ord)
+            :metadatas::text[]::jsonb[],
+            :items::text[]::jsonb[]
+        ) WITH ORDINALITY AS b (role, content, name, tool_calls, tool_call_id, metadata, item, ord)
 ),
 
 locked AS (
@@ -137,12 +144,12 @@ inserted AS (
     INSERT INTO messages
     (
         conversation_id, seq, user_id, role, content, name,
-        tool_calls, tool_call_id, metadata, search_vector, parent_seq, on_path
+        tool_calls, tool_call_id, metadata, item, search_vector, parent_seq, on_path
     )
     SELECT
         conversation.id, conversation.base_seq + batch.ord AS seq, conversation.user_id,
         batch.role, batch.content, batch.name,
-        batch.tool_calls, batch.tool_call_id, batch.metadata,
+        batch.tool_calls, batch.tool_call_id, batch.metadata, batch.item,
         to_tsvector(
             :search_config::regconfig, chatstore_search_text(batch.content)
         ) AS search_vector,
@@ -155,7 +162,7 @@ inserted AS (
     CROSS JOIN batch
     RETURNING
         conversation_id, seq, parent_seq, role, content, name,
-        tool_calls, tool_call_id, metadata, created_at
+        tool_calls, tool_call_id, metadata, item, created_at
 ),
 
 calls AS (
@@ -173,7 +180,7 @@ calls AS (
 
 SELECT
     conversation_id, seq, parent_seq, role, content, name,
-    tool_calls, tool_call_id, metadata, created_at
+    tool_calls, tool_call_id, metadata, item, created_at
 FROM inserted
 ORDER BY seq;
 
@@ -213,14 +220,16 @@ WHERE c.id = :conversation_id
 
 -- name: get_message :one
 -- One message by its position; the owner filter makes another user's
--- message "not found".
+-- message "not found", and so is an item without a chat-completions form
+-- (role NULL, migrations/0013): it is no message.
 SELECT
     conversation_id, seq, parent_seq, role, content, name,
     tool_calls, tool_call_id, metadata, created_at
 FROM messages
 WHERE conversation_id = :conversation_id
     AND user_id = :user_id
-    AND seq = :seq;
+    AND seq = :seq
+    AND role IS NOT NULL;
 
 -- name: list_messages_asc :many
 -- A page of the active path (on_path: the root to the active leaf, see
@@ -234,6 +243,8 @@ WHERE conversation_id = :conversation_id
 -- not by c.id: given the value, the planner walks the index in order and
 -- stops after :limit rows, whatever the conversation's size (with c.id it
 -- planned for an average conversation and sorted the whole of a big one).
+-- Items without a chat-completions form (role NULL, migrations/0013) are
+-- not messages: left out, as by every chat-completions read.
 SELECT
     c.id AS found,
     m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
@@ -249,6 +260,7 @@ LEFT JOIN LATERAL (
         AND on_path
         AND seq > :after
         AND seq < :before
+        AND role IS NOT NULL
     ORDER BY seq ASC
     LIMIT :limit
 ) AS m ON TRUE
@@ -274,6 +286,7 @@ LEFT JOIN LATERAL (
         AND on_path
         AND seq > :after
         AND seq < :before
+        AND role IS NOT NULL
     ORDER BY seq DESC
     LIMIT :limit
 ) AS m ON TRUE
@@ -299,11 +312,15 @@ FOR UPDATE;
 -- message is taken out of the line, as before branches), so deleting one
 -- message never deletes another. When it was the active leaf, its parent
 -- becomes the leaf; otherwise the active path stays what it was, less it.
+-- :any_row: the items API (chatstore/items.py) deletes any row; the
+-- messages API only messages (an item without a chat-completions form,
+-- role NULL, is not found there).
 WITH deleted AS (
     DELETE FROM messages AS m
     WHERE m.conversation_id = :conversation_id
         AND m.user_id = :user_id
         AND m.seq = :seq
+        AND (m.role IS NOT NULL OR :any_row::boolean)
     RETURNING m.seq, m.parent_seq
 ),
 

@@ -14,6 +14,8 @@
 -- words. The snippet is HTML-safe: the window is escaped first and matches
 -- are wrapped in <mark>...</mark>.
 -- :conversation_id NULL means every conversation of the caller.
+-- Items without a chat-completions form (role NULL, migrations/0013) have
+-- no content, so nothing to match; the filter says they are never hits.
 -- :archived is include (every conversation), exclude (archived ones left
 -- out) or only (archived ones only); for the two filters each match looks
 -- its conversation up by primary key, so the filter costs one index probe
@@ -30,6 +32,7 @@ hits AS (
     CROSS JOIN query
     WHERE m.user_id = :user_id
         AND m.search_vector @@ query.ts_query
+        AND m.role IS NOT NULL
         AND (:conversation_id::uuid IS NULL OR m.conversation_id = :conversation_id::uuid)
         AND (:archived::text = 'include' OR EXISTS (
             SELECT 1

@@ -285,6 +285,8 @@ MESSAGE_PKEY = frozenset({"messages_pkey"})
 ACTIVE_PATH = frozenset({"messages_active_path_idx"})
 USER_ACTIVITY = frozenset({"conversations_user_archived_activity_idx"})
 IDLE_FIRST = frozenset({"conversations_activity_idx"})
+# An item by its client-given id (migrations/0013).
+ITEM_ID = frozenset({"messages_item_id_idx"})
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,10 @@ HOT_QUERIES = {
         HotQuery("list_messages_asc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("list_messages_desc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("get_message", (MESSAGE_PKEY,)),
+        # The items view of the active path (migrations/0013).
+        HotQuery("list_item_rows_asc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
+        HotQuery("list_item_rows_desc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
+        HotQuery("find_item_by_id", (ITEM_ID,)),
         HotQuery("chat_history", (BY_CONVERSATION_ID, ACTIVE_PATH), page=50),
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
@@ -345,6 +351,7 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "tool_calls": [None],
             "tool_call_ids": [None],
             "metadatas": ["{}"],
+            "items": [None],
             "conversation_id": shape.id,
             "user_id": shape.owner,
             "expected_last_seq": None,
@@ -365,6 +372,23 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "limit": page,
         },
         "get_message": {"conversation_id": shape.id, "user_id": shape.owner, "seq": midpoint},
+        "list_item_rows_asc": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "after": 0,
+            "limit": page,
+        },
+        "list_item_rows_desc": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "before": NO_BEFORE,
+            "limit": page,
+        },
+        "find_item_by_id": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "item_id": "msg_1",
+        },
         "chat_history": {
             "conversation_id": shape.id,
             "user_id": shape.owner,

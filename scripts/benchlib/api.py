@@ -49,6 +49,7 @@ FLOOR_ORDER: dict[str, tuple[str, ...]] = {
         "tool_calls",
         "tool_call_ids",
         "metadatas",
+        "items",
         "parent_seq",
         "conversation_id",
         "user_id",
@@ -134,6 +135,7 @@ class Floor:
             [None] * n,
             [None] * n,
             ["{}"] * n,
+            [None] * n,  # items: chat-completions messages
             None,  # parent_seq: continue the active branch
             conversation_id,
             user_id,
