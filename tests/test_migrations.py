@@ -791,3 +791,70 @@ async def test_existing_conversations_migrate_to_one_linear_branch(
         await conn.close()
     assert [r["seq"] for r in seqs] == [1, 2, 7]
     assert count == 3
+
+
+# -- 0013.items --------------------------------------------------------------------
+
+ITEMS = "0013.items"
+
+
+def before_items() -> int:
+    """How many of the newest migrations to roll back to be before 0013."""
+    return len(MIGRATION_IDS) - MIGRATION_IDS.index(ITEMS)
+
+
+async def test_items_rollback_keeps_chat_rows_relinked_and_up_again_works(
+    empty_database: str, settings: Settings
+) -> None:
+    await apply(empty_database)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        user_id = new_id()
+        await conn.execute(
+            """INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")
+               VALUES ($1, 'U', $1 || '@example.test', true, now(), now())""",
+            user_id,
+        )
+    finally:
+        await conn.close()
+    reasoning = {"type": "reasoning", "encrypted_content": "e", "summary": []}
+    async with ChatStore(empty_database, settings=settings) as store:
+        conversation = (await store.create_conversation(user_id)).id
+        await store.add_items(
+            user_id,
+            conversation,
+            [
+                {"role": "user", "content": "q"},
+                reasoning,
+                reasoning,
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "o"},
+                reasoning,
+            ],
+        )
+    await asyncio.to_thread(migrations.rollback, empty_database, before_items())
+    conn = await asyncpg.connect(empty_database)
+    try:
+        rows = await conn.fetch(
+            "SELECT seq, parent_seq, role FROM messages WHERE conversation_id = $1 ORDER BY seq",
+            conversation,
+        )
+        counters = await conn.fetchrow(
+            "SELECT message_count, tail_seq FROM conversations WHERE id = $1", conversation
+        )
+        columns = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'messages' AND column_name = 'item'"
+        )
+    finally:
+        await conn.close()
+    # The reasoning items go; the function call's parent is the user message.
+    assert [tuple(r) for r in rows] == [(1, None, "user"), (4, 1, "assistant"), (5, 4, "tool")]
+    assert counters is not None
+    assert tuple(counters) == (3, 5)
+    assert columns == 0
+    await apply(empty_database)
+    async with ChatStore(empty_database, settings=settings) as store:
+        items = (await store.list_items(user_id, conversation)).items
+        assert [i.id for i in items] == ["msg_1", "fc_4_0", "fco_5"]
+        await store.add_items(user_id, conversation, [reasoning])

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import pytest
 
-from chatstore.errors import NotFound, ValidationError
+from chatstore.errors import IdempotencyConflict, NotFound, ValidationError
 from chatstore.store import ChatStore
 
 REASONING: dict[str, Any] = {
@@ -263,3 +263,319 @@ async def test_delete_item_by_reused_id_deletes_the_newest(store: ChatStore, use
     assert (await store.get_item(user_id, conversation, "same")).item == first
     with pytest.raises(NotFound):
         await store.get_item(user_id, conversation, "nope")
+
+
+# -- every chat-completions read ignores the items without a chat form ----------
+
+
+async def mixed_conversation(store: ChatStore, user_id: str) -> str:
+    """seq 1 user, 2 reasoning, 3 function_call, 4 function_call_output,
+    5 web_search_call, 6 assistant, 7 unknown type."""
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, TURN)
+    return conversation
+
+
+CHAT_VIEW = [
+    (1, "user", "What's the weather?"),
+    (3, "assistant", None),
+    (4, "tool", "sunny"),
+    (6, "assistant", "It is sunny."),
+]
+
+
+async def test_messages_list_both_orders_and_pages_skip_items_without_a_chat_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    desc = await store.list_messages(user_id, conversation, order="desc")
+    assert [(m.seq, m.role, m.content) for m in desc.data] == CHAT_VIEW[::-1]
+    first = await store.list_messages(user_id, conversation, limit=2)
+    assert [m.seq for m in first.data] == [1, 3] and first.has_more
+    rest = await store.list_messages(user_id, conversation, limit=2, after=first.last_seq)
+    assert [m.seq for m in rest.data] == [4, 6] and not rest.has_more
+
+
+async def test_chat_history_skips_items_without_a_chat_form(store: ChatStore, user_id: str) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    history = await store.history(user_id, conversation)
+    assert [(m.seq, m.role, m.content) for m in history.messages] == CHAT_VIEW
+    assert not history.has_more
+    # A window of two still starts at the tool call the tool message answers.
+    short = await store.history(user_id, conversation, limit=2)
+    assert [m.seq for m in short.messages] == [3, 4, 6]
+    assert short.has_more
+
+
+async def test_exports_openai_and_jsonl_leave_out_items_without_a_chat_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    exported = json.loads(
+        b"".join([chunk async for chunk in store.export_openai(user_id, conversation)])
+    )
+    assert exported["messages"] == [
+        {"role": "user", "content": "What's the weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_w",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny", "tool_call_id": "call_w"},
+        {"role": "assistant", "content": "It is sunny."},
+    ]
+    lines = b"".join([chunk async for chunk in store.export_jsonl(user_id, conversation)])
+    assert [json.loads(line)["seq"] for line in lines.splitlines()] == [1, 3, 4, 6]
+    assert [m.seq async for m in store.export_messages(user_id, conversation)] == [1, 3, 4, 6]
+
+
+async def test_an_openai_export_of_items_imports_as_the_chat_view(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    exported = json.loads(
+        b"".join([chunk async for chunk in store.export_openai(user_id, conversation)])
+    )
+    imported = await store.import_conversation(user_id, exported["messages"])
+    page = await store.list_messages(user_id, imported.id)
+    assert [(m.role, m.content) for m in page.data] == [(r, c) for _, r, c in CHAT_VIEW]
+
+
+async def test_search_finds_item_messages_and_never_items_without_a_chat_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    hits = await store.search(user_id, "sunny", conversation_id=conversation)
+    assert sorted((h.seq, h.role) for h in hits.data) == [(4, "tool"), (6, "assistant")]
+    # The reasoning summary's words are not searchable text.
+    assert (await store.search(user_id, "thinking", conversation_id=conversation)).data == []
+
+
+async def test_message_get_delete_and_siblings_do_not_find_items_without_a_chat_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, [EASY, REASONING])
+    # A sibling of the reasoning item (same parent, the user message).
+    answer = await store.append_messages(
+        user_id, conversation, [{"role": "assistant", "content": "A"}], parent_seq=1
+    )
+    assert [s.seq for s in await store.list_siblings(user_id, conversation, answer[0].seq)] == [3]
+    for attempt in (
+        store.get_message(user_id, conversation, 2),
+        store.delete_message(user_id, conversation, 2),
+        store.list_siblings(user_id, conversation, 2),
+    ):
+        with pytest.raises(NotFound):
+            await attempt
+    # Switching back to the reasoning branch: the items view shows it, the
+    # chat view shows the user message alone.
+    assert await store.switch_branch(user_id, conversation, 2) == 2
+    assert [i.id for i in (await store.list_items(user_id, conversation)).items] == [
+        "msg_1",
+        "rs_1",
+    ]
+    assert [m.seq for m in (await store.list_messages(user_id, conversation)).data] == [1]
+
+
+async def test_truncate_from_an_item_deletes_it_and_what_follows(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    assert await store.truncate_messages(user_id, conversation, 2) == len(TURN) - 1
+    assert [i.seq for i in (await store.list_items(user_id, conversation)).items] == [1]
+    added = await store.add_items(user_id, conversation, [REASONING])
+    assert added[0].seq == len(TURN) + 1
+
+
+async def test_a_follower_replays_and_receives_only_chat_messages(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    hub = store.message_events()
+    try:
+        follower = store.follow(hub, user_id, conversation, after=0, idle_seconds=0.2)
+        seen: list[int] = []
+        async with asyncio.timeout(10):
+            async for message in follower:
+                if message is None:
+                    if len(seen) == 4:
+                        await store.add_items(user_id, conversation, [REASONING, EASY])
+                    continue
+                seen.append(message.seq)
+                if len(seen) == 5:
+                    break
+        assert seen == [1, 3, 4, 6, 9]
+    finally:
+        await hub.stop()
+
+
+async def test_erasure_and_retention_take_items_with_their_conversations(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    erased = await store.erase_user_data(user_id)
+    assert erased.deleted.conversations == 1
+    assert erased.deleted.messages == len(TURN)
+    with pytest.raises(NotFound):
+        await store.list_items(user_id, conversation)
+
+
+# -- rules of an item ------------------------------------------------------------
+
+BAD_ITEMS: dict[str, tuple[Any, list[str | int]]] = {
+    "not an object": ("hello", ["items", 0]),
+    "no type and no role": ({"content": "x"}, ["items", 0, "type"]),
+    "type not a string": ({"type": 1}, ["items", 0, "type"]),
+    "message with an unknown role": ({"role": "robot", "content": "x"}, ["items", 0, "role"]),
+    "message without content": ({"type": "message", "role": "user"}, ["items", 0, "content"]),
+    "message content a number": ({"role": "user", "content": 3}, ["items", 0, "content"]),
+    "content part without a type": (
+        {"role": "user", "content": [{"text": "x"}]},
+        ["items", 0, "content", 0],
+    ),
+    "text part without text": (
+        {"role": "user", "content": [{"type": "input_text"}]},
+        ["items", 0, "content", 0, "text"],
+    ),
+    "function_call without call_id": (
+        {"type": "function_call", "name": "f", "arguments": "{}"},
+        ["items", 0, "call_id"],
+    ),
+    "function_call without name": (
+        {"type": "function_call", "call_id": "c", "arguments": "{}"},
+        ["items", 0, "name"],
+    ),
+    "function_call arguments not a string": (
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": {}},
+        ["items", 0, "arguments"],
+    ),
+    "function_call name not an identifier": (
+        {"type": "function_call", "call_id": "c", "name": "a b", "arguments": "{}"},
+        ["items", 0, "tool_calls", 0, "function", "name"],
+    ),
+    "function_call_output without output": (
+        {"type": "function_call_output", "call_id": "c"},
+        ["items", 0, "output"],
+    ),
+    "a NUL character": ({"type": "x", "v": "a\x00b"}, ["items", 0, "v"]),
+    "a lone surrogate": ({"type": "x", "v": "\ud800"}, ["items", 0, "v"]),
+    "a NaN": ({"type": "x", "v": float("nan")}, ["items", 0, "v"]),
+    "a key not a string": ({"type": "x", 1: "v"}, ["items", 0]),
+    "a value not JSON": ({"type": "x", "v": object()}, ["items", 0, "v"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ITEMS.values(), ids=BAD_ITEMS.keys())
+async def test_an_invalid_item_is_refused_at_its_place_and_nothing_is_stored(
+    store: ChatStore, user_id: str, case: tuple[Any, list[str | int]]
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    item, loc = case
+    with pytest.raises(ValidationError) as refused:
+        await store.add_items(user_id, conversation, [item])
+    assert refused.value.details[0]["loc"] == loc
+    assert (await store.list_items(user_id, conversation)).items == []
+
+
+async def test_an_add_carries_1_to_100_items(store: ChatStore, user_id: str) -> None:
+    conversation = await new_conversation(store, user_id)
+    for batch in ([], [EASY] * 101):
+        with pytest.raises(ValidationError):
+            await store.add_items(user_id, conversation, batch)
+    assert len(await store.add_items(user_id, conversation, [EASY] * 100)) == 100
+
+
+async def test_an_item_larger_than_the_content_cap_is_refused(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    cap = store.settings.max_content_chars
+    big = {"type": "reasoning", "encrypted_content": "x" * cap}
+    with pytest.raises(ValidationError) as refused:
+        await store.add_items(user_id, conversation, [big])
+    assert "characters as JSON" in str(refused.value)
+    fits = {"type": "reasoning", "encrypted_content": "x" * (cap - 100)}
+    assert (await store.add_items(user_id, conversation, [fits]))[0].item == fits
+
+
+async def test_a_call_id_is_used_once_per_conversation(store: ChatStore, user_id: str) -> None:
+    conversation = await new_conversation(store, user_id)
+    with pytest.raises(ValidationError):
+        await store.add_items(user_id, conversation, [FUNCTION_CALL, FUNCTION_CALL])
+    await store.add_items(user_id, conversation, [FUNCTION_CALL])
+    with pytest.raises(ValidationError):
+        await store.add_items(user_id, conversation, [FUNCTION_CALL])
+    assert len((await store.list_items(user_id, conversation)).items) == 1
+
+
+async def test_a_message_without_text_parts_is_kept_as_an_item_only(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    image = {"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}
+    both = {
+        "type": "message",
+        "role": "user",
+        "content": [
+            {"type": "input_text", "text": "look"},
+            {"type": "input_image", "image_url": "data:,"},
+            {"type": "input_text", "text": "here"},
+        ],
+    }
+    await store.add_items(user_id, conversation, [image, both])
+    assert [i.item for i in (await store.list_items(user_id, conversation)).items] == [image, both]
+    page = await store.list_messages(user_id, conversation)
+    assert [(m.seq, m.content) for m in page.data] == [(2, "look\nhere")]
+
+
+async def test_add_items_with_an_idempotency_key_stores_once(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    first = await store.add_items(user_id, conversation, TURN, idempotency_key="k-items")
+    again = await store.add_items(user_id, conversation, TURN, idempotency_key="k-items")
+    assert again == first
+    assert len((await store.list_items(user_id, conversation)).items) == len(TURN)
+    with pytest.raises(IdempotencyConflict):
+        await store.add_items(user_id, conversation, [EASY], idempotency_key="k-items")
+
+
+async def test_delete_item_of_a_chat_row_with_several_items_is_refused(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    await store.append_message(
+        user_id, conversation, {"role": "assistant", "content": "a", "tool_calls": [call]}
+    )
+    with pytest.raises(ValidationError):
+        await store.delete_item(user_id, conversation, "fc_1_0")
+    assert len((await store.list_items(user_id, conversation)).items) == 2
+    # Popping it returns its last item and keeps the other.
+    popped = await store.pop_item(user_id, conversation)
+    assert popped is not None and popped.item["type"] == "function_call"
+    left = (await store.list_items(user_id, conversation)).items
+    assert [i.item["type"] for i in left] == ["message"]
+
+
+async def test_a_deleted_function_call_leaves_its_output_out_of_the_openai_export(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, [EASY, FUNCTION_CALL, FUNCTION_OUTPUT])
+    await store.delete_item(user_id, conversation, "fc_a")
+    exported = json.loads(
+        b"".join([chunk async for chunk in store.export_openai(user_id, conversation)])
+    )
+    assert [m["role"] for m in exported["messages"]] == ["user"]
+    assert [i.id for i in (await store.list_items(user_id, conversation)).items] == [
+        "msg_1",
+        "fco_3",
+    ]
