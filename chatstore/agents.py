@@ -29,7 +29,7 @@ from typing import Any, cast
 try:
     from agents.items import TResponseInputItem
     from agents.memory import SessionSettings
-    from agents.memory.session_settings import resolve_session_limit
+    from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 except ImportError as error:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
         "chatstore.agents needs the OpenAI Agents SDK: pip install 'chatstore[agents]'"
@@ -54,14 +54,18 @@ class ChatStoreSession:
         *,
         store: ChatStore,
         user_id: str,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | Mapping[str, Any] | None = None,
     ) -> None:
         # A malformed id names no conversation: NotFound, as an unknown one.
         self.conversation_id: uuid.UUID = conversation_uuid(conversation_id)
         self.session_id = str(self.conversation_id)
         self.store = store
         self.user_id = user_id
-        self.session_settings = session_settings
+        # A mapping ({"limit": 10}) is coerced, as the SDK's own sessions do.
+        if session_settings is None or isinstance(session_settings, SessionSettings):
+            self.session_settings = session_settings
+        else:
+            self.session_settings = coerce_session_settings(dict(session_settings))
 
     @classmethod
     async def create(
@@ -70,7 +74,7 @@ class ChatStoreSession:
         user_id: str,
         title: str | None = None,
         *,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | Mapping[str, Any] | None = None,
     ) -> ChatStoreSession:
         """A session over a new conversation of ``user_id``."""
         conversation = await store.create_conversation(user_id, title=title)

@@ -160,6 +160,11 @@ async def test_session_settings_limit_is_honoured(store: ChatStore, user_id: str
     assert await session.get_items(limit=0) == []
     unlimited = ChatStoreSession(session.session_id, store=store, user_id=user_id)
     assert await unlimited.get_items() == items
+    as_mapping = ChatStoreSession(
+        session.session_id, store=store, user_id=user_id, session_settings={"limit": 2}
+    )
+    assert as_mapping.session_settings == SessionSettings(limit=2)
+    assert await as_mapping.get_items() == items[-2:]
 
 
 async def test_add_items_is_atomic_beyond_one_store_batch(store: ChatStore, user_id: str) -> None:
@@ -243,6 +248,56 @@ async def test_runner_multi_turn_with_a_tool_matches_the_sdks_sqlalchemy_session
         ("user", "What did I ask about?"),
         ("assistant", "You asked about Paris."),
     ]
+
+
+async def session_script(session: Session) -> list[Any]:
+    """Every operation of the protocol, and what each returned."""
+    seen: list[Any] = []
+    reasoning: TResponseInputItem = {
+        "type": "reasoning",
+        "id": "rs_9",
+        "summary": [{"type": "summary_text", "text": "s"}],
+        "encrypted_content": "enc",
+    }
+    call: TResponseInputItem = {
+        "type": "function_call",
+        "id": "fc_9",
+        "call_id": "call_9",
+        "name": "f",
+        "arguments": '{"x": 1}',
+    }
+    output: TResponseInputItem = {
+        "type": "function_call_output",
+        "call_id": "call_9",
+        "output": "1",
+    }
+    await session.add_items([user("one"), reasoning, call, output])
+    seen.append(await session.get_items())
+    seen.append(await session.get_items(limit=3))
+    seen.append(await session.pop_item())
+    seen.append(await session.pop_item())
+    await session.add_items([user("two")])
+    seen.append(await session.get_items())
+    await session.clear_session()
+    seen.append(await session.get_items())
+    seen.append(await session.pop_item())
+    await session.add_items([user("three")])
+    seen.append(await session.get_items())
+    return seen
+
+
+async def test_the_protocols_operations_return_what_the_sdks_sqlalchemy_session_does(
+    store: ChatStore, user_id: str, tmp_path: Path
+) -> None:
+    ours = await ChatStoreSession.create(store, user_id)
+    reference = SQLAlchemySession.from_url(
+        "reference", url=f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}", create_tables=True
+    )
+    try:
+        expected = await session_script(reference)
+    finally:
+        await reference.engine.dispose()
+    assert await session_script(ours) == expected
 
 
 def test_chatstore_imports_without_the_agents_sdk() -> None:

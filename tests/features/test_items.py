@@ -8,7 +8,9 @@ import asyncio
 import json
 from typing import Any, Literal
 
+import httpx
 import pytest
+from support.users import User
 
 from chatstore.errors import IdempotencyConflict, NotFound, ValidationError
 from chatstore.store import ChatStore
@@ -579,3 +581,26 @@ async def test_a_deleted_function_call_leaves_its_output_out_of_the_openai_expor
         "msg_1",
         "fco_3",
     ]
+
+
+async def test_the_http_api_serves_the_chat_view_of_a_conversation_with_items(
+    store: ChatStore, client: httpx.AsyncClient, user: User
+) -> None:
+    conversation = await mixed_conversation(store, user.user_id)
+    base = f"/api/conversations/{conversation}"
+    listed = await client.get(f"{base}/messages", headers=user.headers)
+    assert listed.status_code == 200, listed.text
+    assert [m["seq"] for m in listed.json()["data"]] == [1, 3, 4, 6]
+    for seq in (2, 5, 7):
+        missing = await client.get(f"{base}/messages/{seq}", headers=user.headers)
+        assert missing.status_code == 404, missing.text
+    exported = await client.get(f"{base}/export?format=openai", headers=user.headers)
+    assert exported.status_code == 200, exported.text
+    assert [m["role"] for m in exported.json()["messages"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    conversation_row = await client.get(base, headers=user.headers)
+    assert conversation_row.status_code == 200, conversation_row.text
