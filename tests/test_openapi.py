@@ -67,13 +67,13 @@ def test_every_route_is_documented_and_nothing_else(bare_app: Starlette) -> None
     assert documented - served == set(), "documented but not served"
 
 
-def test_security_on_every_api_operation_only() -> None:
+def test_security_on_every_api_and_v1_operation_only() -> None:
     document = openapi_document()
     ids = []
     for path, item in document["paths"].items():
         for operation in item.values():
             ids.append(operation["operationId"])
-            expected = BEARER_OR_COOKIE if path.startswith("/api/") else None
+            expected = BEARER_OR_COOKIE if path.startswith(("/api/", "/v1/")) else None
             assert operation.get("security") == expected, path
     assert len(ids) == len(set(ids)), "operationIds must be unique"
 
@@ -215,6 +215,35 @@ async def test_responses_match_the_document(client: httpx.AsyncClient) -> None:
     lines = (await client.get(jsonl)).content
     c.check(await client.post(f"{api}/import", content=lines, headers=ndjson), 201)
     c.check(await client.post(f"{api}/import", json={"messages": [{"role": "x"}]}), 422)
+
+    # OpenAI's Conversations API (/v1): its answers and its errors, in OpenAI's body.
+    v1 = "/v1/conversations"
+    made = c.check(await client.post(v1, json={"items": [{"role": "user", "content": "hi"}]}), 200)
+    conversation = f"{v1}/{made['id']}"
+    c.check(await client.post(v1), 200)
+    c.check(await client.get(conversation), 200)
+    c.check(await client.post(conversation, json={"metadata": {"k": "v"}}), 200)
+    added = c.check(
+        await client.post(
+            f"{conversation}/items", json={"items": [{"role": "user", "content": "x"}]}
+        ),
+        200,
+    )
+    c.check(await client.get(f"{conversation}/items", params={"limit": 1}), 200)
+    item = f"{conversation}/items/{added['data'][0]['id']}"
+    c.check(await client.get(item), 200)
+    c.check(await client.delete(item), 200)
+    c.check(await client.get(item), 404)
+    c.check(await client.get(conversation, headers={"Authorization": "Bearer nope"}), 401)
+    c.check(await client.post(v1, json={"metadata": {"k": 1}}), 400)
+    c.check(await client.post(v1, content=b"{", headers=json_body), 400)
+    c.check(await client.post(v1, content=b"{}", headers={"content-type": "text/plain"}), 415)
+    c.check(await client.post(v1, content=b" " * 5000, headers=json_body), 413)
+    c.check(await client.get(f"{conversation}/items", params={"order": "up"}), 400)
+    v1_key = {"Idempotency-Key": secrets.token_hex(8)}
+    c.check(await client.post(v1, json={}, headers=v1_key), 200)
+    c.check(await client.post(v1, json={"metadata": {"a": "b"}}, headers=v1_key), 409)
+    c.check(await client.delete(conversation), 200)
 
     c.check(await client.get("/healthz"), 200)
     c.check(await client.get("/readyz"), 200)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from chatstore.http import v1
 from chatstore.http.params import (
     MAX_SEQ,
     ChatHistoryQuery,
@@ -29,6 +30,7 @@ from chatstore.http.params import (
     QueryModel,
     SearchQuery,
     TruncateQuery,
+    V1ItemListQuery,
 )
 from chatstore.http.routes import (
     chat,
@@ -39,6 +41,16 @@ from chatstore.http.routes import (
     messages,
     search,
     service,
+)
+from chatstore.http.v1_shapes import (
+    MAX_ITEMS_PER_CALL,
+    V1Conversation,
+    V1ConversationCreate,
+    V1ConversationDeleted,
+    V1ConversationUpdate,
+    V1Item,
+    V1ItemList,
+    V1ItemsCreate,
 )
 from chatstore.imports import MAX_IMPORT_MESSAGES, ImportInput
 from chatstore.models import (
@@ -95,6 +107,12 @@ class Endpoint:
     extra: tuple[str, ...] = ()  # more responses, by name in openapi.RESPONSES
     public: bool = False
 
+    @property
+    def openai(self) -> bool:
+        """One of OpenAI's Conversations API routes (chatstore/http/v1.py):
+        OpenAI's error bodies, a 400 for a broken rule."""
+        return self.path.startswith("/v1/")
+
     def route(self) -> Route:
         handler, model = self.handler, self.query
 
@@ -120,6 +138,10 @@ CONVERSATIONS = "/api/conversations"
 CONVERSATION = "/api/conversations/{id}"
 MESSAGES = "/api/conversations/{id}/messages"
 MESSAGE = "/api/conversations/{id}/messages/{seq}"
+V1_CONVERSATIONS = "/v1/conversations"
+V1_CONVERSATION = "/v1/conversations/{conversation_id}"
+V1_ITEMS = "/v1/conversations/{conversation_id}/items"
+V1_ITEM = "/v1/conversations/{conversation_id}/items/{item_id}"
 
 # fmt: off
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -215,6 +237,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                        "comment lines keep an idle stream open. The stream ends when the "
                        "session that opened it is signed out, revoked or expires (the "
                        "client's reconnection then gets its 401)."),)),
+    # OpenAI's Conversations API (chatstore/http/v1.py), for the official clients.
+    Endpoint("post", V1_CONVERSATIONS, v1.create_conversation, "v1CreateConversation",
+             f"OpenAI: create a conversation, with up to {MAX_ITEMS_PER_CALL} items",
+             "openai", 200, (V1Conversation,), (V1ConversationCreate,), body_required=False,
+             idempotent=True),
+    Endpoint("get", V1_CONVERSATION, v1.get_conversation, "v1GetConversation",
+             "OpenAI: retrieve a conversation", "openai", 200, (V1Conversation,)),
+    Endpoint("post", V1_CONVERSATION, v1.update_conversation, "v1UpdateConversation",
+             "OpenAI: replace a conversation's metadata", "openai", 200, (V1Conversation,),
+             (V1ConversationUpdate,), idempotent=True),
+    Endpoint("delete", V1_CONVERSATION, v1.delete_conversation, "v1DeleteConversation",
+             "OpenAI: delete a conversation and its items", "openai", 200,
+             (V1ConversationDeleted,)),
+    Endpoint("post", V1_ITEMS, v1.create_items, "v1CreateItems",
+             f"OpenAI: add up to {MAX_ITEMS_PER_CALL} items, atomically; the query's include "
+             "is accepted and ignored", "openai", 200, (V1ItemList,), (V1ItemsCreate,),
+             idempotent=True),
+    Endpoint("get", V1_ITEMS, v1.list_items, "v1ListItems",
+             "OpenAI: list a conversation's items (newest first unless order=asc); include "
+             "is accepted and ignored", "openai", 200, (V1ItemList,), query=V1ItemListQuery),
+    Endpoint("get", V1_ITEM, v1.get_item, "v1GetItem", "OpenAI: retrieve an item", "openai",
+             200, (V1Item,)),
+    Endpoint("delete", V1_ITEM, v1.delete_item, "v1DeleteItem",
+             "OpenAI: delete an item; answers with the conversation", "openai", 200,
+             (V1Conversation,)),
 )
 # fmt: on
 

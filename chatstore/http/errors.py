@@ -22,6 +22,7 @@ from chatstore.errors import (
     Unavailable,
     ValidationError,
 )
+from chatstore.http.v1_errors import openai_error_response, speaks_openai
 
 log = logging.getLogger("chatstore.http")
 
@@ -85,39 +86,54 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+def respond(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """The error in the body of the API asked: OpenAI's on /v1 (chatstore/http/v1_errors.py)."""
+    if speaks_openai(request):
+        return openai_error_response(status, code, message, details=details, headers=headers)
+    return error_response(status, code, message, details=details, headers=headers)
+
+
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPError)
-    return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+    return respond(request, exc.status, exc.code, exc.message, headers=exc.headers)
 
 
 async def handle_store_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatStoreError)
     status = _STATUS.get(type(exc), 500)
     if isinstance(exc, ValidationError):
-        return error_response(status, exc.code, str(exc), details=exc.details)
+        return respond(request, status, exc.code, str(exc), details=exc.details)
     if isinstance(exc, Unavailable):
         # Logged once an outage, not once a request (chatstore/availability.py).
         DATABASE.unavailable(exc.__cause__)
-        return error_response(
-            status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
+        return respond(
+            request, status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
         )
     if isinstance(exc, IdempotencyInProgress):
-        return error_response(
-            status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
+        return respond(
+            request, status, exc.code, str(exc), headers={"Retry-After": RETRY_AFTER_SECONDS}
         )
-    return error_response(status, exc.code, str(exc))
+    return respond(request, status, exc.code, str(exc))
 
 
 async def handle_starlette_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    return respond(request, exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # A bug: log it with its traceback; the client gets the contract's body.
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "an unexpected error occurred")
+    return respond(request, 500, "internal_error", "an unexpected error occurred")
 
 
 EXCEPTION_HANDLERS = {

@@ -8,6 +8,8 @@ responses of an operation follow from its shape: every /api operation can
 answer 401 and 503, one with a path parameter 404, one with a body 400, 408,
 413, 415 and 422, one with query or header parameters 422, one that takes an
 Idempotency-Key 409 (the chat message's 409 may also be idempotency_in_progress).
+The /v1 operations (OpenAI's Conversations API) answer the same errors in
+OpenAI's body, a broken rule as a 400.
 
 The repository keeps a copy in openapi.json: ``scripts/openapi`` rewrites it
 (``python -m chatstore.http.openapi`` prints it).
@@ -28,6 +30,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from chatstore.http.endpoints import ENDPOINTS, Endpoint
 from chatstore.http.params import MAX_SEQ, QueryModel, choices, rules
+from chatstore.http.v1_shapes import V1Error
 from chatstore.idempotency import MAX_KEY_LENGTH, WAIT_SECONDS
 from chatstore.models import Error, Readiness
 
@@ -100,6 +103,16 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "seq": {
         "description": "The message's position in its conversation.",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+    },
+    "conversation_id": {
+        "description": "The conversation's id: conv_ and its uuid's 32 hex digits, or the "
+        "uuid itself (as /api knows it). Anything else is a 404, like an unknown id.",
+        "schema": {"type": "string", "minLength": 1},
+    },
+    "item_id": {
+        "description": "The item's id (its own, when it was added with one; else the one "
+        "chatstore gave it).",
+        "schema": {"type": "string", "minLength": 1},
     },
 }
 
@@ -181,8 +194,47 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
         503, "`unavailable`: the database cannot be reached; retry.", Error, ("Retry-After",)
     ),
     "NotReady": (503, "Not ready: see `reason`.", Readiness, ("Retry-After",)),
+    # OpenAI's Conversations API (/v1): the same errors in OpenAI's body.
+    "V1BadRequest": (
+        400, "`invalid_json`: the body is not parseable JSON; or `validation_error`: a broken "
+        "rule (more than 20 items, metadata over OpenAI's limits, an invalid item, a bad query "
+        "parameter), with `param` naming the field.", V1Error, ()
+    ),
+    "V1Unauthorized": (
+        401, "`invalid_api_key`: no, invalid or expired session token (the client's api_key).",
+        V1Error, ("WWW-Authenticate",)
+    ),
+    "V1NotFound": (
+        404, "`not_found`: unknown, another user's, or malformed conversation or item id.",
+        V1Error, ()
+    ),
+    "V1RequestTimeout": (408, "`request_timeout`: the body did not arrive in time.", V1Error, ()),
+    "V1IdempotencyConflict": (
+        409, "`idempotency_conflict`: the Idempotency-Key was used with a different request "
+        "(with `x-should-retry: false`).", V1Error, ()
+    ),
+    "V1PayloadTooLarge": (413, "`payload_too_large`: the body is over the size cap.", V1Error, ()),
+    "V1UnsupportedMediaType": (
+        415, "`unsupported_media_type`: the body is not application/json.", V1Error, ()
+    ),
+    "V1Unavailable": (
+        503, "`unavailable`: the database cannot be reached; retry.", V1Error, ("Retry-After",)
+    ),
 }
 # fmt: on
+
+# An OpenAI route's responses for each of the above (chatstore/http/v1_errors.py).
+V1_NAMES = {
+    "InvalidJson": "V1BadRequest",
+    "ValidationError": "V1BadRequest",
+    "Unauthorized": "V1Unauthorized",
+    "NotFound": "V1NotFound",
+    "RequestTimeout": "V1RequestTimeout",
+    "IdempotencyConflict": "V1IdempotencyConflict",
+    "PayloadTooLarge": "V1PayloadTooLarge",
+    "UnsupportedMediaType": "V1UnsupportedMediaType",
+    "Unavailable": "V1Unavailable",
+}
 
 
 def error_responses(op: Endpoint) -> dict[int, str]:
@@ -199,6 +251,8 @@ def error_responses(op: Endpoint) -> dict[int, str]:
         names.append("ValidationError")
     if op.idempotent:
         names.append("IdempotencyConflict")
+    if op.openai:
+        names = [V1_NAMES[name] for name in names]
     return {RESPONSES[name][0]: name for name in [*names, *op.extra]}
 
 
@@ -331,7 +385,9 @@ def openapi_document() -> dict[str, Any]:
             "title": "chatstore",
             "version": VERSION,
             "description": "PostgreSQL persistence for LLM chatbots: conversations and "
-            "messages over HTTP. Every /api operation needs a better-auth session.",
+            "messages over HTTP. Every /api operation needs a better-auth session; so "
+            "does every /v1 operation (OpenAI's Conversations API, for the official "
+            "clients: the session token is the api_key).",
         },
         "paths": paths,
         "components": {

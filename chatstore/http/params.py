@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from chatstore import chat, conversations, messages, search
 from chatstore.errors import NotFound, ValidationError
+from chatstore.http import v1_shapes
 from chatstore.models import MAX_SEQ
 
 __all__ = ["MAX_SEQ", "QueryModel", "parse_query", "path_seq", "query", "rules"]
@@ -168,3 +169,12 @@ class ExportQuery(QueryModel):
         "openai: a chat-completions messages array (JSON); jsonl: one Message per line, streamed.",
         "openai",
     )
+
+
+class V1ItemListQuery(QueryModel):
+    """OpenAI's items.list (include is accepted and ignored: items are
+    returned whole)."""
+
+    limit: int = param("Page size.", 20, minimum=1, maximum=v1_shapes.MAX_LIST_LIMIT)
+    order: Literal["asc", "desc"] = param("By position in the conversation.", "desc")
+    after: str | None = param("An item id: only the items after it, in this order.")
