@@ -260,8 +260,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("get", V1_ITEM, v1.get_item, "v1GetItem", "OpenAI: retrieve an item", "openai",
              200, (V1Item,)),
     Endpoint("delete", V1_ITEM, v1.delete_item, "v1DeleteItem",
-             "OpenAI: delete an item; answers with the conversation", "openai", 200,
-             (V1Conversation,)),
+             "OpenAI: delete an item; answers with the conversation (400 for an item "
+             "that is one of several a chat message stands for)", "openai", 200,
+             (V1Conversation,), extra=("V1BadRequest",)),
 )
 # fmt: on
 

@@ -18,7 +18,8 @@ and invalid data must be refused (``negative_data_rejection``). At least
 5,000 requests in all, counted.
 
 Path ids are random UUIDs by default, which only ever reach the 404
-branch; so for valid data, half the time the ``id``/``session_id`` (and
+branch; so for valid data, half the time the ``id``/``session_id`` (/v1's
+path ``conversation_id`` too; and
 ``seq``, ``conversation_id``, ``cursor``) is swapped for a real object:
 usually the caller's own (seeded before each run: messages with tool calls
 included), sometimes another user's -- which must then answer like a
@@ -222,7 +223,10 @@ def substitute(
 ) -> str:
     """Swap generated ids for real ones; returns whose objects the case now
     names: "generated" (nothing swapped), "own" or "foreign"."""
-    names = [name for name in ("id", "session_id") if name in case.path_parameters]
+    # /v1's conversation_id takes the uuid as well as conv_<hex>.
+    names = [
+        name for name in ("id", "session_id", "conversation_id") if name in case.path_parameters
+    ]
     query = case.query if case.query is not None else {}
     narrows = "conversation_id" in query
     pages = "cursor" in query

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from support.app import BASE_URL
 from support.users import User, new_key
 
+from chatstore.http.endpoints import ENDPOINTS
 from chatstore.store import ChatStore
 
 OpenAIFor = Callable[[User | None], AsyncOpenAI]
@@ -140,6 +141,32 @@ async def test_no_valid_session_is_401(openai_for: OpenAIFor) -> None:
         await openai_for(None).conversations.create()
     assert raised.value.status_code == 401
     assert raised.value.code == "invalid_api_key"
+
+
+V1_ENDPOINTS = [
+    (op.method.upper(), op.path.format(conversation_id="conv_" + "0" * 32, item_id="msg_1"))
+    for op in ENDPOINTS
+    if op.openai
+]
+
+
+@pytest.mark.parametrize(("method", "path"), V1_ENDPOINTS)
+async def test_every_v1_endpoint_without_a_session_is_401(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json={"items": [], "metadata": {}})
+    openai_error(response, 401, "invalid_api_key")
+
+
+async def test_an_expired_session_is_401(
+    client: httpx.AsyncClient, store: ChatStore, user: User
+) -> None:
+    await store.pool.execute(
+        """UPDATE "session" SET "expiresAt" = now() - interval '1 minute' WHERE token = $1""",
+        user.token,
+    )
+    response = await client.get(f"/v1/conversations/conv_{'0' * 32}", headers=user.headers)
+    openai_error(response, 401, "invalid_api_key")
 
 
 async def test_missing_bearer_is_401_in_openai_shape(client: httpx.AsyncClient) -> None:
@@ -549,3 +576,41 @@ async def test_idempotency_key_through_the_official_client(oai: AsyncOpenAI) -> 
         assert response.http_response.status_code == 200
     listed = [item async for item in oai.conversations.items.list(conversation.id)]
     assert len(listed) == 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/items/%00",
+        "/items/" + "x" * 5000,
+        "/items?after=%00",
+        "/items?after=nope",
+        "/items?limit=99999999999999999999999",
+    ],
+)
+async def test_hostile_item_ids_and_cursors_are_4xx(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, user: User, path: str
+) -> None:
+    conversation = await oai.conversations.create(items=[{"role": "user", "content": "x"}])
+    response = await client.get(f"/v1/conversations/{conversation.id}{path}", headers=user.headers)
+    assert 400 <= response.status_code < 500, response.text
+    openai_error(response, response.status_code)
+
+
+async def test_one_item_of_a_chat_message_with_several_is_not_deleted_alone(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, user: User
+) -> None:
+    conversation = await oai.conversations.create()
+    call = {"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    appended = await client.post(
+        f"/api/conversations/{uuid_of(conversation.id)}/messages",
+        json={"role": "assistant", "content": "Let me check.", "tool_calls": [call]},
+        headers=user.headers,
+    )
+    assert appended.status_code == 201, appended.text
+    items = (await oai.conversations.items.list(conversation.id, order="asc")).data
+    assert [item.type for item in items] == ["message", "function_call"]
+    response = await client.delete(
+        f"/v1/conversations/{conversation.id}/items/{items[1].id}", headers=user.headers
+    )
+    openai_error(response, 400, "validation_error")
