@@ -614,3 +614,18 @@ async def test_one_item_of_a_chat_message_with_several_is_not_deleted_alone(
         f"/v1/conversations/{conversation.id}/items/{items[1].id}", headers=user.headers
     )
     openai_error(response, 400, "validation_error")
+
+
+async def test_idempotency_key_creates_a_conversation_with_items_once(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, user: User
+) -> None:
+    headers = user.with_key(new_key())
+    body = {"items": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    first = await client.post("/v1/conversations", json=body, headers=headers)
+    again = await client.post("/v1/conversations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()
+    items = [item async for item in oai.conversations.items.list(first.json()["id"])]
+    assert [first_text(item) for item in items] == ["b", "a"]
+    listed = (await client.get("/api/conversations", headers=user.headers)).json()["data"]
+    assert [c["id"] for c in listed] == [str(uuid_of(first.json()["id"]))]
