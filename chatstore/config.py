@@ -37,6 +37,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of postgres:// URLs (blanks ignored)."""
+    urls = tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+    for url in urls:
+        if not url.startswith(("postgres://", "postgresql://")):
+            raise ValueError(f"{name} holds URLs starting postgresql://, got one that does not")
+    return urls
+
+
 # The most messages a chat history window holds (chatstore/chat.py's MAX_HISTORY).
 _MAX_RESPONDER_HISTORY = 1000
 
@@ -120,6 +129,11 @@ class Settings:
     # Conversations with no activity (updated_at) for this many days are
     # deleted by a background job (chatstore/retention.py); None: kept forever.
     retention_days: int | None = None
+    # Hot standbys that serve reads (chatstore/replicas.py); empty: none.
+    replica_urls: tuple[str, ...] = ()
+    # A replica further behind the primary than this is skipped until it
+    # catches up (reads go to the primary).
+    replica_max_lag_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -161,4 +175,8 @@ class Settings:
                 env, "CHATSTORE_STREAM_SEND_TIMEOUT_SECONDS", 30, minimum=1
             ),
             retention_days=_int(env, "CHATSTORE_RETENTION_DAYS", 0) or None,
+            replica_urls=_urls(env, "CHATSTORE_REPLICA_URLS"),
+            replica_max_lag_seconds=_float(
+                env, "CHATSTORE_REPLICA_MAX_LAG_SECONDS", 5.0, minimum=0.1
+            ),
         )

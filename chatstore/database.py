@@ -14,26 +14,40 @@ any, else on a connection of the main pool (chatstore/pool.py bounds every
 wait). ``db.on(connection)`` runs them on a given connection instead (an
 export's snapshot, on a connection of the stream pool).
 
+With read replicas configured (chatstore/replicas.py), ``db.read(work)``
+runs ``work`` with its queries on a replica when one may serve it (else,
+and again after the replica fails, on the primary), and every write records
+its commit LSN in the current consistency scope.
+
 Database failures become chatstore's errors here and nowhere else
 (chatstore/dberrors.py holds the mapping): every query, connection and
 transaction of this module is translated, so no feature module handles
 asyncpg's connection errors itself.
+
+Long because: where a query runs (the task's transaction, a replica, the
+primary) and what a write records are decided in one place, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
 
+from chatstore import replicas as replication
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
+from chatstore.errors import Unavailable
 from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool
 from chatstore.queries import Executor, Queries, QueryKind
+from chatstore.replicas import Replica, Replicas
 from chatstore.resources import sql_dir
+
+T = TypeVar("T")
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
@@ -41,6 +55,21 @@ Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 _transaction_connection: ContextVar[PoolConnection | None] = ContextVar(
     "chatstore_transaction", default=None
 )
+# The replica that db.read() chose for the work running in this task, if any.
+_read_replica: ContextVar[Replica | None] = ContextVar("chatstore_read_replica", default=None)
+
+# What only a primary can run: a write, a row lock, a sequence step, a
+# notification. Such a query never runs on a replica (a safety net under
+# db.read()), and outside a transaction it records its commit LSN.
+_PRIMARY_ONLY = re.compile(
+    r"\b(insert|update|delete|merge|nextval|setval|pg_notify|pg_advisory\w*"
+    r"|for\s+(no\s+key\s+)?update|for\s+(key\s+)?share)\b",
+    re.IGNORECASE,
+)
+
+
+def _primary_only(sql: str) -> bool:
+    return _PRIMARY_ONLY.search(re.sub(r"--[^\n]*", "", sql)) is not None
 
 
 class Runner:
@@ -116,6 +145,12 @@ class Database:
         # Streamed responses' own pool (see connection(stream=True)).
         self._stream_pool: Pool | None = None
         self._stream_executor: PoolExecutor | None = None
+        self.replicas: Replicas | None = (
+            Replicas(settings.replica_urls, settings, self.queries)
+            if settings.replica_urls
+            else None
+        )
+        self._writes = {name: _primary_only(q.sql) for name, q in self.queries.items()}
 
     async def open(self) -> None:
         if self._pool is None:
@@ -138,8 +173,12 @@ class Database:
             self._stream_executor = PoolExecutor(
                 self._stream_pool, self.settings.acquire_timeout_seconds, name="streams"
             )
+        if self.replicas is not None and not self.replicas.replicas:
+            await self.replicas.open(self._pool_executor)
 
     async def close(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
         if self._stream_pool is not None:
             await self._stream_pool.close()
             self._stream_pool = None
@@ -163,6 +202,9 @@ class Database:
         connection = _transaction_connection.get()
         if connection is not None:
             return connection
+        replica = _read_replica.get()
+        if replica is not None and replica.executor is not None:
+            return replica.executor
         assert self._pool_executor is not None, "ChatStore is not open"
         return self._pool_executor
 
@@ -179,12 +221,81 @@ class Database:
         return executor.connection()
 
     @asynccontextmanager
-    async def lease(self, *, stream: bool = False) -> AsyncIterator[PoolConnection]:
+    async def lease(
+        self, *, stream: bool = False, read: bool = False
+    ) -> AsyncIterator[PoolConnection]:
         """connection(), with its failures translated (no connection in time
-        is Unavailable)."""
+        is Unavailable). ``read``: for a read (an export), on a replica when
+        one may serve it; a replica that gives no connection falls back to
+        the primary (a failure once the block runs cannot: it is the
+        caller's, a stream already under way)."""
+        replica = await self._choose() if read else None
+        if replica is not None and replica.executor is not None:
+            held = AsyncExitStack()
+            try:
+                with translate_errors():
+                    connection = await held.enter_async_context(replica.executor.connection())
+            except Unavailable as error:
+                self._replica_failed(replica, error)
+            else:
+                Replicas.served("replica")
+                async with held:
+                    yield connection
+                return
         with translate_errors():
             async with self.connection(stream=stream) as connection:
                 yield connection
+
+    async def _choose(self) -> Replica | None:
+        """The replica for a read starting now, or None (the primary)."""
+        if (
+            self.replicas is None
+            or _transaction_connection.get() is not None
+            or _read_replica.get() is not None
+        ):
+            return None
+        return await self.replicas.choose(replication.current().floor)
+
+    def _replica_failed(self, replica: Replica, error: Unavailable) -> None:
+        assert self.replicas is not None
+        self.replicas.failed(replica, error)
+        self.replicas.served("primary")
+
+    async def read(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` (queries through this Database, nothing else) with its
+        queries on a replica when one may serve it: caught up, and past
+        this scope's floor (its writes, the LSN a client presented).
+        Without replicas, in a transaction, or when the replica fails, on
+        the primary: a read may run twice, never fail for a replica."""
+        replica = await self._choose()
+        if replica is None:
+            return await work()
+        token = _read_replica.set(replica)
+        try:
+            result = await work()
+        except Unavailable as error:
+            self._replica_failed(replica, error)
+        else:
+            Replicas.served("replica")
+            return result
+        finally:
+            _read_replica.reset(token)
+        return await work()
+
+    async def _wrote(self) -> None:
+        """Record the LSN of a write that just committed (replicas only)."""
+        if self.replicas is None:
+            return
+        scope = replication.current()
+        assert self._pool_executor is not None
+        try:
+            text = await self.queries.scalar(self._pool_executor, "wal_insert_lsn")
+        except replication.PROBE_ERRORS:
+            # The write is committed: failing its request now would invite a
+            # retry that writes twice. Its reads go to the primary instead.
+            scope.write_unknown()
+            return
+        scope.wrote(replication.parse_lsn(text))
 
     def on(self, connection: PoolConnection) -> ConnectionRunner:
         """Named queries (and transactions) on ``connection``."""
@@ -208,24 +319,42 @@ class Database:
                     yield connection
                 finally:
                     _transaction_connection.reset(token)
+        await self._wrote()  # committed
 
-    def _runner(self) -> Runner:
+    def _runner(self, name: str) -> Runner:
+        if self._writes.get(name) and _transaction_connection.get() is None:
+            assert self._pool_executor is not None, "ChatStore is not open"
+            return Runner(self.queries, self._pool_executor)
         return Runner(self.queries, self.executor)
 
+    async def _after(self, name: str) -> None:
+        """A write outside a transaction has committed: record its LSN."""
+        if self._writes.get(name) and _transaction_connection.get() is None:
+            await self._wrote()
+
     async def one(self, name: str, /, **params: object) -> asyncpg.Record | None:
-        return await self._runner().one(name, **params)
+        row = await self._runner(name).one(name, **params)
+        await self._after(name)
+        return row
 
     async def many(self, name: str, /, **params: object) -> list[asyncpg.Record]:
-        return await self._runner().many(name, **params)
+        rows = await self._runner(name).many(name, **params)
+        await self._after(name)
+        return rows
 
     async def scalar(self, name: str, /, **params: object) -> Any:
-        return await self._runner().scalar(name, **params)
+        value = await self._runner(name).scalar(name, **params)
+        await self._after(name)
+        return value
 
     async def exec(self, name: str, /, **params: object) -> None:
-        await self._runner().exec(name, **params)
+        await self._runner(name).exec(name, **params)
+        await self._after(name)
 
     async def execrows(self, name: str, /, **params: object) -> int:
-        return await self._runner().execrows(name, **params)
+        count = await self._runner(name).execrows(name, **params)
+        await self._after(name)
+        return count
 
 
 class HasDatabase(Protocol):

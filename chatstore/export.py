@@ -51,7 +51,7 @@ async def _connection(db: Database, given: PoolConnection | None) -> AsyncIterat
     if given is not None:
         yield given
         return
-    async with db.lease() as connection:
+    async with db.lease(read=True) as connection:  # a replica's when one may serve
         yield connection
 
 

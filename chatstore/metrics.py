@@ -67,6 +67,28 @@ RETENTION_DELETED = Counter(
     "Conversations deleted by the retention job (CHATSTORE_RETENTION_DAYS) on this process.",
     registry=REGISTRY,
 )
+REPLICA_SERVING = Gauge(
+    "chatstore_replica_serving",
+    "1 while a read replica (CHATSTORE_REPLICA_URLS, by position from 0) serves reads, "
+    "0 while it is skipped (down, or lagging past CHATSTORE_REPLICA_MAX_LAG_SECONDS).",
+    ("replica",),
+    registry=REGISTRY,
+)
+REPLICA_LAG = Gauge(
+    "chatstore_replica_lag_seconds",
+    "How far a read replica is behind the primary, as of its last check: the age of the "
+    "oldest primary WAL position it has not replayed (0 when caught up).",
+    ("replica",),
+    registry=REGISTRY,
+)
+READS = Counter(
+    "chatstore_reads",
+    "Reads routed with read replicas configured, by the server that served them "
+    "(replica, or primary: none serving, none replayed the client's writes yet, or a "
+    "replica's read failed).",
+    ("server",),
+    registry=REGISTRY,
+)
 
 
 class _Pools(Collector):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -34,6 +34,7 @@ from chatstore import (
     imports,
     items,
     messages,
+    replicas,
     retention,
     sessions,
 )
@@ -63,6 +64,7 @@ from chatstore.models import (
 from chatstore.pool import Pool, PoolConnection
 from chatstore.queries import Executor, Queries
 from chatstore.readiness import unready_reason
+from chatstore.replicas import Consistency
 from chatstore.responder import Responder
 from chatstore.search import Archived
 from chatstore.search import search as search_messages
@@ -140,8 +142,9 @@ class ChatStore:
 
     def stream_lease(self) -> AbstractAsyncContextManager[PoolConnection]:
         """stream_connection(), its failures translated (none in time is
-        Unavailable): what an export response holds while it streams."""
-        return self.db.lease(stream=True)
+        Unavailable): what an export response holds while it streams; on
+        a replica when one may serve it (chatstore/replicas.py)."""
+        return self.db.lease(stream=True, read=True)
 
     def transaction(self) -> AbstractAsyncContextManager[PoolConnection]:
         """Run the store's operations inside one transaction::
@@ -154,6 +157,25 @@ class ChatStore:
         connection; a nested block becomes a savepoint.
         """
         return self.db.transaction()
+
+    # -- read replicas: read-your-writes ---------------------------------------
+
+    @property
+    def last_write_lsn(self) -> str | None:
+        """The commit LSN of the latest write in the current consistency
+        scope (this task, or the ``consistent()`` block), like ``16/B374D848``;
+        None before any write, and always without replicas configured.
+        Present it later (``consistent(lsn)``, the ``Chatstore-LSN`` header)
+        to read that write from any process."""
+        return replicas.current().lsn
+
+    def consistent(self, lsn: str | int | None = None) -> AbstractContextManager[Consistency]:
+        """A block whose reads show every write up to ``lsn`` (a
+        ``last_write_lsn`` from anywhere) and every write made in the
+        block: served by a replica that has replayed that far, else by the
+        primary. Outside any block, each asyncio task has its own scope, so a
+        task's reads always show its own writes."""
+        return replicas.consistent(lsn)
 
     async def unready_reason(self) -> str | None:
         """None when the database answers and every migration is applied."""
@@ -174,7 +196,7 @@ class ChatStore:
         )
 
     async def get_conversation(self, user_id: str, conversation_id: ConversationId) -> Conversation:
-        return await conversations.get(self.db, user_id, conversation_id)
+        return await self.db.read(lambda: conversations.get(self.db, user_id, conversation_id))
 
     async def list_conversations(
         self,
@@ -186,8 +208,10 @@ class ChatStore:
     ) -> ConversationPage:
         """The conversations not archived, newest activity first; with
         ``archived=True`` the archived ones only."""
-        return await conversations.page(
-            self.db, user_id, limit=limit, cursor=cursor, archived=archived
+        return await self.db.read(
+            lambda: conversations.page(
+                self.db, user_id, limit=limit, cursor=cursor, archived=archived
+            )
         )
 
     async def update_conversation(
@@ -311,7 +335,7 @@ class ChatStore:
         return messages.validate_batch(messages_, self.settings)
 
     async def get_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> Message:
-        return await messages.get(self.db, user_id, conversation_id, seq)
+        return await self.db.read(lambda: messages.get(self.db, user_id, conversation_id, seq))
 
     async def list_messages(
         self,
@@ -323,8 +347,16 @@ class ChatStore:
         after: int | None = None,
         before: int | None = None,
     ) -> MessagePage:
-        return await messages.page(
-            self.db, user_id, conversation_id, limit=limit, order=order, after=after, before=before
+        return await self.db.read(
+            lambda: messages.page(
+                self.db,
+                user_id,
+                conversation_id,
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
+            )
         )
 
     async def delete_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> None:
@@ -341,7 +373,7 @@ class ChatStore:
         self, user_id: str, conversation_id: ConversationId, seq: int
     ) -> list[Sibling]:
         """Message ``seq`` and its alternatives (same parent), oldest first."""
-        return await branches.siblings(self.db, user_id, conversation_id, seq)
+        return await self.db.read(lambda: branches.siblings(self.db, user_id, conversation_id, seq))
 
     async def switch_branch(self, user_id: str, conversation_id: ConversationId, seq: int) -> int:
         """Show message ``seq``'s branch; return the new active leaf (its
@@ -405,7 +437,9 @@ class ChatStore:
         before: int | None = None,
     ) -> chat.History:
         """The latest messages before ``before``, oldest first (chat.history)."""
-        return await chat.history(self.db, user_id, conversation_id, limit=limit, before=before)
+        return await self.db.read(
+            lambda: chat.history(self.db, user_id, conversation_id, limit=limit, before=before)
+        )
 
     async def exchange(
         self,
@@ -440,8 +474,10 @@ class ChatStore:
     ) -> SearchResults:
         """Best matches first, in web-search syntax (chatstore/search.py);
         ``archived``: include, exclude or only archived conversations."""
-        return await search_messages(
-            self.db, user_id, q, limit=limit, conversation_id=conversation_id, archived=archived
+        return await self.db.read(
+            lambda: search_messages(
+                self.db, user_id, q, limit=limit, conversation_id=conversation_id, archived=archived
+            )
         )
 
     def export_pages(

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from chatstore import metrics
 from chatstore.config import Settings
 from chatstore.http.auth import Authenticator
+from chatstore.http.consistency import ReadYourWrites
 from chatstore.http.context import Context
 from chatstore.http.endpoints import routes
 from chatstore.http.errors import EXCEPTION_HANDLERS
@@ -103,10 +104,11 @@ def create_app(
 class _ObservedStarlette(Starlette):
     """Starlette with RequestObserver (metrics, request log, request id)
     outside its whole stack: a middleware given to Starlette runs inside
-    ServerErrorMiddleware, and would miss the 500 it answers for a bug."""
+    ServerErrorMiddleware, and would miss the 500 it answers for a bug.
+    ReadYourWrites (the Chatstore-LSN header) sits just inside it."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return RequestObserver(super().build_middleware_stack())
+        return RequestObserver(ReadYourWrites(super().build_middleware_stack()))
 
 
 def app_from_env() -> Starlette:

@@ -18,7 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatstore.embedded import Cluster, ClusterError, _alive
+from chatstore.embedded import HBA, Cluster, ClusterError, _alive, free_port
+
+# pg_hba.conf of a primary that lets standbys stream its WAL: the same SCRAM
+# over 127.0.0.1 as every other login, nothing more.
+REPLICATION_HBA = HBA + "host    replication  all   127.0.0.1/32  scram-sha-256\n"
 
 
 @dataclass
@@ -57,6 +61,47 @@ class ThrowawayCluster(Cluster):
         """Stop immediately and delete the cluster's files (the whole temp folder if throwaway)."""
         self.stop("immediate")
         shutil.rmtree(self.temp_root or self.data_dir, ignore_errors=True)
+
+    def allow_replication(self) -> None:
+        """Let a standby stream this (running) cluster's WAL: pg_hba.conf gets a
+        ``host replication`` line (SCRAM, loopback), and segments are kept long
+        enough for a standby stopped for a few seconds to catch up."""
+        self._write("pg_hba.conf", REPLICATION_HBA)
+        self.psql("ALTER SYSTEM SET wal_keep_size = '256MB'")
+        self.psql("SELECT pg_reload_conf()")
+
+    def standby(self) -> ThrowawayCluster:
+        """A hot standby of this running cluster, not started: ``pg_basebackup -R``
+        (streaming replication over loopback, its password in primary_conninfo)
+        into a temp folder, on a free port. destroy() removes it."""
+        root = Path(tempfile.mkdtemp(prefix="chatstore-standby-", dir="/tmp"))
+        root.chmod(0o755)
+        data_dir = root / "pgdata"
+        data_dir.mkdir(mode=0o700)
+        self._own(data_dir)
+        args = [str(self.bin_dir / "pg_basebackup"), "-D", str(data_dir), "-R"]
+        args += ["-X", "stream", "-c", "fast", "--no-sync", "-w"]
+        args += ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        deadline = time.monotonic() + 10
+        while True:
+            # The postmaster rereads pg_hba.conf when it gets round to the SIGHUP.
+            proc = self._run(
+                args, as_server=True, what="pg_basebackup", check=False, password=self.password
+            )
+            if proc.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                shutil.rmtree(root, ignore_errors=True)
+                raise ClusterError(f"pg_basebackup failed: {proc.stderr.strip()}")
+            shutil.rmtree(data_dir, ignore_errors=True)
+            data_dir.mkdir(mode=0o700)
+            self._own(data_dir)
+            time.sleep(0.2)
+        # The backup copied our settings file with the primary's port: create() rewrites it.
+        (data_dir / "postmaster.pid").unlink(missing_ok=True)
+        standby = type(self).create(data_dir, port=free_port())
+        standby.temp_root = root
+        return standby
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of PostgreSQL's own log, for a failed test's report."""
