@@ -90,6 +90,17 @@ IDEMPOTENCY_KEY = parameter(
     {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[ -~]+$"},
 )
 
+# Read-your-writes with read replicas (chatstore/http/consistency.py).
+LSN_PATTERN = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"
+CHATSTORE_LSN = parameter(
+    "Chatstore-LSN",
+    "header",
+    "A Chatstore-LSN from an earlier response: this request's reads show at least every "
+    "write up to it (served by a read replica only once it has replayed that far, else by "
+    "the primary). Malformed: 400 bad_request.",
+    {"type": "string", "pattern": LSN_PATTERN},
+)
+
 
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "id": {
@@ -133,6 +144,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "otherwise a generated one.",
         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
     },
+    "Chatstore-LSN": {
+        "description": "With read replicas configured, on a response whose request wrote: the "
+        "commit LSN of its write. Send it back as the Chatstore-LSN request header to read "
+        "that write from any server process.",
+        "schema": {"type": "string", "pattern": LSN_PATTERN},
+    },
     "Idempotent-Replayed": {
         "description": "Present when this answer replays the first one for its Idempotency-Key.",
         "schema": {"type": "string", "enum": ["true"]},
@@ -143,6 +160,7 @@ HEADERS: dict[str, dict[str, Any]] = {
 # fmt: off
 RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
     "InvalidJson": (400, "`invalid_json`: the body is not parseable JSON.", Error, ()),
+    "BadLsn": (400, "`bad_request`: the Chatstore-LSN header is not an LSN.", Error, ()),
     "Unauthorized": (
         401, "`unauthorized`: no, invalid or expired credentials.", Error, ("WWW-Authenticate",)
     ),
@@ -241,7 +259,7 @@ def error_responses(op: Endpoint) -> dict[int, str]:
     """The error responses an operation's shape implies, then its own (which win)."""
     names: list[str] = []
     if not op.public:
-        names += ["Unauthorized", "Unavailable"]
+        names += ["BadLsn", "Unauthorized", "Unavailable"]
     if "{" in op.path:
         names.append("NotFound")
     if op.body:
@@ -330,6 +348,8 @@ def _operation(op: Endpoint, refs: Refs) -> dict[str, Any]:
     if content:
         success["content"] = content
     success["headers"] = {"X-Request-ID": HEADERS["X-Request-ID"]}
+    if not op.public:
+        success["headers"]["Chatstore-LSN"] = HEADERS["Chatstore-LSN"]
     if op.idempotent:
         success["headers"]["Idempotent-Replayed"] = HEADERS["Idempotent-Replayed"]
     responses: dict[str, Any] = {str(op.status): success}
@@ -342,6 +362,8 @@ def _operation(op: Endpoint, refs: Refs) -> dict[str, Any]:
     if op.query is not None:
         parameters += query_parameters(op.query)
     parameters += [*op.headers, *([IDEMPOTENCY_KEY] if op.idempotent else [])]
+    if not op.public:
+        parameters.append(CHATSTORE_LSN)
     document: dict[str, Any] = {
         "operationId": op.id,
         "summary": op.summary,
