@@ -254,7 +254,12 @@ class Database:
             or _read_replica.get() is not None
         ):
             return None
-        return await self.replicas.choose(replication.current().floor)
+        scope = replication.current()
+        replica = await self.replicas.choose(scope.floor)
+        if replica is not None:
+            # Monotonic reads: what this scope read next shows at least this.
+            scope.floor = max(scope.floor, replica.replay_lsn)
+        return replica
 
     def _replica_failed(self, replica: Replica, error: Unavailable) -> None:
         assert self.replicas is not None

@@ -50,12 +50,12 @@ import asyncpg
 from chatstore import metrics
 from chatstore.config import Settings
 from chatstore.errors import ValidationError
-from chatstore.pool import CONNECTION_LOST, Pool, PoolExecutor, create_pool
+from chatstore.pool import CONNECTION_LOST, Pool, PoolExecutor, create_pool, server_settings
 from chatstore.queries import Queries
 
 log = logging.getLogger("chatstore.replicas")
 
-State = Literal["serving", "lagging", "down"]
+State = Literal["unchecked", "serving", "lagging", "down"]
 
 # An LSN as PostgreSQL prints it: two hex numbers of up to 32 bits.
 _LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
@@ -139,9 +139,12 @@ def current() -> Consistency:
 
 @contextmanager
 def consistent(lsn: str | int | None = None) -> Iterator[Consistency]:
-    """A fresh scope for the block whose reads show at least ``lsn`` (and
-    every write made in the block)."""
-    token = _consistency.set(Consistency(floor=lsn_argument(lsn)))
+    """A scope for the block whose reads show at least ``lsn``, whatever the
+    enclosing scope had to show, and every write made in the block; its
+    ``lsn`` is the block's own latest write."""
+    outer = _consistency.get()
+    floor = max(lsn_argument(lsn), 0 if outer is None else outer.floor)
+    token = _consistency.set(Consistency(floor=floor))
     try:
         scope = _consistency.get()
         assert scope is not None
@@ -162,7 +165,10 @@ class Replica:
     dsn: str
     pool: Pool | None = None
     executor: PoolExecutor | None = None
-    state: State = "down"
+    # The monitor's own connection: a pool busy with reads must not make a
+    # check wait (and a slow check must not take a connection from reads).
+    probe: asyncpg.Connection[asyncpg.Record] | None = None
+    state: State = "unchecked"
     replay_lsn: int = 0
     lag_seconds: float = 0.0
     reason: str = "not checked yet"
@@ -221,6 +227,8 @@ class Replicas:
                 await self._monitor
             self._monitor = None
         for replica in self.replicas:
+            if replica.probe is not None:
+                replica.probe.terminate()
             if replica.pool is not None:
                 await replica.pool.close()
         self.replicas.clear()
@@ -265,8 +273,11 @@ class Replicas:
 
     async def _check(self, replica: Replica, now: float) -> None:
         try:
-            replayed = await self._replayed(replica)
+            replayed = await asyncio.wait_for(self._probe(replica), self._probe_timeout)
         except PROBE_ERRORS as error:
+            if replica.probe is not None:
+                replica.probe.terminate()
+                replica.probe = None
             self._set(replica, "down", f"unreachable ({type(error).__name__}: {error})")
             return
         if replayed is None:
@@ -283,12 +294,28 @@ class Replicas:
         else:
             self._set(replica, "serving", "caught up")
 
+    async def _probe(self, replica: Replica) -> int | None:
+        """The monitor asks ``replica`` on its own connection (made as needed)."""
+        if replica.probe is None or replica.probe.is_closed():
+            replica.probe = await asyncpg.connect(
+                replica.dsn,
+                timeout=self._probe_timeout,
+                server_settings=server_settings(self.settings),
+            )
+        return self._remember(
+            replica, await self.queries.scalar(replica.probe, "replica_replay_lsn")
+        )
+
     async def _replayed(self, replica: Replica) -> int | None:
-        """Ask ``replica`` how far it has replayed (and remember it)."""
+        """A read asks ``replica`` how far it has replayed, on the replica's pool."""
         assert replica.executor is not None
         text = await asyncio.wait_for(
             self.queries.scalar(replica.executor, "replica_replay_lsn"), self._probe_timeout
         )
+        return self._remember(replica, text)
+
+    @staticmethod
+    def _remember(replica: Replica, text: str | None) -> int | None:
         if text is None:
             return None
         replica.replay_lsn = max(replica.replay_lsn, parse_lsn(text))
@@ -302,7 +329,9 @@ class Replicas:
         before, replica.state = replica.state, state
         metrics.REPLICA_SERVING.labels(replica.label).set(1 if state == "serving" else 0)
         where = redacted(replica.dsn)
-        if state == "serving":
+        if state == "serving" and before == "unchecked":
+            log.info("replica %s (%s) serves reads", replica.index, where)
+        elif state == "serving":
             log.warning("replica %s (%s) serves reads again (was %s)", replica.index, where, before)
         else:
             log.warning(
@@ -320,7 +349,7 @@ class Replicas:
         (the monitor brings it back), else (a statement cancelled by a
         replay conflict, a timeout) only this read moves to the primary."""
         cause = error.__cause__ or error
-        if isinstance(cause, CONNECTION_LOST):
+        if isinstance(cause, CONNECTION_LOST) and not isinstance(cause, TimeoutError):
             self._set(replica, "down", f"a read failed ({type(cause).__name__}: {cause})")
 
     async def choose(self, floor: int) -> Replica | None:
@@ -339,7 +368,10 @@ class Replicas:
                 try:
                     replayed = await self._replayed(replica)
                 except PROBE_ERRORS as error:
-                    self._set(replica, "down", f"unreachable ({type(error).__name__}: {error})")
+                    # No connection free in time says nothing of the replica's
+                    # health (the monitor decides): this read goes elsewhere.
+                    if not isinstance(error, TimeoutError):
+                        self._set(replica, "down", f"unreachable ({type(error).__name__}: {error})")
                     replayed = None
                 if replayed is not None and replayed >= floor:
                     return replica
