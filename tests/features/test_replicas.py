@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import httpx
@@ -27,6 +28,7 @@ from support.users import User, make_user
 
 from chatstore import metrics, migrations
 from chatstore.config import Settings
+from chatstore.errors import NotFound
 from chatstore.replicas import Replica, parse_lsn
 from chatstore.store import ChatStore
 
@@ -73,6 +75,28 @@ async def replicated(
     chosen = dataclasses.replace(settings, replica_urls=(replica_url,), replica_max_lag_seconds=1.0)
     async with ChatStore(primary_url, settings=chosen) as opened:
         yield opened
+
+
+@pytest.fixture
+async def patient(
+    settings: Settings, primary_url: str, replica_url: str
+) -> AsyncIterator[ChatStore]:
+    """Another process's store, whose replica is never too far behind
+    (60 s allowed): a paused standby keeps serving it, stale."""
+    chosen = dataclasses.replace(
+        settings, replica_urls=(replica_url,), replica_max_lag_seconds=60.0
+    )
+    async with ChatStore(primary_url, settings=chosen) as opened:
+        yield opened
+
+
+@contextmanager
+def paused(standby: ThrowawayCluster) -> Iterator[None]:
+    standby.psql("SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        standby.psql("SELECT pg_wal_replay_resume()")
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +276,52 @@ async def test_a_paused_replica_sends_newer_reads_to_the_primary_and_is_reported
     told = [r.getMessage() for r in caplog.records if r.name == "chatstore.replicas"]
     assert len([line for line in told if "is lagging" in line]) == 1, told
     assert len([line for line in told if "serves reads again" in line]) == 1, told
+
+
+async def test_a_write_read_elsewhere_with_its_lsn_is_seen_though_the_replica_is_behind(
+    replicated: ChatStore, patient: ChatStore, person: User, standby: ThrowawayCluster
+) -> None:
+    """The LSN is what carries a write to another process: without it the
+    other process reads the paused (stale, not yet too late) replica."""
+    await until(lambda: replica_of(patient).serving)
+    with paused(standby):
+        with replicated.consistent():
+            made = await replicated.create_conversation(person.user_id, title="carried")
+            lsn = replicated.last_write_lsn
+        with patient.consistent(), pytest.raises(NotFound):  # not replayed there yet
+            await patient.get_conversation(person.user_id, made.id)
+        with patient.consistent(lsn):
+            assert (await patient.get_conversation(person.user_id, made.id)).title == "carried"
+        assert replica_of(patient).serving  # behind, but not past its 60 s
+
+
+async def test_live_updates_listen_and_read_on_the_primary_while_the_replica_is_behind(
+    replicated: ChatStore, patient: ChatStore, person: User, standby: ThrowawayCluster
+) -> None:
+    """A follower woken by a notification reads the notified rows from the
+    primary: the paused replica has not got them."""
+    await until(lambda: replica_of(patient).serving)
+    conversation = await replicated.create_conversation(person.user_id)
+    hub = patient.message_events()
+    try:
+        await hub.start()
+        # after=0: whether it reads it as a replay or on the notification,
+        # the follower reads it from the table, while the replica lacks it.
+        follower = patient.follow(hub, person.user_id, conversation.id, after=0, idle_seconds=5)
+        with paused(standby):
+            first = asyncio.ensure_future(anext(follower))
+            await replicated.append_message(
+                person.user_id, conversation.id, {"role": "user", "content": "live"}
+            )
+            async with asyncio.timeout(TIMEOUT):
+                item = await first
+                while item is None:  # a heartbeat
+                    item = await anext(follower)
+            assert item.content == "live"
+            assert replica_of(patient).serving  # the replica was there to take it, stale
+        await follower.aclose()  # type: ignore[attr-defined]
+    finally:
+        await hub.stop()
 
 
 @pytest.mark.adversity
