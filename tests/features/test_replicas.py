@@ -28,8 +28,8 @@ from support.users import User, make_user
 
 from chatstore import metrics, migrations
 from chatstore.config import Settings
-from chatstore.errors import NotFound
-from chatstore.replicas import Replica, parse_lsn
+from chatstore.errors import NotFound, ValidationError
+from chatstore.replicas import Replica, consistent, format_lsn, parse_lsn
 from chatstore.store import ChatStore
 
 TIMEOUT = 20.0  # a bound on waiting for the standby, never an assertion
@@ -145,6 +145,35 @@ async def replayed_past(standby: ThrowawayCluster, replica_url: str, lsn: str) -
                 await asyncio.sleep(0.02)
     finally:
         await connection.close()
+
+
+def test_replica_settings_are_a_comma_list_of_postgres_urls_and_a_positive_lag() -> None:
+    chosen = Settings.from_env(
+        {
+            "CHATSTORE_REPLICA_URLS": " postgresql://a/db , ,postgres://b:6432/db",
+            "CHATSTORE_REPLICA_MAX_LAG_SECONDS": "2.5",
+        }
+    )
+    assert chosen.replica_urls == ("postgresql://a/db", "postgres://b:6432/db")
+    assert chosen.replica_max_lag_seconds == 2.5
+    assert Settings.from_env({}).replica_urls == ()
+    with pytest.raises(ValueError, match="CHATSTORE_REPLICA_URLS"):
+        Settings.from_env({"CHATSTORE_REPLICA_URLS": "replica1:5432"})
+    for bad in ("0", "-1", "soon", "nan"):
+        with pytest.raises(ValueError, match="CHATSTORE_REPLICA_MAX_LAG_SECONDS"):
+            Settings.from_env({"CHATSTORE_REPLICA_MAX_LAG_SECONDS": bad})
+
+
+def test_an_lsn_reads_as_postgresql_prints_it_and_orders_like_it() -> None:
+    assert parse_lsn("0/0") == 0
+    assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert format_lsn(parse_lsn("16/B374D848")) == "16/B374D848"
+    assert parse_lsn("1/0") > parse_lsn("0/FFFFFFFF")
+    for bad in ("", "16", "16/", "/1", "1/2/3", "G/0", "123456789/0", "0x1/0"):
+        with pytest.raises(ValueError):
+            parse_lsn(bad)
+    with pytest.raises(ValidationError), consistent("yesterday"):
+        pass
 
 
 async def test_reads_go_to_the_replica_when_it_is_caught_up(
