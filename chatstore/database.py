@@ -230,11 +230,14 @@ class Database:
         the primary (a failure once the block runs cannot: it is the
         caller's, a stream already under way)."""
         replica = await self._choose() if read else None
-        if replica is not None and replica.executor is not None:
+        executor = (
+            None if replica is None else (replica.stream_executor if stream else replica.executor)
+        )
+        if replica is not None and executor is not None:
             held = AsyncExitStack()
             try:
                 with translate_errors():
-                    connection = await held.enter_async_context(replica.executor.connection())
+                    connection = await held.enter_async_context(executor.connection())
             except Unavailable as error:
                 self._replica_failed(replica, error)
             else:

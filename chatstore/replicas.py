@@ -165,6 +165,9 @@ class Replica:
     dsn: str
     pool: Pool | None = None
     executor: PoolExecutor | None = None
+    # Exports' own pool on this replica, as on the primary (database.py).
+    stream_pool: Pool | None = None
+    stream_executor: PoolExecutor | None = None
     # The monitor's own connection: a pool busy with reads must not make a
     # check wait (and a slow check must not take a connection from reads).
     probe: asyncpg.Connection[asyncpg.Record] | None = None
@@ -215,6 +218,14 @@ class Replicas:
             replica.executor = PoolExecutor(
                 replica.pool, self.settings.acquire_timeout_seconds, name=f"replica{index}"
             )
+            replica.stream_pool = await create_pool(
+                url, self.settings, min_size=0, max_size=self.settings.stream_pool_size
+            )
+            replica.stream_executor = PoolExecutor(
+                replica.stream_pool,
+                self.settings.acquire_timeout_seconds,
+                name=f"replica{index}-streams",
+            )
             metrics.REPLICA_SERVING.labels(replica.label).set(0)
             self.replicas.append(replica)
         await self.check()  # the first state, before the first read
@@ -229,8 +240,9 @@ class Replicas:
         for replica in self.replicas:
             if replica.probe is not None:
                 replica.probe.terminate()
-            if replica.pool is not None:
-                await replica.pool.close()
+            for pool in (replica.pool, replica.stream_pool):
+                if pool is not None:
+                    await pool.close()
         self.replicas.clear()
 
     async def _watch(self) -> None:

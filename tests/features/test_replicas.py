@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -218,6 +219,36 @@ async def test_a_write_returns_its_commit_lsn_in_the_header_and_a_read_presentin
     assert listed.status_code == 200
     assert [m["content"] for m in listed.json()["data"]] == ["mine"]
     assert "Chatstore-LSN" not in listed.headers  # a read wrote nothing
+
+
+async def test_an_export_streams_from_the_replica_once_it_has_the_writes(
+    client: httpx.AsyncClient,
+    replicated: ChatStore,
+    person: User,
+    standby: ThrowawayCluster,
+    replica_url: str,
+) -> None:
+    await until(lambda: replica_of(replicated).serving)
+    created = await client.post("/api/conversations", json={}, headers=person.headers)
+    path = f"/api/conversations/{created.json()['id']}"
+    appended = await client.post(
+        f"{path}/messages",
+        json={"messages": [user_message("one"), user_message("two")]},
+        headers=person.headers,
+    )
+    lsn = appended.headers["Chatstore-LSN"]
+    await replayed_past(standby, replica_url, lsn)
+    before = reads("replica"), reads("primary")
+    exported = await client.get(
+        f"{path}/export",
+        params={"format": "jsonl"},
+        headers={**person.headers, "Chatstore-LSN": lsn},
+    )
+    assert exported.status_code == 200, exported.text
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert [line["content"] for line in lines] == ["one", "two"]
+    # Two reads, the ownership check and the export's snapshot, both there.
+    assert (reads("replica"), reads("primary")) == (before[0] + 2, before[1])
 
 
 async def test_a_malformed_lsn_header_is_a_400(client: httpx.AsyncClient, person: User) -> None:
