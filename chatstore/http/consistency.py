@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatstore import replicas
 from chatstore.errors import ValidationError
 from chatstore.http.errors import error_response
+from chatstore.http.v1_errors import PREFIX as V1_PREFIX
+from chatstore.http.v1_errors import openai_error_response
 
 HEADER = b"chatstore-lsn"
 NAME = "Chatstore-LSN"
@@ -40,7 +42,10 @@ class ReadYourWrites:
                 None if presented is None else replicas.lsn_argument(presented.decode("latin-1"))
             )
         except ValidationError:
-            response = error_response(
+            # In the shape of the API asked: OpenAI's error body on /v1.
+            speaks_openai = str(scope.get("path", "")).startswith(V1_PREFIX)
+            answer = openai_error_response if speaks_openai else error_response
+            response = answer(
                 400,
                 "bad_request",
                 f"{NAME} must be an LSN as an earlier response gave it, like 16/B374D848",

@@ -243,6 +243,7 @@ RESPONSES: dict[str, tuple[int, str, type[BaseModel], tuple[str, ...]]] = {
 
 # An OpenAI route's responses for each of the above (chatstore/http/v1_errors.py).
 V1_NAMES = {
+    "BadLsn": "V1BadRequest",
     "InvalidJson": "V1BadRequest",
     "ValidationError": "V1BadRequest",
     "Unauthorized": "V1Unauthorized",

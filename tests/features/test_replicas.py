@@ -260,6 +260,22 @@ async def test_a_malformed_lsn_header_is_a_400(client: httpx.AsyncClient, person
         assert response.json()["error"]["code"] == "bad_request"
 
 
+async def test_a_malformed_lsn_header_on_v1_is_a_400_in_openais_shape(
+    client: httpx.AsyncClient, person: User
+) -> None:
+    response = await client.get(
+        "/v1/conversations/conv_00000000000000000000000000000000",
+        headers={**person.headers, "Chatstore-LSN": "yesterday"},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "invalid_request_error",
+        "bad_request",
+        None,
+    )
+
+
 async def test_read_your_writes_under_concurrent_load(
     replicated: ChatStore, client: httpx.AsyncClient, person: User
 ) -> None:
