@@ -30,8 +30,9 @@ primary) and what a write records are decided in one place, here.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Literal, Protocol, TypeVar
@@ -41,7 +42,7 @@ import asyncpg
 from chatstore import replicas as replication
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
-from chatstore.errors import Unavailable
+from chatstore.errors import ChatStoreError, Unavailable
 from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool
 from chatstore.queries import Executor, Queries, QueryKind
 from chatstore.replicas import Replica, Replicas
@@ -50,6 +51,9 @@ from chatstore.resources import sql_dir
 T = TypeVar("T")
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
+AfterCommit = Callable[[], Awaitable[None]]
+
+log = logging.getLogger("chatstore.database")
 
 # The connection of the transaction open in this task, if any (transaction()).
 _transaction_connection: ContextVar[PoolConnection | None] = ContextVar(
@@ -70,6 +74,11 @@ _PRIMARY_ONLY = re.compile(
 
 def _primary_only(sql: str) -> bool:
     return _PRIMARY_ONLY.search(re.sub(r"--[^\n]*", "", sql)) is not None
+
+# What to do once that transaction has committed (after_commit()), by key.
+_after_commit: ContextVar[dict[Hashable, AfterCommit] | None] = ContextVar(
+    "chatstore_after_commit", default=None
+)
 
 
 class Runner:
@@ -320,14 +329,42 @@ class Database:
                 yield current
             return
         assert self._pool_executor is not None, "ChatStore is not open"
+        actions: dict[Hashable, AfterCommit] = {}
         with translate_errors():
             async with self._pool_executor.transaction() as connection:
                 token = _transaction_connection.set(connection)
+                actions_token = _after_commit.set(actions)
                 try:
                     yield connection
                 finally:
+                    _after_commit.reset(actions_token)
                     _transaction_connection.reset(token)
         await self._wrote()  # committed
+        # Committed (an exception skips this: a rolled-back transaction has
+        # nothing to announce).
+        for action in actions.values():
+            await _run_after_commit(action)
+
+    async def after_commit(self, key: Hashable, action: AfterCommit) -> None:
+        """Run ``action`` once what this task has written is committed: at
+        once outside a transaction (a statement commits by itself), else
+        after the task's transaction commits, outside it, and never if it
+        rolls back. A later action with the same ``key`` in the same
+        transaction replaces the earlier one (the newest seq of a
+        conversation is the only one worth announcing).
+
+        For what may be late or lost without harm (live-update
+        announcements: followers read the table and re-read it on their own
+        tick): a failure is logged, never raised, since what it follows has
+        committed and a caller told "failed" would retry it. An action
+        registered inside a savepoint that rolls back still runs; it must be
+        harmless then too."""
+        pending = _after_commit.get()
+        if pending is not None:
+            pending.pop(key, None)  # re-inserted last: actions run in order
+            pending[key] = action
+        else:
+            await _run_after_commit(action)
 
     def _runner(self, name: str) -> Runner:
         if self._writes.get(name) and _transaction_connection.get() is None:
@@ -363,6 +400,13 @@ class Database:
         count = await self._runner(name).execrows(name, **params)
         await self._after(name)
         return count
+
+
+async def _run_after_commit(action: AfterCommit) -> None:
+    try:
+        await action()
+    except ChatStoreError as failure:
+        log.warning("an after-commit action failed: %s", failure)
 
 
 class HasDatabase(Protocol):

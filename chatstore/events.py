@@ -2,9 +2,13 @@
 and session revocations, to whatever remembers a session.
 
 One LISTEN connection per process (not one per client) hears the
-``chatstore_messages`` notifications that the messages trigger sends at
-commit (migrations/0005). A notification only says "conversation C grew to
-seq N"; each follower then reads what it has not sent yet from the table.
+``chatstore_messages`` notifications that an appender sends after its
+commit (messages.announce; a trigger inside the commit until
+migrations/0014). A notification only says "conversation C grew to seq N";
+each follower then reads what it has not sent yet from the table, and
+re-reads it at every idle tick: a message whose notification never came (a
+DBA's INSERT, an appender that died between its commit and its
+announcement) arrives then.
 Reading from the table is what makes a follower gap-free and duplicate-free:
 a follower clears its flag *before* reading, so a notification that lands
 while it reads makes it read again, and it always asks for seq > the last
@@ -125,8 +129,9 @@ class MessageEvents:
     def announced(self, conversation: uuid.UUID) -> int:
         """The highest seq of ``conversation`` whose notification was heard
         (while it had followers; 0 if none). Notifications arrive in commit
-        order, so every revocation committed before that message's append
-        has been heard too."""
+        order, and a message's is sent after its append commits, so every
+        revocation committed before that message's append has been heard
+        too."""
         return self._announced.get(str(conversation), 0)
 
     @contextmanager

@@ -132,6 +132,7 @@ async def append_rows(
                     db, user_id, conversation, expected_last_seq, parent_seq, params
                 )
         if rows:
+            await announce(db, conversation, rows[-1]["seq"])
             return rows
         diagnosis = await db.one(
             "diagnose_append",
@@ -144,6 +145,19 @@ async def append_rows(
         if refused is not None:
             raise refused
     raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+
+
+async def announce(db: Database, conversation: uuid.UUID, seq: int) -> None:
+    """Tell every process's followers that ``conversation`` grew to
+    ``seq``, once the append has committed (announce_messages in
+    sql/messages.sql says why not inside it). Late or lost, followers still
+    read the message from the table (chatstore/events.py)."""
+
+    async def send() -> None:
+        # One row per announcement, nothing in it to read.
+        await db.many("announce_messages", conversation_ids=[conversation], seqs=[seq])
+
+    await db.after_commit(("announce_messages", conversation), send)
 
 
 async def _append_statement(

@@ -184,6 +184,26 @@ SELECT
 FROM inserted
 ORDER BY seq;
 
+-- name: announce_messages :many
+-- After an append has committed (never inside it): tells every process's
+-- LISTEN connection that each conversation grew up to its seq, on channel
+-- chatstore_messages, payload {"conversation_id", "seq"} (what the trigger
+-- of migrations/0005 sent until 0014). NOTIFY holds PostgreSQL's one
+-- notification-queue lock until its transaction's commit is over, and a
+-- transaction that notifies gets a transaction id, so its commit writes
+-- WAL: synchronous_commit off for this transaction alone (set_config's
+-- third argument) makes that commit not wait for the WAL flush, so the lock
+-- is held for microseconds, not for an fsync. Nothing is lost by it: a
+-- notification is delivered once committed, and a crash before the flush
+-- loses the listeners' connections too, which then re-read everything.
+SELECT
+    set_config('synchronous_commit', 'off', TRUE) AS synchronous_commit,
+    pg_notify(
+        'chatstore_messages',
+        json_build_object('conversation_id', a.conversation_id, 'seq', a.seq)::text
+    ) AS notified
+FROM unnest(:conversation_ids::uuid[], :seqs::bigint[]) AS a (conversation_id, seq);
+
 -- name: diagnose_append :one
 -- Only after append_messages stored nothing: why. No row when the
 -- conversation is not the caller's; tail_seq is what expected_last_seq is

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import suppress
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 from support.users import User, make_user
 
@@ -101,6 +103,70 @@ async def test_a_follower_receives_messages_appended_after_it_started_in_order(
         assert (await next_message(follower)).seq == 7
     finally:
         await follower.aclose()
+
+
+async def test_a_message_whose_announcement_is_lost_still_reaches_the_follower(
+    store: ChatStore, hub: events.MessageEvents, user: User
+) -> None:
+    # Announcements are sent after the append's commit (migrations/0014), so
+    # one can be lost: the appending process dies in between, or the message
+    # was written by a DBA's INSERT, which announces nothing (as here). The
+    # follower re-reads the table at its next idle tick and gets it.
+    conversation = await store.create_conversation(user.user_id)
+    follower = follow(store, hub, user, conversation)
+    try:
+        await started(follower)
+        await append(store, user, conversation, "announced 1")
+        assert (await next_message(follower)).content == "announced 1"
+        await store.pool.execute(
+            """WITH c AS (
+                   UPDATE conversations
+                   SET last_seq = last_seq + 1, tail_seq = last_seq + 1,
+                       message_count = message_count + 1
+                   WHERE id = $1
+                   RETURNING id, user_id, last_seq)
+               INSERT INTO messages
+                   (conversation_id, seq, user_id, role, content, parent_seq, on_path)
+               SELECT c.id, c.last_seq, c.user_id, 'user', 'never announced', c.last_seq - 1, true
+               FROM c""",
+            conversation.id,
+        )
+        lost = await next_message(follower)
+        assert (lost.seq, lost.content) == (2, "never announced")
+        await append(store, user, conversation, "announced 3")
+        assert (await next_message(follower)).content == "announced 3"
+    finally:
+        await follower.aclose()
+
+
+async def test_an_append_is_announced_after_its_transaction_commits_never_if_it_rolls_back(
+    store: ChatStore, user: User
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(store.dsn)
+    try:
+        await listener.add_listener(events.CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+        conversation = await store.create_conversation(user.user_id)
+        # Two appends in one transaction: one announcement, of the newest seq.
+        async with store.transaction():
+            await append(store, user, conversation, "one")
+            await append(store, user, conversation, "two", "three")
+        async with asyncio.timeout(TIMEOUT):
+            news = json.loads(await heard.get())
+        assert news == {"conversation_id": str(conversation.id), "seq": 3}
+        with suppress(RuntimeError):
+            async with store.transaction():
+                await append(store, user, conversation, "rolled back")
+                raise RuntimeError("roll back")
+        await append(store, user, conversation, "four")
+        # Notifications arrive in commit order: the rolled-back append's
+        # would have come first.
+        async with asyncio.timeout(TIMEOUT):
+            news = json.loads(await heard.get())
+        assert news == {"conversation_id": str(conversation.id), "seq": 4}
+        assert heard.empty()
+    finally:
+        await listener.close()
 
 
 async def test_after_replays_the_later_messages_first_then_goes_live(
