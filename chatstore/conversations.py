@@ -4,7 +4,7 @@ user's conversation is NotFound, exactly like a missing one."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from pydantic import TypeAdapter
 
@@ -18,6 +18,9 @@ from chatstore.models import (
     ConversationInput,
     ConversationPage,
     ConversationPatch,
+    Row,
+    conversation_json,
+    json_body,
 )
 from chatstore.validation import check_limit, validate_model
 
@@ -89,6 +92,36 @@ async def page(
 ) -> ConversationPage:
     """A page of the conversations not archived, or (``archived``) of the
     archived ones only; a cursor pages within the list it came from."""
+    rows, has_more = await _page_rows(db, user_id, limit, cursor, archived)
+    found = [Conversation.from_row(row) for row in rows]
+    next_cursor = None
+    if has_more:
+        last = found[-1]
+        next_cursor = cursor_module.encode(last.updated_at, last.id)
+    return ConversationPage(data=found, next_cursor=next_cursor)
+
+
+async def page_json(
+    db: Database,
+    user_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
+    archived: bool = False,
+) -> bytes:
+    """page(), as the JSON of its ConversationPage, written from the rows
+    (models.conversation_json: no model built)."""
+    rows, has_more = await _page_rows(db, user_id, limit, cursor, archived)
+    next_cursor = None
+    if has_more:
+        next_cursor = cursor_module.encode(rows[-1]["updated_at"], rows[-1]["id"])
+    return json_body({"data": [conversation_json(row) for row in rows], "next_cursor": next_cursor})
+
+
+async def _page_rows(
+    db: Database, user_id: str, limit: int, cursor: str | None, archived: bool
+) -> tuple[Sequence[Row], bool]:
+    """A page's conversation rows, and whether more follow."""
     check_limit(limit, MAX_PAGE)
     if cursor is None:
         rows = await db.many(
@@ -104,12 +137,7 @@ async def page(
             archived=archived,
             limit=limit + 1,
         )
-    found = [Conversation.from_row(row) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit:
-        last = found[-1]
-        next_cursor = cursor_module.encode(last.updated_at, last.id)
-    return ConversationPage(data=found, next_cursor=next_cursor)
+    return rows[:limit], len(rows) > limit
 
 
 async def patch(

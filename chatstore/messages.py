@@ -19,7 +19,15 @@ from chatstore.config import Settings
 from chatstore.database import Database
 from chatstore.errors import NotFound, SeqConflict, ValidationError
 from chatstore.ids import NO_AFTER, NO_BEFORE, ConversationId, conversation_uuid, seq_param
-from chatstore.models import MAX_BATCH, Message, MessageInput, MessagePage, Row
+from chatstore.models import (
+    MAX_BATCH,
+    Message,
+    MessageInput,
+    MessagePage,
+    Row,
+    json_body,
+    message_json,
+)
 from chatstore.pool import dumps
 from chatstore.validation import check_content_cap, check_limit, validate_model
 
@@ -191,16 +199,16 @@ async def get(db: Database, user_id: str, conversation_id: ConversationId, seq: 
     return Message.from_row(row)
 
 
-async def page(
+async def _page_rows(
     db: Database,
     user_id: str,
     conversation_id: ConversationId,
-    *,
-    limit: int = 100,
-    order: Order = "asc",
-    after: int | None = None,
-    before: int | None = None,
-) -> MessagePage:
+    limit: int,
+    order: Order,
+    after: int | None,
+    before: int | None,
+) -> tuple[Sequence[Row], bool]:
+    """A page's message rows, and whether more follow."""
     check_limit(limit, MAX_PAGE)
     if order not in ("asc", "desc"):
         raise ValidationError.at(["query", "order"], "order must be 'asc' or 'desc'")
@@ -217,13 +225,50 @@ async def page(
     )
     if not rows:
         raise NotFound("conversation")
-    found = [Message.from_row(row) for row in rows if row["seq"] is not None]
-    data = found[:limit]
+    found = [row for row in rows if row["seq"] is not None]
+    return found[:limit], len(found) > limit
+
+
+async def page(
+    db: Database,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    limit: int = 100,
+    order: Order = "asc",
+    after: int | None = None,
+    before: int | None = None,
+) -> MessagePage:
+    rows, has_more = await _page_rows(db, user_id, conversation_id, limit, order, after, before)
+    data = [Message.from_row(row) for row in rows]
     return MessagePage(
         data=data,
-        has_more=len(found) > limit,
+        has_more=has_more,
         first_seq=data[0].seq if data else None,
         last_seq=data[-1].seq if data else None,
+    )
+
+
+async def page_json(
+    db: Database,
+    user_id: str,
+    conversation_id: ConversationId,
+    *,
+    limit: int = 100,
+    order: Order = "asc",
+    after: int | None = None,
+    before: int | None = None,
+) -> bytes:
+    """page(), as the JSON of its MessagePage, written from the rows
+    (models.message_json: no model built)."""
+    rows, has_more = await _page_rows(db, user_id, conversation_id, limit, order, after, before)
+    return json_body(
+        {
+            "data": [message_json(row) for row in rows],
+            "has_more": has_more,
+            "first_seq": rows[0]["seq"] if rows else None,
+            "last_seq": rows[-1]["seq"] if rows else None,
+        }
     )
 
 

@@ -214,6 +214,20 @@ class ChatStore:
             )
         )
 
+    async def list_conversations_json(
+        self,
+        user_id: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        archived: bool = False,
+    ) -> bytes:
+        """list_conversations(), as its page's JSON (what the HTTP API
+        sends), written from the rows without building the models."""
+        return await conversations.page_json(
+            self.db, user_id, limit=limit, cursor=cursor, archived=archived
+        )
+
     async def update_conversation(
         self,
         user_id: str,
@@ -357,6 +371,22 @@ class ChatStore:
                 after=after,
                 before=before,
             )
+        )
+
+    async def list_messages_json(
+        self,
+        user_id: str,
+        conversation_id: ConversationId,
+        *,
+        limit: int = 100,
+        order: Order = "asc",
+        after: int | None = None,
+        before: int | None = None,
+    ) -> bytes:
+        """list_messages(), as its page's JSON (what the HTTP API sends),
+        written from the rows without building the models."""
+        return await messages.page_json(
+            self.db, user_id, conversation_id, limit=limit, order=order, after=after, before=before
         )
 
     async def delete_message(self, user_id: str, conversation_id: ConversationId, seq: int) -> None:

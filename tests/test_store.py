@@ -862,3 +862,66 @@ async def test_seq_is_never_reused_under_concurrent_delete_and_append(
     assert remaining == sorted(set(remaining))
     assert (await store.get_conversation(user_id, conversation)).message_count == len(remaining)
     assert (await store.append_message(user_id, conversation, user_message())).seq == 91
+
+
+# -- the HTTP API's page bodies, written from rows (issue 11) ----------------
+
+AWKWARD = "".join(chr(i) for i in range(1, 32)) + '\u2028\u2029\x7f é 😀 "\\/ <b>'
+
+
+async def test_a_message_page_body_is_byte_for_byte_what_its_model_renders(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await store.create_conversation(user_id)
+    await store.append_messages(
+        user_id,
+        conversation.id,
+        [
+            {"role": "system", "content": AWKWARD, "metadata": {"z": "1", "é": AWKWARD, "a": ""}},
+            assistant_calling("call_1", "call_2"),
+            {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "f"},
+            {"role": "tool", "content": "", "tool_call_id": "call_2"},
+            user_message(),
+        ],
+    )
+    await store.append_message(user_id, conversation.id, user_message("a branch"), parent_seq=1)
+    asked: list[dict[str, Any]] = [
+        {},
+        {"order": "desc"},
+        {"limit": 2},
+        {"limit": 2, "order": "desc", "before": 4},
+        {"after": 2, "limit": 1},
+        {"after": 99},
+    ]
+    for params in asked:
+        page = await store.list_messages(user_id, conversation.id, **params)
+        body = await store.list_messages_json(user_id, conversation.id, **params)
+        assert body == page.model_dump_json().encode(), params
+    empty = await store.create_conversation(user_id)
+    page = await store.list_messages(user_id, empty.id)
+    assert await store.list_messages_json(user_id, empty.id) == page.model_dump_json().encode()
+    with pytest.raises(NotFound):
+        await store.list_messages_json(user_id, uuid.uuid4())
+
+
+async def test_a_conversation_page_body_is_byte_for_byte_what_its_model_renders(
+    store: ChatStore, new_user: MakeUser
+) -> None:
+    user_id = (await new_user()).user_id
+    await store.create_conversation(user_id)
+    await store.create_conversation(user_id, title=AWKWARD, metadata={"b": AWKWARD, "a": "1"})
+    third = await store.create_conversation(user_id, title="archived")
+    await store.update_conversation(user_id, third.id, archived=True)
+    for archived in (False, True):
+        cursor = None
+        while True:
+            page = await store.list_conversations(
+                user_id, limit=1, cursor=cursor, archived=archived
+            )
+            body = await store.list_conversations_json(
+                user_id, limit=1, cursor=cursor, archived=archived
+            )
+            assert body == page.model_dump_json().encode(), (archived, cursor)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor

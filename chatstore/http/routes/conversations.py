@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstore.http.body import read_json
-from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.context import JSON, Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import ConversationListQuery, query
 from chatstore.idempotency import Holds
@@ -40,10 +40,10 @@ async def create_conversation(request: Request, ctx: Context, user_id: str) -> R
 @authenticated
 async def list_conversations(request: Request, ctx: Context, user_id: str) -> Response:
     asked = query(request, ConversationListQuery)
-    page = await ctx.store.list_conversations(
+    body = await ctx.store.list_conversations_json(
         user_id, limit=asked.limit, cursor=asked.cursor, archived=asked.archived == "true"
     )
-    return render(page)
+    return Response(body, media_type=JSON)
 
 
 @authenticated

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chatstore.http.body import read_json
-from chatstore.http.context import Context, authenticated, body_model, render
+from chatstore.http.context import JSON, Context, authenticated, body_model, render
 from chatstore.http.once import respond_once
 from chatstore.http.params import MessageListQuery, TruncateQuery, path_seq, query
 from chatstore.idempotency import Holds
@@ -81,7 +81,7 @@ async def append_messages(request: Request, ctx: Context, user_id: str) -> Respo
 @authenticated
 async def list_messages(request: Request, ctx: Context, user_id: str) -> Response:
     asked = query(request, MessageListQuery)
-    page = await ctx.store.list_messages(
+    body = await ctx.store.list_messages_json(
         user_id,
         request.path_params["id"],
         limit=asked.limit,
@@ -89,7 +89,7 @@ async def list_messages(request: Request, ctx: Context, user_id: str) -> Respons
         after=asked.after,
         before=asked.before,
     )
-    return render(page)
+    return Response(body, media_type=JSON)
 
 
 @authenticated
