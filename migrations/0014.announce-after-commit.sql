@@ -21,7 +21,7 @@
 -- because the appending process died between its commit and its
 -- announcement is caught up the same way. See docs/architecture.md ("Live
 -- updates") and RELIABILITY.md.
--- depends: 0012.branches
+-- depends: 0013.items
 
 SET LOCAL lock_timeout = '5s';
 
