@@ -17,7 +17,7 @@ from typing import Any
 from chatstore.config import Settings
 from chatstore.store import ChatStore
 
-from . import api, httpbench, report, scaling
+from . import api, httpbench, httppeers, peers, report, scaling
 from .database import (
     BenchDatabase,
     gin_pending_pages,
@@ -34,7 +34,7 @@ from .wrk import have_wrk
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench-results"
 PLOTS = REPO / "docs" / "bench"
-SECTIONS = ("api", "scaling", "http")
+SECTIONS = ("api", "scaling", "http", "peers", "httppeers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,11 +65,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="also run py-spy on the 1-worker server under each HTTP workload",
-    )
-    parser.add_argument(
-        "--experiments",
-        action="store_true",
-        help="also measure the proposed fixes before/after (see scripts/benchlib/experiments.py)",
     )
     parser.add_argument(
         "--only",
@@ -156,10 +151,18 @@ async def bench(
     db: BenchDatabase, plan: Plan, args: argparse.Namespace, logs: Path, doc: dict[str, Any]
 ) -> None:
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    if args.experiments:
-        sections.add("experiments")
     await db.create()
+    # The peers import their libraries and seed their own databases while the
+    # bench seeds its own (nothing is measured meanwhile).
+    peer_run = peers.Peers(db.server_url, plan, logs, db.log) if "peers" in sections else None
+    http_peer_seed = (
+        asyncio.create_task(httppeers.seed_peer(db.server_url, plan))
+        if "httppeers" in sections
+        else None
+    )
     try:
+        if peer_run is not None:
+            await peer_run.start()
         doc["postgres"] = await db.settings()
         print(f"seeding ({plan.label}) ...", flush=True)
         started = time.perf_counter()
@@ -211,19 +214,26 @@ async def bench(
                 )
                 doc["http"] = httpbench.to_json(found)
                 doc["failures"].extend(found.failures)
-            if "experiments" in sections:
-                # Last: they toggle the search index and the NOTIFY trigger
-                # (restored after) and append more messages.
-                from . import experiments
-
-                print("experiments ...", flush=True)
-                async with ChatStore(db.dsn, settings=settings) as store:
-                    doc["experiments"] = await experiments.run(
-                        store, floor, fixture, plan, db.dsn, logs
-                    )
+            if peer_run is not None:
+                print("peers, Python API (each in its own process and database) ...", flush=True)
+                doc["peers"] = await peer_run.measure()
+                await peer_run.stop()
+            if http_peer_seed is not None:
+                client = "wrk" if args.client != "python" and have_wrk() else "python"
+                print(f"peers, HTTP ({client}) ...", flush=True)
+                peer_url, peer_data = await http_peer_seed
+                found_http = await httppeers.run(
+                    peer_url, peer_data, db.dsn, fixture, plan, logs, client
+                )
+                doc["http_peers"] = found_http
+                doc["failures"].extend(found_http["failures"])
         finally:
             await pool.close()
     finally:
+        if peer_run is not None:
+            await peer_run.stop()
+        if http_peer_seed is not None and not http_peer_seed.done():
+            http_peer_seed.cancel()
         await db.drop()
 
 

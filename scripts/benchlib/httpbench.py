@@ -194,7 +194,7 @@ async def run(
     report = HttpReport(client=client)
     workloads = http_workloads(fixture, floor)
     connections = plan.http_connections
-    for workers in (1, 2):
+    for workers in (1,) if plan.quick else (1, 2):
         server = Server(dsn, workers, logs / f"serve-{workers}w.log")
         server.start()
         try:

@@ -30,6 +30,17 @@ class Plan:
     http_connections: int
     # The asyncio client against wrk, on one workload.
     client_comparison: int  # seconds per client, 0 to skip
+    # The peers (scripts/benchlib/peers.py): conversations read (small, big),
+    # seconds of each store per phase in slices, the concurrency sweep.
+    peer_sizes: tuple[int, int]
+    peer_warmup: float
+    peer_duration: float
+    peer_slice: float
+    sweep: tuple[int, ...]
+    sweep_duration: float
+    # The HTTP peer against chatstore serve: wrk threads x connections, seconds.
+    http_peer_threads: int
+    http_peer_duration: int
 
     @property
     def label(self) -> str:
@@ -54,24 +65,40 @@ FULL = Plan(
     http_duration=8,
     http_connections=16,
     client_comparison=5,
+    peer_sizes=(100, 10_000),
+    peer_warmup=0.5,
+    peer_duration=5.0,
+    peer_slice=1.0,
+    sweep=(1, 4, 16, 64),
+    sweep_duration=3.0,
+    http_peer_threads=2,
+    http_peer_duration=5,
 )
 
 QUICK = Plan(
     quick=True,
-    big_conversation=100_000,
+    big_conversation=20_000,
     mid_conversation=10_000,
     small_conversation=100,
     list_sizes=(100, 1_000, 10_000),
-    search_users=100,
+    search_users=20,
     search_messages_per_user=1_000,
     search_conversations_per_user=10,
     append_conversations=64,
-    warmup=0.2,
-    duration=0.8,
+    warmup=0.1,
+    duration=0.5,
     slice=0.2,
     scaling_duration=0.4,
     http_warmup=1,
     http_duration=1,
     http_connections=16,
-    client_comparison=1,
+    client_comparison=0,
+    peer_sizes=(100, 1_000),
+    peer_warmup=0.1,
+    peer_duration=0.3,
+    peer_slice=0.3,
+    sweep=(1, 16),
+    sweep_duration=0.2,
+    http_peer_threads=2,
+    http_peer_duration=1,
 )

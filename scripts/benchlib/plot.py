@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import peerreport
 from .report import size_label
 
 
@@ -77,4 +78,5 @@ def plot(doc: dict[str, Any], directory: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    written += peerreport.plot(doc, directory)
     return written

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import peerreport
+
 # The task's targets (measured and reported, never asserted).
 API_RATIO = 0.9
 HTTP_P99_MS = 50.0
@@ -136,8 +138,12 @@ def markdown(doc: dict[str, Any]) -> str:
         f"PostgreSQL {pg.get('server_version', '?')}: "
         f"synchronous_commit={pg.get('synchronous_commit')}, "
         f"fsync={pg.get('fsync')}, shared_buffers={pg.get('shared_buffers')}, "
-        f"work_mem={pg.get('work_mem')}.\n"
+        f"work_mem={pg.get('work_mem')}. "
+        f"Command: `{doc.get('command', 'scripts/bench')}`.\n"
     )
+    peer_tables = peerreport.markdown(doc)
+    if peer_tables:
+        out.append(peer_tables)
 
     api = doc.get("api", [])
     if api:
@@ -335,10 +341,6 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append(table(["layer (innermost frame)", *profiles.keys()], rows))
         out.append("")
 
-    experiments = doc.get("experiments")
-    if experiments:
-        out.append(experiments_markdown(experiments))
-
     found = targets(doc)
     if found:
         out.append("### Targets\n")
@@ -355,121 +357,4 @@ def markdown(doc: dict[str, Any]) -> str:
         out.append("### FAILURES\n")
         out.extend(f"- {f}" for f in failures)
         out.append("")
-    return "\n".join(out)
-
-
-def experiments_markdown(exp: dict[str, Any]) -> str:
-    out = ["### Experiments: the proposed fixes, before and after (chatstore unchanged)\n"]
-    if exp.get("layers"):
-        out.append("CPU time per page of 50 (newest 50 of the big conversation, one at a time):\n")
-        out.append(
-            table(
-                ["layer", "CPU us per page"],
-                [[row["layer"], f"{row['cpu_us']:.0f}"] for row in exp["layers"]],
-            )
-        )
-        out.append("")
-    rows = []
-    for key in ("models", "acquire"):
-        for r in exp.get(key, []):
-            rows.append(
-                [
-                    r["experiment"],
-                    r["case"].rsplit(" c", 1)[0],
-                    str(r["concurrency"]),
-                    _n(r["as_is"]["throughput"]),
-                    _n(r["patched"]["throughput"]),
-                    f"{r['throughput_gain']:.2f}x",
-                    f"{r['as_is']['cpu_us_per_op']:.0f} -> {r['patched']['cpu_us_per_op']:.0f}",
-                ]
-            )
-    if rows:
-        out.append(
-            table(
-                [
-                    "change",
-                    "workload",
-                    "conc.",
-                    "as is ops/s",
-                    "patched ops/s",
-                    "gain",
-                    "CPU us/op",
-                ],
-                rows,
-                "llrrrrr",
-            )
-        )
-        out.append("")
-    floor = exp.get("floor_page50_c16")
-    if floor:
-        out.append(
-            f"The floor's page of 50 at concurrency 16 over the same stretch: "
-            f"{floor['throughput']:,.0f} ops/s, {floor['cpu_us_per_op']:.0f} us CPU per op.\n"
-        )
-    if exp.get("notify"):
-        out.append(
-            table(
-                ["floor: append 1 message", "conc.", "ops/s", "p50 ms", "p99 ms"],
-                [
-                    [
-                        label.replace("_", " ").replace("trigger", "NOTIFY trigger"),
-                        str(r["concurrency"]),
-                        _n(r[label]["throughput"]),
-                        _ms(r[label]["p50_ms"]),
-                        _ms(r[label]["p99_ms"]),
-                    ]
-                    for r in exp["notify"]
-                    for label in ("trigger_on", "trigger_off")
-                ],
-                "lrrrr",
-            )
-        )
-        out.append("")
-    if exp.get("gin"):
-        out.append(
-            table(
-                [
-                    "search index",
-                    "append c16 ops/s",
-                    "pending list after (pages)",
-                    "search c16 ops/s",
-                    "search p50 ms",
-                    "search p99 ms",
-                ],
-                [
-                    [
-                        f"fastupdate = {r['fastupdate']}",
-                        _n(r["append_c16"]["throughput"]),
-                        str(r["pending_pages_after_appends"]),
-                        _n(r["search_c16"]["throughput"]),
-                        _ms(r["search_c16"]["p50_ms"]),
-                        _ms(r["search_c16"]["p99_ms"]),
-                    ]
-                    for r in exp["gin"]
-                ],
-                "lrrrrr",
-            )
-        )
-        out.append("")
-    if exp.get("nodelay"):
-        out.append(
-            table(
-                ["chatstore serve --workers 2", "workload", "req/s", "p50 ms", "p99 ms", "non-2xx"],
-                [
-                    [
-                        r["server"],
-                        r["case"],
-                        _n(r["throughput"]),
-                        _ms(r["p50_ms"]),
-                        _ms(r["p99_ms"]),
-                        str(r["non2xx"]),
-                    ]
-                    for r in exp["nodelay"]
-                ],
-                "llrrrr",
-            )
-        )
-        out.append("")
-    for skipped in exp.get("skipped", []):
-        out.append(f"- skipped: {skipped}")
     return "\n".join(out)

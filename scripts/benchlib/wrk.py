@@ -153,12 +153,14 @@ def _parse(output: str) -> dict[str, Any]:
     raise RuntimeError(f"the load generator printed no result:\n{output[-2000:]}")
 
 
-def run_wrk(port: int, requests: list[Request], *, connections: int, seconds: int) -> LoadResult:
+def run_wrk(
+    port: int, requests: list[Request], *, connections: int, seconds: int, threads: int = 1
+) -> LoadResult:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="chatstore-bench-") as script:
         script.write(lua_script(requests))
         script.flush()
-        # One thread: on two cores the server and PostgreSQL need the rest.
-        args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
+        # One thread by default: on two cores the server and PostgreSQL need the rest.
+        args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s"]
         args += ["-s", script.name, f"http://127.0.0.1:{port}"]
         process = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
