@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         action="store_true",
         help="also run py-spy on the 1-worker server under each HTTP workload",
+    )
+    parser.add_argument(
+        "--phase-seconds",
+        type=float,
+        metavar="S",
+        help="shorten every timed phase to S seconds (a check that a full run works; "
+        "its numbers are not the benchmark's)",
     )
     parser.add_argument(
         "--only",
@@ -256,6 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     plan = QUICK if args.quick else FULL
+    if args.phase_seconds is not None:
+        s = args.phase_seconds
+        plan = replace(
+            plan,
+            duration=s,
+            slice=min(plan.slice, s),
+            scaling_duration=s,
+            http_duration=max(1, round(s)),
+            http_warmup=1,
+            client_comparison=0,
+            peer_duration=s,
+            peer_slice=min(plan.peer_slice, s),
+            sweep_duration=s,
+            http_peer_duration=max(1, round(s)),
+        )
     # Ctrl-C works even when started from a script in the background (where
     # SIGINT arrives ignored), and SIGTERM means the same.
     signal.signal(signal.SIGINT, signal.default_int_handler)
