@@ -9,6 +9,9 @@ conversation of 10k messages, a user with 10k conversations. Per workload:
 both servers warm up, then run alternately (peer, chatstore, chatstore,
 peer, ...) under wrk with 2 threads x 16 connections (or the asyncio
 client when wrk is absent); any non-2xx fails the run.
+
+Long because: the peer's seeding (its own schema, COPY of the same data shapes), both
+servers' lifecycles and the alternating load belong to one comparison.
 """
 
 from __future__ import annotations
