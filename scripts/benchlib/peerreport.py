@@ -239,13 +239,12 @@ def plot(doc: dict[str, Any], directory: Path) -> list[Path]:
     stores: dict[str, str] = doc["peers"]["stores"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     styles = {"floor": ("s-", "#9aa5b1"), "chatstore": ("o-", "#2b6cb0")}
-    for ax, op, title in (
-        (axes[0], "append", "append 1 message"),
-        (axes[1], "newest", "newest 50 of the big conversation"),
-    ):
+    for ax, op in ((axes[0], "append"), (axes[1], "newest")):
         points = sorted((p for p in sweep if p["op"] == op), key=lambda p: p["concurrency"])
         if not points:
             continue
+        size = points[0]["size"]
+        title = "append 1 message" if op == "append" else f"newest 50 of {size:,} messages"
         levels = [p["concurrency"] for p in points]
         for name in points[0]["results"]:
             style, color = styles.get(name, ("^--", "#dd6b20"))
