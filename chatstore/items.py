@@ -89,13 +89,31 @@ def _storable(value: Any, loc: list[str | int], depth: int = 0) -> None:
     elif isinstance(value, list | tuple):
         for index, inner in enumerate(value):
             _storable(inner, [*loc, index], depth + 1)
-    elif value is None or isinstance(value, bool | int):
+    elif value is None or isinstance(value, bool):
         return
+    elif isinstance(value, int):
+        # About 1,000 digits: well within jsonb's numeric and Python's
+        # int-to-text limit (4,300 digits), which would fail as a 500.
+        if value.bit_length() > 3300:
+            raise ValidationError.at(loc, "integers must have at most 1,000 digits")
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValidationError.at(loc, "numbers must be finite")
     else:
         raise ValidationError.at(loc, f"is not JSON ({type(value).__name__})")
+
+
+# An item's own id is an index key (messages_item_id_idx), and a btree
+# entry holds at most about 2,700 bytes: ids are bounded well below.
+MAX_ID_CHARS = 255
+
+
+def _check_id(item: Mapping[str, Any], loc: list[str | int]) -> None:
+    given = item.get("id")
+    if given is not None and (not isinstance(given, str) or len(given) > MAX_ID_CHARS):
+        raise ValidationError.at(
+            [*loc, "id"], f"must be a string of at most {MAX_ID_CHARS} characters"
+        )
 
 
 def _text_of(content: Any, loc: list[str | int]) -> str | None:
@@ -184,6 +202,7 @@ def convert(items: Sequence[Mapping[str, Any]], db: Database) -> list[_Converted
             raise ValidationError.at(loc, "an item is a JSON object")
         _storable(given, loc)
         item = dict(given)
+        _check_id(item, loc)
         size = len(dumps(item))
         if size > db.settings.max_content_chars:
             raise ValidationError.at(

@@ -431,6 +431,14 @@ async def test_erasure_and_retention_take_items_with_their_conversations(
 
 # -- rules of an item ------------------------------------------------------------
 
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_ITEMS: dict[str, tuple[Any, list[str | int]]] = {
     "not an object": ("hello", ["items", 0]),
     "no type and no role": ({"content": "x"}, ["items", 0, "type"]),
@@ -469,8 +477,17 @@ BAD_ITEMS: dict[str, tuple[Any, list[str | int]]] = {
     "a NUL character": ({"type": "x", "v": "a\x00b"}, ["items", 0, "v"]),
     "a lone surrogate": ({"type": "x", "v": "\ud800"}, ["items", 0, "v"]),
     "a NaN": ({"type": "x", "v": float("nan")}, ["items", 0, "v"]),
+    "an infinity": ({"type": "x", "v": float("inf")}, ["items", 0, "v"]),
+    "an integer of 5,000 digits": ({"type": "x", "v": 10**4999}, ["items", 0, "v"]),
+    "nested 100 levels deep": (
+        {"type": "x", "v": nested(100)},
+        ["items", 0, "v", *[0] * 64],
+    ),
     "a key not a string": ({"type": "x", 1: "v"}, ["items", 0]),
     "a value not JSON": ({"type": "x", "v": object()}, ["items", 0, "v"]),
+    # An id is an index key: bounded (a huge one would not fit a btree entry).
+    "an id longer than 255 characters": ({"type": "x", "id": "i" * 256}, ["items", 0, "id"]),
+    "an id not a string": ({"type": "x", "id": {"a": "b" * 10_000}}, ["items", 0, "id"]),
 }
 
 
