@@ -621,3 +621,34 @@ async def test_the_http_api_serves_the_chat_view_of_a_conversation_with_items(
     ]
     conversation_row = await client.get(base, headers=user.headers)
     assert conversation_row.status_code == 200, conversation_row.text
+
+
+async def test_an_export_crosses_spans_holding_only_items_without_a_chat_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, [EASY])
+    for _ in range(25):  # 2,500 rows: more than two export spans (export.MAX_PAGE_ROWS)
+        await store.add_items(user_id, conversation, [REASONING] * 100)
+    await store.add_items(user_id, conversation, [ASSISTANT])
+    assert [m.seq async for m in store.export_messages(user_id, conversation)] == [1, 2502]
+    history = await store.history(user_id, conversation, limit=2)
+    assert [m.seq for m in history.messages] == [1, 2502]
+    assert not history.has_more
+
+
+async def test_a_function_call_output_must_answer_a_call_of_its_own_path(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, [EASY, FUNCTION_CALL])
+    # A new first message: the call is on another branch now.
+    await store.append_messages(
+        user_id, conversation, [{"role": "user", "content": "x"}], parent_seq=0
+    )
+    with pytest.raises(ValidationError) as refused:
+        await store.add_items(user_id, conversation, [FUNCTION_OUTPUT])
+    assert refused.value.details[0]["loc"] == ["items", 0, "call_id"]
+    assert await store.switch_branch(user_id, conversation, 2) == 2
+    added = await store.add_items(user_id, conversation, [FUNCTION_OUTPUT])
+    assert added[0].id == f"fco_{added[0].seq}"
