@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any, Literal
 
 import httpx
@@ -652,3 +653,19 @@ async def test_a_function_call_output_must_answer_a_call_of_its_own_path(
     assert await store.switch_branch(user_id, conversation, 2) == 2
     added = await store.add_items(user_id, conversation, [FUNCTION_OUTPUT])
     assert added[0].id == f"fco_{added[0].seq}"
+
+
+async def test_retention_deletes_an_idle_conversation_with_its_items(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await mixed_conversation(store, user_id)
+    async with store.pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE conversations SET updated_at = now() - interval '4000 days' WHERE id = $1",
+            uuid.UUID(conversation),
+        )
+    purged = await store.purge_idle(3650)
+    assert uuid.UUID(conversation) in purged.ids[user_id]
+    assert purged.messages[user_id] == len(TURN)
+    with pytest.raises(NotFound):
+        await store.list_items(user_id, conversation)
