@@ -4,6 +4,7 @@ api_key) over the real app, and by raw requests where the wire is the point."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -629,3 +630,28 @@ async def test_idempotency_key_creates_a_conversation_with_items_once(
     assert [first_text(item) for item in items] == ["b", "a"]
     listed = (await client.get("/api/conversations", headers=user.headers)).json()["data"]
     assert [c["id"] for c in listed] == [str(uuid_of(first.json()["id"]))]
+
+
+async def test_concurrent_item_adds_lose_nothing(openai_for: OpenAIFor, user: User) -> None:
+    clients = [openai_for(user) for _ in range(8)]
+    conversation = await clients[0].conversations.create()
+    await asyncio.gather(
+        *(
+            oai.conversations.items.create(
+                conversation.id,
+                items=[
+                    {"role": "user", "content": f"c{n}-0"},
+                    {"role": "assistant", "content": f"c{n}-1"},
+                ],
+            )
+            for n, oai in enumerate(clients)
+        )
+    )
+    listed = [
+        first_text(item)
+        async for item in clients[0].conversations.items.list(conversation.id, order="asc")
+    ]
+    assert sorted(listed) == sorted(f"c{n}-{i}" for n in range(8) for i in range(2))
+    # Each call's items stay together, in order: a call is one atomic append.
+    for n in range(8):
+        assert listed.index(f"c{n}-1") == listed.index(f"c{n}-0") + 1
