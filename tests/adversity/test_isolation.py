@@ -69,6 +69,7 @@ NO_OBJECT = {
     ("get", "/api/search"): "test_search_narrowed_to_another_users_conversation_finds_nothing",
     ("post", "/api/conversations/import"): "test_another_users_idempotency_key_is_not_replayed",
     ("delete", "/api/me/data"): "test_erasing_your_data_never_touches_another_users",
+    ("post", "/v1/conversations"): "test_another_users_v1_idempotency_key_is_not_replayed",
 }
 
 SECRET_WORD = "zanzibarquokka"  # in A's messages only: what B must never find
@@ -107,6 +108,9 @@ class World:
     import_key: str  # A's Idempotency-Key on POST /api/conversations/import
     import_body: dict[str, Any]
     a_cursor: str  # a next_cursor from A's listing
+    v1_items_key: str  # A's Idempotency-Key on POST /v1/.../items to A's conversation
+    v1_items_body: dict[str, Any]
+    item_ids: list[str]  # ids of items in A's conversation (own and derived) and one of none
 
 
 def templates(world: World) -> dict[tuple[str, str], list[Req]]:
@@ -173,6 +177,37 @@ def templates(world: World) -> dict[tuple[str, str], list[Req]]:
             Req(),
             Req(query={"limit": "1", "before": str(world.last_seq)}),
         ],
+        # OpenAI's Conversations API: {conversation_id} is A's uuid (a /v1
+        # path takes it as well as conv_<hex>); {item_id} each of item_ids.
+        ("post", "/v1/conversations/{conversation_id}"): [
+            Req(body={"metadata": {"owner": "b"}}),
+            Req(body={"metadata": None}, note="clear metadata"),
+        ],
+        ("post", "/v1/conversations/{conversation_id}/items"): [
+            Req(body={"items": [one]}),
+            Req(
+                body={
+                    "items": [
+                        {
+                            "type": "function_call_output",
+                            "call_id": world.tool_call_id,
+                            "output": "42",
+                        }
+                    ]
+                },
+                note="answer A's tool call",
+            ),
+            Req(
+                body=world.v1_items_body,
+                headers={"Idempotency-Key": world.v1_items_key},
+                note="A's idempotency key, A's body",
+            ),
+        ],
+        ("get", "/v1/conversations/{conversation_id}/items"): [
+            Req(),
+            Req(query={"order": "asc", "limit": "1"}),
+            Req(query={"after": world.item_ids[0]}, note="after A's item"),
+        ],
     }
 
 
@@ -215,12 +250,16 @@ async def send(
     method: str,
     path: str,
     conversation_id: str,
-    seq: int | None,
+    seq: int | str | None,
     req: Req,
 ) -> Seen:
-    url = path.replace("{id}", conversation_id).replace("{session_id}", conversation_id)
-    if seq is not None:
-        url = url.replace("{seq}", str(seq))
+    url = (
+        path.replace("{id}", conversation_id)
+        .replace("{session_id}", conversation_id)
+        .replace("{conversation_id}", conversation_id)
+    )
+    if seq is not None:  # a seq, or an item id
+        url = url.replace("{seq}", str(seq)).replace("{item_id}", str(seq))
     headers = {**user.headers, **req.headers}
     kwargs: dict[str, Any] = {"params": req.query, "headers": headers}
     if req.body is not None:
@@ -318,6 +357,28 @@ async def world(client: httpx.AsyncClient, store: ChatStore) -> World:
         f"/api/conversations/{conversation['id']}/messages/{extra['seq']}", headers=a.headers
     )
     assert deleted.status_code == 204, deleted.text
+    # Items through /v1: one with an id of its own, one without a chat form.
+    v1_items_key = f"a-{secrets.token_hex(8)}"
+    v1_items_body = {
+        "items": [
+            {
+                "type": "reasoning",
+                "id": "rs_a_secret",
+                "summary": [],
+                "encrypted_content": SECRET_WORD,
+            },
+            {"id": "msg_a_secret", "role": "user", "content": f"items {SECRET_WORD}"},
+        ]
+    }
+    added = await _ok(
+        await client.post(
+            f"/v1/conversations/{conversation['id']}/items",
+            json=v1_items_body,
+            headers={**a.headers, "Idempotency-Key": v1_items_key},
+        ),
+        200,
+    )
+    assert [item["id"] for item in added["data"]] == ["rs_a_secret", "msg_a_secret"]
     last = await _ok(
         await client.post(
             f"/api/conversations/{conversation['id']}/messages",
@@ -381,6 +442,11 @@ async def world(client: httpx.AsyncClient, store: ChatStore) -> World:
         import_key=import_key,
         import_body=import_body,
         a_cursor=listed["next_cursor"],
+        v1_items_key=v1_items_key,
+        v1_items_body=v1_items_body,
+        # A's own ids, ids derived from A's messages (the first, the tool
+        # call of the third), and one that names nothing.
+        item_ids=["msg_a_secret", "rs_a_secret", "msg_1", "fc_3_0", "msg_999999"],
     )
 
 
@@ -420,19 +486,19 @@ def test_every_documented_operation_is_in_the_matrix_or_listed() -> None:
     assert with_object, "no operation names an object"
 
 
-def matrix_rows(world: World) -> list[tuple[str, str, str, int | None, Req]]:
+def matrix_rows(world: World) -> list[tuple[str, str, str, int | str | None, Req]]:
     """(label, method, path, seq, request) for every documented operation
     that names an object, and the methods the document does not list for
     those paths (they too must not tell A's ids from random ones)."""
     known = templates(world)
-    rows: list[tuple[str, str, str, int | None, Req]] = []
+    rows: list[tuple[str, str, str, int | str | None, Req]] = []
     paths = sorted({path for _method, path in DOCUMENTED if "{" in path})
     for path in paths:
-        seqs: list[int | None] = (
-            [1, 3, world.gap_seq, world.last_seq, world.last_seq + 1, 2**63 - 1]
-            if "{seq}" in path
-            else [None]
-        )
+        seqs: list[int | str | None] = [None]
+        if "{seq}" in path:
+            seqs = [1, 3, world.gap_seq, world.last_seq, world.last_seq + 1, 2**63 - 1]
+        elif "{item_id}" in path:
+            seqs = list(world.item_ids)
         for method in ("get", "post", "put", "patch", "delete"):
             if (method, path) in DOCUMENTED:
                 reqs = known.get((method, path)) or [default_request(method, path)]
@@ -573,6 +639,40 @@ async def test_another_users_idempotency_key_is_not_replayed(
     )
     assert different.status_code == 201, different.text
     assert _created_id(different.json()) not in (a_id, c_id)
+
+
+async def test_another_users_v1_idempotency_key_is_not_replayed(
+    client: httpx.AsyncClient, world: World, store: ChatStore
+) -> None:
+    """POST /v1/conversations: B sending A's key with A's very body creates
+    B's own conversation (with B's items), never a replay of A's."""
+    key = f"a-{secrets.token_hex(8)}"
+    body = {"metadata": {"owner": "a"}, "items": [{"role": "user", "content": SECRET_WORD}]}
+    a_made = await _ok(
+        await client.post(
+            "/v1/conversations", json=body, headers={**world.a.headers, "Idempotency-Key": key}
+        ),
+        200,
+    )
+    c = await make_user(store)
+    first = await client.post(
+        "/v1/conversations", json=body, headers={**c.headers, "Idempotency-Key": key}
+    )
+    assert first.status_code == 200, first.text
+    assert "idempotent-replayed" not in first.headers, first.headers
+    c_id = first.json()["id"]
+    assert c_id != a_made["id"]
+    again = await client.post(
+        "/v1/conversations", json=body, headers={**c.headers, "Idempotency-Key": key}
+    )
+    assert again.headers.get("idempotent-replayed") == "true" and again.json()["id"] == c_id
+    for user, conversation_id, status in (
+        (world.a, c_id, 404),
+        (c, a_made["id"], 404),
+        (c, c_id, 200),
+    ):
+        seen = await client.get(f"/v1/conversations/{conversation_id}/items", headers=user.headers)
+        assert seen.status_code == status, seen.text
 
 
 def _created_id(body: dict[str, Any]) -> str:
