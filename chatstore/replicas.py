@@ -68,7 +68,7 @@ UNKNOWN = 1 << 64
 
 def parse_lsn(text: str) -> int:
     """'16/B374D848' -> an integer that orders like the LSN; ValueError else."""
-    match = _LSN.fullmatch(text.strip())
+    match = _LSN.fullmatch(text)
     if match is None:
         raise ValueError(f"not an LSN: {text!r}")
     return (int(match[1], 16) << 32) | int(match[2], 16)
