@@ -203,6 +203,20 @@ async def test_reads_go_to_the_replica_when_it_is_caught_up(
     assert "chatstore" in {row["application_name"] for row in names}
 
 
+async def test_reads_inside_a_transaction_run_on_its_connection_on_the_primary(
+    replicated: ChatStore, person: User
+) -> None:
+    await until(lambda: replica_of(replicated).serving)
+    before = reads("replica")
+    async with replicated.transaction():
+        made = await replicated.create_conversation(person.user_id, title="uncommitted")
+        # Only the transaction's own connection can see its uncommitted row.
+        page = await replicated.list_conversations(person.user_id)
+        assert [c.id for c in page.data] == [made.id]
+        assert (await replicated.get_conversation(person.user_id, made.id)).id == made.id
+    assert reads("replica") == before
+
+
 async def test_a_write_returns_its_commit_lsn_in_the_header_and_a_read_presenting_it_sees_it(
     client: httpx.AsyncClient, person: User
 ) -> None:
