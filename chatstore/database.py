@@ -251,8 +251,9 @@ class Database:
                 self._replica_failed(replica, error)
             else:
                 Replicas.served("replica")
-                async with held:
-                    yield connection
+                with translate_errors():  # as on the primary, below
+                    async with held:
+                        yield connection
                 return
         with translate_errors():
             async with self.connection(stream=stream) as connection:
