@@ -169,7 +169,7 @@ async def bench(
     )
     try:
         if peer_run is not None:
-            await peer_run.start()
+            peer_run.start()
         doc["postgres"] = await db.settings()
         print(f"seeding ({plan.label}) ...", flush=True)
         started = time.perf_counter()
@@ -180,6 +180,11 @@ async def bench(
             "rows": fixture.rows,
         }
         print(f"  seeded in {doc['seed']['seconds']} s: {fixture.rows}", flush=True)
+        # Nothing is measured while a peer still seeds.
+        if peer_run is not None:
+            print(f"  peers set up and seeded (seconds): {await peer_run.ready()}", flush=True)
+        if http_peer_seed is not None:
+            await asyncio.wait([http_peer_seed])
 
         # Both sides get the defaults a user gets: pool of 2..10, statement cache 256.
         settings = Settings(database_url=db.dsn)

@@ -16,6 +16,7 @@ highest throughput in the phase at the highest concurrency), the plot's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -180,43 +181,49 @@ class Peers:
         self.workers = {name: PeerProcess(name, logs / f"peer-{name}.log") for name in names}
         self.setup: asyncio.Task[dict[str, float]] | None = None
 
-    async def start(self) -> None:
+    def start(self) -> None:
+        """Create the databases, start the processes and seed, in the background."""
+        self.setup = asyncio.create_task(self._start())
+
+    async def _start(self) -> dict[str, float]:
         databases = {name: f"chatstore_peer_{name}" for name in self.workers}
-        admin = await asyncpg.connect(self.server_url)
-        try:
-            for database in databases.values():
+
+        async def create(database: str) -> None:
+            admin = await asyncpg.connect(self.server_url)
+            try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
                 await admin.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            await admin.close()
-        await asyncio.gather(*(worker.start() for worker in self.workers.values()))
+            finally:
+                await admin.close()
 
-        async def open_all() -> dict[str, float]:
-            opened = await asyncio.gather(
-                *(
-                    worker.ask(
-                        {
-                            "cmd": "open",
-                            "dsn": with_database(self.server_url, databases[name]),
-                            "append": self.plan.append_conversations,
-                            "sizes": list(self.plan.peer_sizes),
-                        }
-                    )
-                    for name, worker in self.workers.items()
+        await asyncio.gather(
+            *(create(database) for database in databases.values()),
+            *(worker.start() for worker in self.workers.values()),
+        )
+        opened = await asyncio.gather(
+            *(
+                worker.ask(
+                    {
+                        "cmd": "open",
+                        "dsn": with_database(self.server_url, databases[name]),
+                        "append": self.plan.append_conversations,
+                        "sizes": list(self.plan.peer_sizes),
+                    }
                 )
+                for name, worker in self.workers.items()
             )
-            return {
-                name: found["seconds"] for name, found in zip(self.workers, opened, strict=True)
-            }
+        )
+        return {name: found["seconds"] for name, found in zip(self.workers, opened, strict=True)}
 
-        self.setup = asyncio.create_task(open_all())
+    async def ready(self) -> dict[str, float]:
+        """Wait for the setup (before anything is measured, so that no seeding overlaps it)."""
+        assert self.setup is not None
+        return await self.setup
 
     async def measure(self) -> dict[str, Any]:
-        assert self.setup is not None
         plan, workers = self.plan, self.workers
         doc: dict[str, Any] = {"stores": {name: STORES[name][1] for name in workers}}
-        doc["setup_seconds"] = await self.setup
-        print(f"  peers set up and seeded (seconds): {doc['setup_seconds']}", flush=True)
+        doc["setup_seconds"] = await self.ready()
         admin = await asyncpg.connect(self.server_url)
         try:
             await admin.execute("CHECKPOINT")
@@ -273,6 +280,8 @@ class Peers:
     async def stop(self) -> None:
         if self.setup is not None and not self.setup.done():
             self.setup.cancel()
+            with contextlib.suppress(BaseException):
+                await self.setup
         await asyncio.gather(*(worker.stop() for worker in self.workers.values()))
 
 
