@@ -76,8 +76,6 @@ class Server:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    # The command in place of the installed `chatstore` (experiments only).
-    command: list[str] | None = None
 
     @property
     def base(self) -> str:
@@ -90,7 +88,7 @@ class Server:
             if not k.startswith("CHATSTORE_") and k not in ("DATABASE_URL", "BETTER_AUTH_SECRET")
         }
         env["CHATSTORE_DATABASE_URL"] = self.dsn
-        args = [*(self.command or [str(VENV_BIN / "chatstore")]), "serve", "--port", str(self.port)]
+        args = [str(VENV_BIN / "chatstore"), "serve", "--port", str(self.port)]
         args += ["--workers", str(self.workers), "--log-level", "warning"]
         log = self.log_path.open("ab")
         try:
