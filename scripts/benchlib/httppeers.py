@@ -312,14 +312,15 @@ async def run(
         for workload in plans["chatstore"]:
             title = plans["chatstore"][workload][0]
             loads: dict[str, list[LoadResult]] = {name: [] for name in sides}
-            for name in sides:
+            # --quick: no warm-up and one run each (a smoke run, not numbers).
+            for name in [] if plan.quick else sides:
                 warm = await asyncio.to_thread(
                     _load, client, ports[name], plans[name][workload][1], plan, plan.http_warmup
                 )
                 if warm.non2xx or warm.socket_errors:
                     doc["failures"].append(f"HTTP peers {workload} warm-up on {name}: {warm}")
             order = list(sides)
-            for round_ in range(2):
+            for round_ in range(1 if plan.quick else 2):
                 for name in order if round_ % 2 == 0 else order[::-1]:
                     loads[name].append(
                         await asyncio.to_thread(
