@@ -302,6 +302,9 @@ async def run(
         "client": client,
         "threads": plan.http_peer_threads if client == "wrk" else 1,
         "connections": plan.http_connections,
+        "warmup_seconds": 0 if plan.quick else plan.http_warmup,
+        "runs": 1 if plan.quick else 2,
+        "seconds": plan.http_peer_duration,
         "results": [],
         "failures": [],
     }

@@ -150,10 +150,12 @@ def http_markdown(http: dict[str, Any]) -> str:
             rows,
         )
     )
+    runs = http.get("runs", 2)
     out.append(
-        "\nEach server on its own database with the same data; per workload both warm up, "
-        "then run twice each, alternating; p99 is the worse of the two runs. No in-process "
-        "floor here: the HTTP ratio is against the peer.\n"
+        f"\nEach server on its own database with the same data; per workload both warm up "
+        f"{http.get('warmup_seconds', 2)} s, then run {runs} x {http.get('seconds', 5)} s each, "
+        "alternating; p99 is the worst run's. No in-process floor here: the ratio is against "
+        "the peer.\n"
     )
     return "\n".join(out)
 
