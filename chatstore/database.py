@@ -75,6 +75,7 @@ _PRIMARY_ONLY = re.compile(
 def _primary_only(sql: str) -> bool:
     return _PRIMARY_ONLY.search(re.sub(r"--[^\n]*", "", sql)) is not None
 
+
 # What to do once that transaction has committed (after_commit()), by key.
 _after_commit: ContextVar[dict[Hashable, AfterCommit] | None] = ContextVar(
     "chatstore_after_commit", default=None

@@ -12,6 +12,7 @@ each would otherwise fail one more request before being replaced.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias, TypeVar
@@ -63,13 +64,24 @@ def loads(text: str) -> Any:
     """A JSON document as Python objects: orjson (a page of 50 messages
     decodes 50 metadata objects and any tool calls, and the stdlib's json
     took longer over them than the driver over the rows: issue 11).
-    orjson refuses what PostgreSQL's json accepts and json reads (a number
-    beyond a double, 1e400): those go to json. An integer beyond 64 bits
-    comes back as a float (chatstore stores none: seqs are bigints)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+
+    json where orjson would change or refuse the value: orjson reads an
+    integer beyond 64 bits as a float (items are stored verbatim, so an
+    item's 2**70 must come back as 2**70), and refuses a number beyond a
+    double (1e400), which PostgreSQL's json accepts. Such an integer has at
+    least 19 digits in a row, which the scan below finds (a long fraction
+    or a digit string sends a document to json too, which reads it the
+    same, only slower)."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+# 2**63 has 19 digits: any integer orjson cannot hold has at least as many.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 def dumps(value: Any) -> str:

@@ -925,3 +925,23 @@ async def test_a_conversation_page_body_is_byte_for_byte_what_its_model_renders(
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
+
+
+async def test_json_numbers_beyond_64_bits_come_back_exactly(
+    store: ChatStore, user_id: str
+) -> None:
+    """jsonb is decoded with orjson for speed, which would read 2**70 as a
+    float: such documents are read by json instead (chatstore/pool.py)."""
+    numbers = {
+        "type": "x_numbers",
+        "big": 2**70,
+        "negative": -(2**65) - 3,
+        "edge": 2**63,
+        "fraction": 0.1234567890123456789,
+        "small": 7,
+    }
+    conversation = await store.create_conversation(user_id)
+    await store.add_items(user_id, conversation.id, [numbers])
+    (stored,) = (await store.list_items(user_id, conversation.id)).items
+    assert stored.item == numbers
+    assert all(type(stored.item[key]) is type(value) for key, value in numbers.items())
