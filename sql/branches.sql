@@ -56,6 +56,7 @@ WITH RECURSIVE subtree AS (
     INNER JOIN messages AS child
         ON subtree.seq = child.parent_seq
             AND child.conversation_id = :conversation_id
+            AND child.user_id = :user_id
 ),
 
 leaf AS (
@@ -75,6 +76,7 @@ path AS (
     INNER JOIN messages AS parent
         ON path.parent_seq = parent.seq
             AND parent.conversation_id = :conversation_id
+            AND parent.user_id = :user_id
 ),
 
 left_path AS (

@@ -41,6 +41,7 @@ window_start AS MATERIALIZED (
             INNER JOIN message_tool_calls AS calls
                 ON calls.conversation_id = :conversation_id
                     AND recent.tool_call_id = calls.call_id
+                    AND calls.user_id = :user_id
             WHERE recent.role = 'tool'
         )
     ) AS seq
@@ -88,6 +89,7 @@ LEFT JOIN LATERAL (
             FROM message_tool_calls AS calls
             WHERE calls.conversation_id = :conversation_id
                 AND calls.call_id = messages.tool_call_id
+                AND calls.user_id = :user_id
                 AND calls.seq < messages.seq
         ))
     ORDER BY messages.seq ASC

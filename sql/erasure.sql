@@ -8,7 +8,7 @@
 --   message_tool_calls  with their message (ON DELETE CASCADE)
 --   idempotency_keys    erase_idempotency_keys (by user_id; also those of a
 --                       conversation, which its delete would cascade to)
--- tests/features/test_erasure.py checks this list against the schema.
+-- tests/http/test_http_erasure.py checks this list against the schema.
 
 -- name: lock_user_conversations :scalar
 -- First of all: the user's conversation rows, locked as every writer takes

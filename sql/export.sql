@@ -52,6 +52,7 @@ SELECT
         FROM message_tool_calls AS calls
         WHERE calls.conversation_id = page.conversation_id
             AND calls.call_id = page.tool_call_id
+            AND calls.user_id = :user_id
             AND calls.seq < page.seq
     )) AS answerable
 FROM (

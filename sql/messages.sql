@@ -95,7 +95,9 @@ allowed AS (
                     INNER JOIN messages AS caller
                         ON stored_call.conversation_id = caller.conversation_id
                             AND stored_call.seq = caller.seq
+                            AND stored_call.user_id = caller.user_id
                     WHERE stored_call.conversation_id = locked.id
+                        AND stored_call.user_id = locked.user_id
                         AND stored_call.call_id = t.tool_call_id
                         AND caller.on_path
                         AND caller.seq <= locked.parent_seq
@@ -161,7 +163,7 @@ inserted AS (
     FROM conversation
     CROSS JOIN batch
     RETURNING
-        conversation_id, seq, parent_seq, role, content, name,
+        conversation_id, seq, user_id, parent_seq, role, content, name,
         tool_calls, tool_call_id, metadata, item, created_at
 ),
 
@@ -171,8 +173,10 @@ calls AS (
     -- is one that chat-completions APIs reject. Call ids are unique across
     -- all of a conversation's branches, so a tool message's call is always
     -- its own path's.
-    INSERT INTO message_tool_calls (conversation_id, call_id, seq)
-    SELECT inserted.conversation_id, tool_call.value ->> 'id' AS call_id, inserted.seq
+    INSERT INTO message_tool_calls (conversation_id, call_id, seq, user_id)
+    SELECT
+        inserted.conversation_id, tool_call.value ->> 'id' AS call_id, inserted.seq,
+        inserted.user_id
     FROM inserted
     CROSS JOIN LATERAL jsonb_array_elements(inserted.tool_calls) AS tool_call (value)
     WHERE inserted.tool_calls IS NOT NULL
@@ -229,7 +233,9 @@ SELECT
         INNER JOIN messages AS caller
             ON stored_call.conversation_id = caller.conversation_id
                 AND stored_call.seq = caller.seq
+                AND stored_call.user_id = caller.user_id
         WHERE stored_call.conversation_id = c.id
+            AND stored_call.user_id = c.user_id
             AND stored_call.call_id = ANY(:tool_call_ids::text[])
             AND caller.on_path
             AND caller.seq <= coalesce(:parent_seq::bigint, c.tail_seq)
@@ -392,6 +398,7 @@ subtree AS (
     INNER JOIN messages AS child
         ON subtree.seq = child.parent_seq
             AND child.conversation_id = :conversation_id
+            AND child.user_id = :user_id
 ),
 
 deleted AS (

@@ -197,7 +197,6 @@ async def test_apply_creates_an_index_for_every_access_path(empty_database: str)
         await conn.close()
     assert {
         "conversations_pkey",
-        "conversations_id_user_id_key",
         "conversations_user_archived_activity_idx",
         "conversations_activity_idx",
         "messages_pkey",
@@ -695,8 +694,10 @@ async def test_tool_call_row_needs_its_message(
     conversation = await new_conversation(raw, user_id)
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
         await raw.execute(
-            "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'c', 1)",
+            """INSERT INTO message_tool_calls (conversation_id, call_id, seq, user_id)
+               VALUES ($1, 'c', 1, $2)""",
             conversation,
+            user_id,
         )
     assert refused.value.constraint_name == "message_tool_calls_message_fkey"
 
@@ -709,8 +710,10 @@ async def test_deleting_a_user_cascades_to_conversations_messages_and_tool_calls
         raw, conversation, user_id, {"role": "assistant", "content": None, "tool_calls": TOOL_CALLS}
     )
     await raw.execute(
-        "INSERT INTO message_tool_calls (conversation_id, call_id, seq) VALUES ($1, 'call_1', 1)",
+        """INSERT INTO message_tool_calls (conversation_id, call_id, seq, user_id)
+           VALUES ($1, 'call_1', 1, $2)""",
         conversation,
+        user_id,
     )
     await raw.execute('DELETE FROM "user" WHERE id = $1', user_id)
     counts = await raw.fetchrow(

@@ -217,8 +217,8 @@ CROSS JOIN LATERAL (
     SELECT CASE WHEN s % 4 = 2 THEN NULL ELSE 'message ' || s END AS content
 ) AS t;
 
-INSERT INTO message_tool_calls (conversation_id, call_id, seq)
-SELECT conversation_id, tool_calls -> 0 ->> 'id', seq
+INSERT INTO message_tool_calls (conversation_id, call_id, seq, user_id)
+SELECT conversation_id, tool_calls -> 0 ->> 'id', seq, user_id
 FROM messages
 WHERE tool_calls IS NOT NULL;
 
@@ -275,15 +275,19 @@ def test_seed_is_big_enough() -> None:
 # --- the cases -------------------------------------------------------------------
 
 PlanMode = Literal["custom", "generic"]
-# A conversation row is found by id through a unique index led by id: the primary key,
-# or the (id, user_id) key the messages' foreign key targets, which PostgreSQL prefers
-# since it also covers the owner filter. Either is one index probe.
-BY_CONVERSATION_ID = frozenset({"conversations_pkey", "conversations_id_user_id_key"})
+# A conversation row is found by id through its primary key, (id, user_id) since
+# migrations/0015: one index probe that also covers the owner filter.
+BY_CONVERSATION_ID = frozenset({"conversations_pkey"})
 MESSAGE_PKEY = frozenset({"messages_pkey"})
 # The active path's messages only (migrations/0012): what every read of a
 # conversation walks.
 ACTIVE_PATH = frozenset({"messages_active_path_idx"})
 USER_ACTIVITY = frozenset({"conversations_user_archived_activity_idx"})
+# A tool call by (conversation_id, call_id): message_tool_calls' primary key,
+# (conversation_id, call_id, user_id) since migrations/0015.
+TOOL_CALL = frozenset({"message_tool_calls_pkey"})
+# A message's children (migrations/0012).
+CHILDREN = frozenset({"messages_parent_idx"})
 IDLE_FIRST = frozenset({"conversations_activity_idx"})
 # An item by its client-given id (migrations/0013).
 ITEM_ID = frozenset({"messages_item_id_idx"})
@@ -296,6 +300,8 @@ class HotQuery:
     indexes: tuple[frozenset[str], ...]
     # The page size, for queries that read a page of messages.
     page: int | None = None
+    # The shapes (SHAPES) whose plans are checked.
+    shapes: tuple[str, ...] = ("big", "small")
 
 
 HOT_QUERIES = {
@@ -313,6 +319,18 @@ HOT_QUERIES = {
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
         HotQuery("get_conversation", (BY_CONVERSATION_ID,)),
+        # The queries whose keys migrations/0015 widened with user_id (and
+        # that now name user_id for every table they read, for Citus): each
+        # still finds its rows by the same index.
+        HotQuery("diagnose_append", (BY_CONVERSATION_ID, TOOL_CALL)),
+        HotQuery("export_page", (ACTIVE_PATH, TOOL_CALL)),
+        # Small only: switching the big conversation's leaf to its middle takes
+        # 50,000 messages off the path, and a sequential scan of messages is the
+        # right plan for updating a quarter of the table.
+        HotQuery(
+            "switch_active_leaf", (MESSAGE_PKEY, CHILDREN, BY_CONVERSATION_ID), shapes=("small",)
+        ),
+        HotQuery("truncate_messages", (ACTIVE_PATH, CHILDREN, MESSAGE_PKEY)),
         # Not on a request's path, but it runs every minute on every process:
         # the idle conversations are found by index, never by a scan.
         HotQuery("delete_idle_conversations", (IDLE_FIRST,)),
@@ -405,6 +423,30 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "limit": 21,
         },
         "get_conversation": {"id": shape.id, "user_id": shape.owner},
+        # The seed's tool calls are call_<seq> on every seq = 2 (mod 4).
+        "diagnose_append": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "parent_seq": None,
+            "tool_call_ids": [f"call_{midpoint - midpoint % 4 + 2}", "call_none"],
+        },
+        "export_page": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "after": midpoint,
+            "span": 100,
+            "max_bytes": 1_000_000,
+        },
+        "switch_active_leaf": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "seq": midpoint,
+        },
+        "truncate_messages": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "from_seq": midpoint,
+        },
         # Idle for an hour: a cut-off inside the seed's range of activity.
         "delete_idle_conversations": {
             "cutoff": datetime.now(UTC) - timedelta(hours=1),
@@ -419,8 +461,8 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
 
 CASES = [
     pytest.param(name, shape, mode, id=f"{name}-{shape}-{mode}")
-    for name in HOT_QUERIES
-    for shape in SHAPES
+    for name, hot in HOT_QUERIES.items()
+    for shape in hot.shapes
     for mode in ("custom", "generic")
 ]
 READ_CASES = [

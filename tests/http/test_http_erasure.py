@@ -18,7 +18,7 @@ from chatstore.store import ChatStore
 # The tables with a column naming a user, and what erasure does with each.
 # A new one fails test_erasure_accounts_for_every_table_keyed_by_a_user
 # until erasure (sql/erasure.sql) and this list say what becomes of it.
-ERASED = {"conversations", "messages", "idempotency_keys"}
+ERASED = {"conversations", "messages", "message_tool_calls", "idempotency_keys"}
 KEPT = {"session", "account"}  # the sign-in itself: the caller stays signed in
 
 
@@ -135,7 +135,6 @@ async def test_erasure_accounts_for_every_table_keyed_by_a_user(store: ChatStore
                 AND c.column_name IN ('user_id', 'userId')
             """
         )
-    # message_tool_calls has no user column: its rows go with their message.
     assert {row["table_name"] for row in rows} == ERASED | KEPT
 
 
