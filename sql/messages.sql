@@ -121,6 +121,7 @@ conversation AS (
         updated_at    = greatest(c.updated_at, clock_timestamp())
     FROM allowed
     WHERE c.id = allowed.id
+        AND c.user_id = allowed.user_id
     RETURNING c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq
 ),
 

@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -37,6 +40,9 @@ from support.databases import create_database
 
 from chatstore import migrations
 from chatstore.auth import new_id
+from chatstore.store import ChatStore
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DISTRIBUTION_COLUMN = "user_id"
 
@@ -223,6 +229,95 @@ async def test_migrated_schema_is_ready_for_citus(database: str) -> None:
     # The tables the rule covers today: a table that moved to a list by mistake shows here.
     names = {r["relname"] for r in distributed} - set(REFERENCE_TABLES) - set(LOCAL_TABLES)
     assert names >= {"conversations", "messages", "message_tool_calls", "idempotency_keys"}
+
+
+# --- every query reaches each distributed table by user_id --------------------------
+
+DISTRIBUTED_TABLES = {"conversations", "messages", "message_tool_calls", "idempotency_keys"}
+# Queries that read every user's rows on purpose (docs/scaling.md, "What does not
+# route to one shard"): tests/test_sql.py's OWNER_FILTER_EXCEPTIONS.
+MULTI_SHARD = {"delete_idle_conversations", "idle_conversations", "purge_expired_idempotency_keys"}
+CONDITIONS = ("Index Cond", "Recheck Cond", "Filter", "Join Filter", "Hash Cond", "Merge Cond")
+
+
+def plan_nodes(
+    node: dict[str, Any], parent: dict[str, Any] | None = None
+) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+    yield node, parent
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child, node)
+
+
+def scans_without_user_id(root: dict[str, Any]) -> list[str]:
+    """Scans of a distributed table with no condition on user_id, on them or their join."""
+    found = []
+    for node, parent in plan_nodes(root):
+        if (
+            node.get("Relation Name") not in DISTRIBUTED_TABLES
+            or node["Node Type"] == "ModifyTable"
+        ):
+            continue
+        near = [node, *node.get("Plans", []), *([parent] if parent else [])]
+        text = " ".join(str(n.get(key, "")) for n in near for key in CONDITIONS)
+        if not re.search(r"\buser_id\b", text):
+            found.append(f"{node['Node Type']} on {node['Relation Name']} ({node.get('Alias')})")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(set(ChatStore.queries) - MULTI_SHARD))
+async def test_every_scan_of_a_distributed_table_has_a_user_id_condition(
+    store: ChatStore, name: str
+) -> None:
+    # What lets Citus route a query to one shard: every distributed table it reads
+    # is restricted by user_id (or joined on it to one that is). Read off the
+    # query's generic plan (parameters as $n), so no value is needed.
+    query = ChatStore.queries[name]
+    async with store.pool.acquire() as conn:
+        statement = await conn.prepare(query.sql)
+        types = [
+            await conn.fetchval("SELECT format_type($1, NULL)", p.oid)
+            for p in statement.get_parameters()
+        ]
+        await conn.execute(f"PREPARE citus_routing AS {query.sql}")
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                nulls = ", ".join(f"NULL::{t}" for t in types)
+                execute = f"EXECUTE citus_routing({nulls})" if types else "EXECUTE citus_routing"
+                text = await conn.fetchval(f"EXPLAIN (VERBOSE, FORMAT JSON) {execute}")
+        finally:
+            await conn.execute("DEALLOCATE citus_routing")
+    plan = json.loads(text) if isinstance(text, str) else text
+    assert scans_without_user_id(plan[0]["Plan"]) == []
+
+
+def test_the_user_id_condition_check_finds_a_scan_without_one() -> None:
+    plan = {
+        "Node Type": "Nested Loop",
+        "Plans": [
+            {
+                "Node Type": "Index Scan",
+                "Relation Name": "conversations",
+                "Alias": "c",
+                "Index Cond": "((id = $1) AND (user_id = $2))",
+            },
+            {
+                "Node Type": "Index Scan",
+                "Relation Name": "message_tool_calls",
+                "Alias": "calls",
+                "Index Cond": "((conversation_id = c.id) AND (call_id = $3))",
+            },
+        ],
+    }
+    assert scans_without_user_id(plan) == ["Index Scan on message_tool_calls (calls)"]
+
+
+def test_scaling_doc_names_every_query() -> None:
+    # docs/scaling.md says where each named query runs on Citus: a new query must
+    # be placed there too.
+    doc = (ROOT / "docs" / "scaling.md").read_text()
+    missing = [name for name in ChatStore.queries if f"`{name}`" not in doc]
+    assert missing == []
 
 
 # --- 0015: the schema before it breaks the rule, after it follows it -----------------
