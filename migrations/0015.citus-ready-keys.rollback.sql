@@ -14,6 +14,14 @@ DROP STATISTICS IF EXISTS messages_conversation_user_stats;
 
 DROP STATISTICS IF EXISTS message_tool_calls_conversation_user_stats;
 
+-- Left behind by a run of 0015 that stopped before its swap (its unique
+-- indexes are renamed to the "_pkey" names by the swap).
+DROP INDEX CONCURRENTLY IF EXISTS conversations_id_user_id_pkey;
+
+DROP INDEX CONCURRENTLY IF EXISTS messages_conversation_seq_user_pkey;
+
+DROP INDEX CONCURRENTLY IF EXISTS message_tool_calls_conversation_call_user_pkey;
+
 DROP INDEX CONCURRENTLY IF EXISTS conversations_id_pkey;
 
 CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS conversations_id_pkey

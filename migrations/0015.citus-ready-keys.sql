@@ -87,6 +87,20 @@ ALTER COLUMN user_id SET NOT NULL;
 ALTER TABLE message_tool_calls
 DROP CONSTRAINT message_tool_calls_user_id_not_null;
 
+-- Left behind by the rollback, when yoyo ran part of it: after a failed
+-- statement of a non-transactional migration, yoyo undoes the statements
+-- already run with the rollback file's statements paired to them by
+-- position, and those may stop half-way too. Only a leftover has these
+-- names (a finished rollback renames each to its table's "_pkey" or
+-- "_key"), and such a unique index without user_id would stay.
+DROP INDEX CONCURRENTLY IF EXISTS conversations_id_pkey;
+
+DROP INDEX CONCURRENTLY IF EXISTS conversations_id_user_id_unique;
+
+DROP INDEX CONCURRENTLY IF EXISTS messages_conversation_seq_pkey;
+
+DROP INDEX CONCURRENTLY IF EXISTS message_tool_calls_conversation_call_pkey;
+
 -- The new keys, as unique indexes first. The swap below renames each to
 -- its table's "_pkey".
 DROP INDEX CONCURRENTLY IF EXISTS conversations_id_user_id_pkey;
