@@ -49,7 +49,7 @@
 -- that adds its successor, and this migration's own temporary CHECK; each
 -- NOT VALID and its VALIDATE are separate transactions, as every statement
 -- here commits by itself)
--- depends: 0012.branches
+-- depends: 0014.announce-after-commit
 
 SET lock_timeout = '5s';
 
