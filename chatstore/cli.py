@@ -55,6 +55,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # stopping server cancels them (their clients reconnect with
             # Last-Event-ID, to another process, and miss nothing).
             timeout_graceful_shutdown=args.shutdown_timeout,
+            # uvloop and httptools unless the settings opt out (issue 11
+            # measured them; BENCHMARKS.md).
+            loop=settings.serve_loop,
+            http=settings.serve_http,
         )
 
 

@@ -58,6 +58,17 @@ def _history_messages(env: Mapping[str, str]) -> int:
     return value
 
 
+SERVE_LOOPS = ("auto", "uvloop", "asyncio")
+SERVE_HTTP = ("auto", "httptools", "h11")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     # None means: run on the embedded PostgreSQL cluster under data_dir.
@@ -110,6 +121,11 @@ class Settings:
     auth_cache_seconds: int = 5
     # `chatstore serve`'s log lines: "text" or "json" (one object a line).
     log_format: str = "text"
+    # `chatstore serve`'s event loop and HTTP/1.1 parser, as uvicorn's loop
+    # and http options: "auto" takes uvloop and httptools (dependencies,
+    # where they build), "asyncio" / "h11" the pure-Python ones.
+    serve_loop: str = "auto"
+    serve_http: str = "auto"
     # Event streams (…/events) one user may hold open at once on a process.
     max_streams_per_user: int = 8
     # Streamed responses (exports) take their connection from a pool of
@@ -167,6 +183,8 @@ class Settings:
             search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
+            serve_loop=_choice(env, "CHATSTORE_SERVE_LOOP", SERVE_LOOPS),
+            serve_http=_choice(env, "CHATSTORE_SERVE_HTTP", SERVE_HTTP),
             max_streams_per_user=_int(env, "CHATSTORE_MAX_STREAMS_PER_USER", 8, minimum=1),
             stream_pool_size=_int(env, "CHATSTORE_STREAM_POOL_SIZE", 4, minimum=1),
             max_exports_per_user=_int(env, "CHATSTORE_MAX_EXPORTS_PER_USER", 2, minimum=1),

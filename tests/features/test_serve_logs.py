@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from support.serve import Server, serve_env
 from support.users import make_user
 
@@ -75,3 +76,43 @@ async def test_json_log_format_is_one_object_per_line_in_every_worker(
     finally:
         server.stop()
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _loaded(pid: int, library: str) -> bool:
+    """Whether the process has ``library``'s compiled module mapped."""
+    return f"/{library}/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+async def test_serve_runs_on_uvloop_and_httptools_unless_the_settings_opt_out(
+    database: str, settings: Settings, store: ChatStore
+) -> None:
+    user = await make_user(store)
+    log_dir = Path(tempfile.mkdtemp(prefix="chatstore-loop-"))
+    try:
+        for opt_out, fast in (({}, True), ({"CHATSTORE_SERVE_LOOP": "asyncio"}, False)):
+            extra = opt_out if fast else {**opt_out, "CHATSTORE_SERVE_HTTP": "h11"}
+            server = Server(
+                log=log_dir / f"serve-{fast}.log",
+                env=serve_env(database, settings.auth_secret, **extra),
+                name=f"loop-{fast}",
+            )
+            server.start()
+            try:
+                server.wait_ready_blocking()
+                async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+                    response = await client.get("/api/conversations", headers=user.headers)
+                    assert response.status_code == 200, response.text
+                assert _loaded(server.pid, "uvloop") is fast, server.logs()
+                assert _loaded(server.pid, "httptools") is fast, server.logs()
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def test_an_unknown_serve_loop_or_http_is_refused_at_start_up() -> None:
+    with pytest.raises(ValueError, match="CHATSTORE_SERVE_LOOP"):
+        Settings.from_env({"CHATSTORE_SERVE_LOOP": "trio"})
+    with pytest.raises(ValueError, match="CHATSTORE_SERVE_HTTP"):
+        Settings.from_env({"CHATSTORE_SERVE_HTTP": "h2"})
+    assert (Settings.from_env({}).serve_loop, Settings.from_env({}).serve_http) == ("auto", "auto")
