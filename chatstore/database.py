@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
@@ -40,6 +41,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import asyncpg
 
 from chatstore import replicas as replication
+from chatstore.announcer import Announcer
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import ChatStoreError, Unavailable
@@ -161,6 +163,9 @@ class Database:
             else None
         )
         self._writes = {name: _primary_only(q.sql) for name, q in self.queries.items()}
+        # Live-update announcements, sent after their commits in batches
+        # (chatstore/announcer.py; messages.announce adds to it).
+        self.announcer = Announcer(self._announce)
 
     async def open(self) -> None:
         if self._pool is None:
@@ -187,6 +192,8 @@ class Database:
             await self.replicas.open(self._pool_executor)
 
     async def close(self) -> None:
+        # Announcements still to go out get their chance on the open pool.
+        await self.announcer.close()
         if self.replicas is not None:
             await self.replicas.close()
         if self._stream_pool is not None:
@@ -367,6 +374,14 @@ class Database:
             pending[key] = action
         else:
             await _run_after_commit(action)
+
+    async def _announce(self, conversation_ids: list[uuid.UUID], seqs: list[int]) -> None:
+        # On the primary's pool directly: never a replica (NOTIFY is the
+        # primary's), never a transaction, and no commit LSN to record.
+        assert self._pool_executor is not None, "ChatStore is not open"
+        await Runner(self.queries, self._pool_executor).many(
+            "announce_messages", conversation_ids=conversation_ids, seqs=seqs
+        )
 
     def _runner(self, name: str) -> Runner:
         if self._writes.get(name) and _transaction_connection.get() is None:

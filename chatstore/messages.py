@@ -158,14 +158,15 @@ async def append_rows(
 async def announce(db: Database, conversation: uuid.UUID, seq: int) -> None:
     """Tell every process's followers that ``conversation`` grew to
     ``seq``, once the append has committed (announce_messages in
-    sql/messages.sql says why not inside it). Late or lost, followers still
-    read the message from the table (chatstore/events.py)."""
+    sql/messages.sql says why not inside it): the append does not wait for
+    it, and announcements that commit together go out together
+    (chatstore/announcer.py). Late or lost, followers still read the
+    message from the table (chatstore/events.py)."""
 
-    async def send() -> None:
-        # One row per announcement, nothing in it to read.
-        await db.many("announce_messages", conversation_ids=[conversation], seqs=[seq])
+    async def committed() -> None:
+        db.announcer.add(conversation, seq)
 
-    await db.after_commit(("announce_messages", conversation), send)
+    await db.after_commit(("announce_messages", conversation), committed)
 
 
 async def _append_statement(

@@ -169,6 +169,35 @@ async def test_an_append_is_announced_after_its_transaction_commits_never_if_it_
         await listener.close()
 
 
+async def test_appends_committed_together_are_announced_in_one_batch(
+    store: ChatStore, user: User
+) -> None:
+    # chatstore/announcer.py: the announcements of appends that committed
+    # while none was being sent go out in one announce_messages statement
+    # (one transaction), one NOTIFY per conversation with its newest seq.
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(store.dsn)
+    try:
+        await listener.add_listener(events.CHANNEL, lambda *args: heard.put_nowait(args[-1]))
+        conversations = [await store.create_conversation(user.user_id) for _ in range(3)]
+        await append(store, user, conversations[0], "before")
+        async with asyncio.timeout(TIMEOUT):
+            await heard.get()
+        batches = store.db.announcer.batches_sent
+        async with store.transaction():
+            for conversation in conversations:
+                await append(store, user, conversation, "a", "b")
+        async with asyncio.timeout(TIMEOUT):
+            news = [json.loads(await heard.get()) for _ in conversations]
+        assert sorted((n["conversation_id"], n["seq"]) for n in news) == sorted(
+            (str(c.id), 3 if c is conversations[0] else 2) for c in conversations
+        )
+        assert store.db.announcer.batches_sent == batches + 1
+        assert heard.empty()
+    finally:
+        await listener.close()
+
+
 async def test_after_replays_the_later_messages_first_then_goes_live(
     store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
