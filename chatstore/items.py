@@ -20,10 +20,15 @@ NULL) reads back as the items it stands for. The mapping, both ways:
   assistant -> a message with an ``output_text`` part when it has content,
   then one ``function_call`` per tool call; tool -> ``function_call_output``.
 
-Ids: an item's own string ``"id"``, else one derived from its row's seq
-(``msg_<seq>``, ``fc_<seq>_<i>``, ``fco_<seq>``, ``rs_<seq>``,
-``item_<seq>``). A client may reuse an id: the newest item carrying it is
-the one found.
+Ids (``Item.id``) are unique within a conversation, so that an id names
+one item (paging after it, get, delete). An item keeps its verbatim JSON
+whatever its id; its id is its own ``"id"`` when that is usable (a
+non-empty string with no "/", not "." or "..", not of the derived form
+below, and not already the id of another item of the conversation, on any
+branch), decided when it is added, under the conversation's lock, and
+stored as the row's ``item_key`` (migrations/0013). Otherwise it is derived
+from its row's seq (``msg_<seq>``, ``fc_<seq>_<i>``, ``fco_<seq>``,
+``rs_<seq>``, ``item_<seq>``), as for every chat-completions row.
 
 Long because: the two mappings, the ids, and the five operations on them
 (add, list, get, delete, pop, clear) read best side by side.
@@ -103,7 +108,7 @@ def _storable(value: Any, loc: list[str | int], depth: int = 0) -> None:
         raise ValidationError.at(loc, f"is not JSON ({type(value).__name__})")
 
 
-# An item's own id is an index key (messages_item_id_idx), and a btree
+# An item's own id is an index key (messages_item_key_idx), and a btree
 # entry holds at most about 2,700 bytes: ids are bounded well below.
 MAX_ID_CHARS = 255
 
@@ -222,8 +227,11 @@ def convert(items: Sequence[Mapping[str, Any]], db: Database) -> list[_Converted
     return converted
 
 
-def _params(batch: Sequence[_Converted]) -> dict[str, list[Any]]:
-    """append_messages' arrays (sql/messages.sql), one element per item."""
+def _params(
+    batch: Sequence[_Converted], keys: Sequence[str | None] | None = None
+) -> dict[str, list[Any]]:
+    """append_messages' arrays (sql/messages.sql), one element per item;
+    ``keys``: each item's key (_keys), all None when not given."""
     chats = [c.chat for c in batch]
     return {
         "roles": [None if m is None else m.role for m in chats],
@@ -238,15 +246,45 @@ def _params(batch: Sequence[_Converted]) -> dict[str, list[Any]]:
         "tool_call_ids": [None if m is None else m.tool_call_id for m in chats],
         "metadatas": ["{}"] * len(batch),
         "items": [dumps(c.item) for c in batch],
+        "item_keys": list(keys) if keys is not None else [None] * len(batch),
     }
 
 
-# -- row -> items -----------------------------------------------------------
-
-
-def _own_id(item: Mapping[str, Any]) -> str | None:
+def _usable_id(item: Mapping[str, Any]) -> str | None:
+    """The item's own id, when it may be its chatstore id as far as its
+    form goes: a string routable as one URL path segment, and never one
+    chatstore derives (those belong to the rows of their seq)."""
     given = item.get("id")
-    return given if isinstance(given, str) and given else None
+    if not isinstance(given, str) or not given or "/" in given or given in (".", ".."):
+        return None
+    return None if _DERIVED_ID.match(given) else given
+
+
+async def _keys(
+    db: Database, user_id: str, conversation: uuid.UUID, batch: Sequence[_Converted]
+) -> list[str | None]:
+    """Each item's key: its own id when usable and not taken (by an item
+    of the conversation, or an earlier one of the batch), else None (a
+    derived id). In a transaction holding the conversation's lock."""
+    wanted = [_usable_id(c.item) for c in batch]
+    candidates = sorted({key for key in wanted if key is not None})
+    if not candidates:
+        return wanted
+    rows = await db.many(
+        "taken_item_keys", user_id=user_id, conversation_id=conversation, item_keys=candidates
+    )
+    taken = {row["item_key"] for row in rows}
+    keys: list[str | None] = []
+    for key in wanted:
+        if key is not None and key in taken:
+            key = None
+        if key is not None:
+            taken.add(key)
+        keys.append(key)
+    return keys
+
+
+# -- row -> items -----------------------------------------------------------
 
 
 _PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
@@ -259,9 +297,12 @@ def items_of(row: Row) -> list[Item]:
     created_at = row["created_at"]
     stored = row["item"]
     if stored is not None:
-        kind = stored.get("type", "message" if "role" in stored else None)
+        # An explicit "type": null reads as no type, as _chat_form reads it.
+        kind = stored.get("type")
+        if kind is None and "role" in stored:
+            kind = "message"
         prefix = _PREFIXES.get(kind, "rs" if kind == "reasoning" else "item")
-        item_id = _own_id(stored) or f"{prefix}_{seq}"
+        item_id = row["item_key"] or f"{prefix}_{seq}"
         return [Item(seq=seq, id=item_id, item=stored, created_at=created_at)]
     role: str = row["role"]
     content: str | None = row["content"]
@@ -309,16 +350,22 @@ async def add(
     batch = convert(items, db)
 
     async def append() -> list[Item]:
-        rows = await append_rows(
-            db,
-            user_id,
-            conversation,
-            [c.chat for c in batch],
-            _params(batch),
-            None,
-            None,
-            loc=("items", "call_id"),
-        )
+        async with db.transaction():
+            # The keys are chosen and stored under the lock: no concurrent
+            # append takes one in between.
+            if not await lock(db, user_id, conversation):
+                raise NotFound("conversation")
+            keys = await _keys(db, user_id, conversation, batch)
+            rows = await append_rows(
+                db,
+                user_id,
+                conversation,
+                [c.chat for c in batch],
+                _params(batch, keys),
+                None,
+                None,
+                loc=("items", "call_id"),
+            )
         return [item for row in rows for item in items_of(row)]
 
     if idempotency_key is None:
@@ -399,7 +446,7 @@ async def _locate(
     if not isinstance(item_id, str) or not item_id or _UNSTORABLE.search(item_id):
         raise NotFound("item")
     seq = await db.scalar(
-        "find_item_by_id", user_id=user_id, conversation_id=conversation, item_id=item_id
+        "find_item_by_key", user_id=user_id, conversation_id=conversation, item_id=item_id
     )
     if seq is not None:
         return seq, 0

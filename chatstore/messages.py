@@ -377,6 +377,7 @@ def batch_params(batch: Sequence[MessageInput]) -> dict[str, list[Any]]:
         "tool_call_ids": [m.tool_call_id for m in batch],
         "metadatas": [dumps(m.metadata) for m in batch],
         "items": [None] * len(batch),
+        "item_keys": [None] * len(batch),
     }
 
 

@@ -16,8 +16,12 @@
 -- hold for both kinds of row. Each is added NOT VALID (no scan under the
 -- ACCESS EXCLUSIVE lock), then validated (a scan that lets writes go on).
 --
--- messages_item_id_idx: an item is fetched (and deleted) by the id its
--- client gave it; without the index that is a scan of the conversation.
+-- item_key: the item's chatstore id when that is its own "id" (chatstore
+-- decides it when the item is added, under the conversation's lock:
+-- chatstore/items.py); NULL when chatstore derives the id from the seq
+-- (msg_<seq>, ...), and for every chat-completions row. Unique within a
+-- conversation (messages_item_key_idx, across all its branches), so that
+-- an id names one item: paging after it, get and delete never mistake it.
 --
 -- Not transactional: the index is built CONCURRENTLY on a table that
 -- already has rows. Every step can be run again after a failure (IF NOT
@@ -42,7 +46,8 @@
 SET lock_timeout = '5s';
 
 ALTER TABLE messages
-ADD COLUMN IF NOT EXISTS item jsonb;
+ADD COLUMN IF NOT EXISTS item jsonb,
+ADD COLUMN IF NOT EXISTS item_key text;
 
 -- A row with no role is an item without a chat form: role is now NULL
 -- for those (the role_known check already lets NULL through).
@@ -78,12 +83,21 @@ CHECK (role IS NULL OR content IS NOT NULL OR tool_calls IS NOT NULL) NOT VALID;
 
 ALTER TABLE messages VALIDATE CONSTRAINT messages_content_null_only_with_tool_calls;
 
--- Access path: the newest item with a client-given id in a conversation
--- (find_item_by_id in sql/items.sql). Partial: only rows added as items.
-DROP INDEX CONCURRENTLY IF EXISTS messages_item_id_idx;
+-- A key names one item (CHECK: only items have one), and the access path
+-- to it (find_item_by_key, taken_item_keys in sql/items.sql). Partial:
+-- only items that kept their own id. Built on a column that is NULL in
+-- every existing row, so its uniqueness cannot fail the build.
+ALTER TABLE messages
+DROP CONSTRAINT IF EXISTS messages_item_key_only_on_items,
+ADD CONSTRAINT messages_item_key_only_on_items
+CHECK (item_key IS NULL OR item IS NOT NULL) NOT VALID;
 
-CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_item_id_idx
-ON messages (conversation_id, (item ->> 'id'), seq)
-WHERE item IS NOT NULL;
+ALTER TABLE messages VALIDATE CONSTRAINT messages_item_key_only_on_items;
+
+DROP INDEX CONCURRENTLY IF EXISTS messages_item_key_idx;
+
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS messages_item_key_idx
+ON messages (conversation_id, item_key)
+WHERE item_key IS NOT NULL;
 
 RESET lock_timeout;

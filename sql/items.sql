@@ -11,10 +11,10 @@
 -- message columns an empty page.
 SELECT
     c.id AS found,
-    m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.created_at
+    m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.item_key, m.created_at
 FROM conversations AS c
 LEFT JOIN LATERAL (
-    SELECT seq, role, content, tool_calls, tool_call_id, item, created_at
+    SELECT seq, role, content, tool_calls, tool_call_id, item, item_key, created_at
     FROM messages
     WHERE conversation_id = :conversation_id
         AND user_id = :user_id
@@ -32,10 +32,10 @@ ORDER BY m.seq ASC;
 -- scan of messages_active_path_idx.
 SELECT
     c.id AS found,
-    m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.created_at
+    m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.item_key, m.created_at
 FROM conversations AS c
 LEFT JOIN LATERAL (
-    SELECT seq, role, content, tool_calls, tool_call_id, item, created_at
+    SELECT seq, role, content, tool_calls, tool_call_id, item, item_key, created_at
     FROM messages
     WHERE conversation_id = :conversation_id
         AND user_id = :user_id
@@ -49,25 +49,34 @@ WHERE c.id = :conversation_id
     AND c.user_id = :user_id
 ORDER BY m.seq DESC;
 
--- name: find_item_by_id :scalar
--- The seq of the newest item of the active path whose own "id" is
--- :item_id (clients may reuse an id: the newest one is meant), by
--- messages_item_id_idx. NULL when there is none, or the conversation is
--- not the caller's.
+-- name: find_item_by_key :scalar
+-- The seq of the active path's item whose key (its chatstore id, when that
+-- is its own "id": migrations/0013) is :item_id, by messages_item_key_idx
+-- (one at most: keys are unique within a conversation). NULL when there
+-- is none, or the conversation is not the caller's.
 SELECT m.seq
 FROM messages AS m
 WHERE m.conversation_id = :conversation_id
     AND m.user_id = :user_id
-    AND m.item IS NOT NULL
-    AND m.item ->> 'id' = :item_id
-    AND m.on_path
-ORDER BY m.seq DESC
-LIMIT 1;
+    AND m.item_key = :item_id
+    AND m.on_path;
+
+-- name: taken_item_keys :many
+-- Which of :item_keys already name an item of the conversation, on any
+-- branch, by messages_item_key_idx: an item added with one of them gets a
+-- derived id instead (chatstore/items.py, under the conversation's lock,
+-- so that no concurrent append takes it in between).
+SELECT m.item_key
+FROM messages AS m
+WHERE m.conversation_id = :conversation_id
+    AND m.user_id = :user_id
+    AND m.item_key = any(:item_keys::text[])
+ORDER BY m.item_key;
 
 -- name: get_item_row :one
 -- One row of the active path by its seq (an item's, or the message an item
 -- is derived from); none when it is not on the path or not the caller's.
-SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.created_at
+SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.item_key, m.created_at
 FROM messages AS m
 WHERE m.conversation_id = :conversation_id
     AND m.user_id = :user_id
@@ -79,7 +88,7 @@ WHERE m.conversation_id = :conversation_id
 -- grows), what pop_item takes, after lock_conversation in its transaction
 -- so two pops never take the same one. None when the conversation is empty
 -- or not the caller's.
-SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.created_at
+SELECT m.seq, m.role, m.content, m.tool_calls, m.tool_call_id, m.item, m.item_key, m.created_at
 FROM conversations AS c
 INNER JOIN messages AS m
     ON c.id = m.conversation_id

@@ -41,9 +41,13 @@
 -- under the same rules: :items holds each row's item (NULL for a
 -- chat-completions message), and an item without a chat-completions form
 -- has a NULL role (a function_call_output is a tool message, so its call_id
--- is checked as a tool_call_id is).
+-- is checked as a tool_call_id is). :item_keys holds each item's key (its
+-- own id when chatstore keeps it as the item's id, else NULL), chosen by
+-- chatstore/items.py under the conversation's lock.
 WITH batch AS (
-    SELECT b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata, b.item
+    SELECT
+        b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata, b.item,
+        b.item_key
     FROM unnest(
             :roles::text[],
             :contents::text[],
@@ -51,8 +55,11 @@ WITH batch AS (
             :tool_calls::text[]::jsonb[],
             :tool_call_ids::text[],
             :metadatas::text[]::jsonb[],
-            :items::text[]::jsonb[]
-        ) WITH ORDINALITY AS b (role, content, name, tool_calls, tool_call_id, metadata, item, ord)
+            :items::text[]::jsonb[],
+            :item_keys::text[]
+        ) WITH ORDINALITY AS b (
+            role, content, name, tool_calls, tool_call_id, metadata, item, item_key, ord
+        )
 ),
 
 locked AS (
@@ -147,12 +154,12 @@ inserted AS (
     INSERT INTO messages
     (
         conversation_id, seq, user_id, role, content, name,
-        tool_calls, tool_call_id, metadata, item, search_vector, parent_seq, on_path
+        tool_calls, tool_call_id, metadata, item, item_key, search_vector, parent_seq, on_path
     )
     SELECT
         conversation.id, conversation.base_seq + batch.ord AS seq, conversation.user_id,
         batch.role, batch.content, batch.name,
-        batch.tool_calls, batch.tool_call_id, batch.metadata, batch.item,
+        batch.tool_calls, batch.tool_call_id, batch.metadata, batch.item, batch.item_key,
         to_tsvector(
             :search_config::regconfig, chatstore_search_text(batch.content)
         ) AS search_vector,
@@ -165,7 +172,7 @@ inserted AS (
     CROSS JOIN batch
     RETURNING
         conversation_id, seq, user_id, parent_seq, role, content, name,
-        tool_calls, tool_call_id, metadata, item, created_at
+        tool_calls, tool_call_id, metadata, item, item_key, created_at
 ),
 
 calls AS (
@@ -185,7 +192,7 @@ calls AS (
 
 SELECT
     conversation_id, seq, parent_seq, role, content, name,
-    tool_calls, tool_call_id, metadata, item, created_at
+    tool_calls, tool_call_id, metadata, item, item_key, created_at
 FROM inserted
 ORDER BY seq;
 

@@ -289,8 +289,8 @@ TOOL_CALL = frozenset({"message_tool_calls_pkey"})
 # A message's children (migrations/0012).
 CHILDREN = frozenset({"messages_parent_idx"})
 IDLE_FIRST = frozenset({"conversations_activity_idx"})
-# An item by its client-given id (migrations/0013).
-ITEM_ID = frozenset({"messages_item_id_idx"})
+# An item by its key, its client-given id (migrations/0013).
+ITEM_KEY = frozenset({"messages_item_key_idx"})
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ HOT_QUERIES = {
         # The items view of the active path (migrations/0013).
         HotQuery("list_item_rows_asc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("list_item_rows_desc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
-        HotQuery("find_item_by_id", (ITEM_ID,)),
+        HotQuery("find_item_by_key", (ITEM_KEY,)),
         HotQuery("chat_history", (BY_CONVERSATION_ID, ACTIVE_PATH), page=50),
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
@@ -370,6 +370,7 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "tool_call_ids": [None],
             "metadatas": ["{}"],
             "items": [None],
+            "item_keys": [None],
             "conversation_id": shape.id,
             "user_id": shape.owner,
             "expected_last_seq": None,
@@ -402,10 +403,10 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "before": NO_BEFORE,
             "limit": page,
         },
-        "find_item_by_id": {
+        "find_item_by_key": {
             "conversation_id": shape.id,
             "user_id": shape.owner,
-            "item_id": "msg_1",
+            "item_id": "client-id-1",
         },
         "chat_history": {
             "conversation_id": shape.id,

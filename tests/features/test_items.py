@@ -18,7 +18,7 @@ from chatstore.store import ChatStore
 
 REASONING: dict[str, Any] = {
     "type": "reasoning",
-    "id": "rs_1",
+    "id": "rs_68ab",
     "summary": [{"type": "summary_text", "text": "thinking"}],
     "encrypted_content": "gAAAAB" + "x" * 200,
 }
@@ -77,7 +77,7 @@ async def test_items_round_trip_verbatim_in_order_with_seqs(store: ChatStore, us
 async def test_item_ids_are_their_own_or_derived_and_unique(store: ChatStore, user_id: str) -> None:
     conversation = await new_conversation(store, user_id)
     added = await store.add_items(user_id, conversation, TURN)
-    assert [i.id for i in added] == ["msg_1", "rs_1", "fc_a", "fco_4", "ws_1", "msg_x", "snc_1"]
+    assert [i.id for i in added] == ["msg_1", "rs_68ab", "fc_a", "fco_4", "ws_1", "msg_x", "snc_1"]
     for item in added:
         assert (await store.get_item(user_id, conversation, item.id)) == item
 
@@ -177,7 +177,7 @@ async def test_item_pages_follow_order_limit_and_after(store: ChatStore, user_id
     )
     await store.add_items(user_id, conversation, [REASONING, UNKNOWN])
     every = [i.id for i in (await store.list_items(user_id, conversation)).items]
-    assert every == ["msg_1", "fc_1_0", "rs_1", "snc_1"]
+    assert every == ["msg_1", "fc_1_0", "rs_68ab", "snc_1"]
     orders: list[tuple[Literal["asc", "desc"], list[str]]] = [
         ("asc", every),
         ("desc", every[::-1]),
@@ -199,7 +199,7 @@ async def test_item_pages_follow_order_limit_and_after(store: ChatStore, user_id
             after = page.items[-1].id
         assert seen == expected, order
     last_two = await store.list_items(user_id, conversation, limit=2, order="desc")
-    assert [i.id for i in last_two.items] == ["snc_1", "rs_1"]
+    assert [i.id for i in last_two.items] == ["snc_1", "rs_68ab"]
     assert last_two.has_more
 
 
@@ -256,16 +256,118 @@ async def test_clear_items_keeps_the_conversation(store: ChatStore, user_id: str
     assert again[0].seq == len(TURN) + 1
 
 
-async def test_delete_item_by_reused_id_deletes_the_newest(store: ChatStore, user_id: str) -> None:
+async def test_a_reused_id_names_one_item_the_others_get_derived_ids(
+    store: ChatStore, user_id: str
+) -> None:
     conversation = await new_conversation(store, user_id)
     first: dict[str, Any] = {"id": "same", "type": "message", "role": "user", "content": "one"}
     second = {**first, "content": "two"}
-    await store.add_items(user_id, conversation, [first, second])
-    assert (await store.get_item(user_id, conversation, "same")).item == second
+    third = {**first, "content": "three"}
+    added = await store.add_items(user_id, conversation, [first, second])
+    added += await store.add_items(user_id, conversation, [third])
+    # The first keeps its id; the others get derived ones; all verbatim.
+    assert [i.id for i in added] == ["same", "msg_2", "msg_3"]
+    assert [i.item for i in added] == [first, second, third]
+    for item in added:
+        assert await store.get_item(user_id, conversation, item.id) == item
+    await store.delete_item(user_id, conversation, "msg_2")
+    assert [i.item for i in (await store.list_items(user_id, conversation)).items] == [
+        first,
+        third,
+    ]
+    # Deleted, its id is free again.
     await store.delete_item(user_id, conversation, "same")
-    assert (await store.get_item(user_id, conversation, "same")).item == first
+    (again,) = await store.add_items(user_id, conversation, [first])
+    assert again.id == "same" and again.seq == 4
     with pytest.raises(NotFound):
         await store.get_item(user_id, conversation, "nope")
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+@pytest.mark.parametrize("limit", [1, 2, 3])
+async def test_paging_over_reused_ids_returns_each_item_once(
+    store: ChatStore, user_id: str, order: Literal["asc", "desc"], limit: int
+) -> None:
+    """The Agents SDK's placeholder id, and ScriptedModel's fixed one."""
+    conversation = await new_conversation(store, user_id)
+    sent: list[dict[str, Any]] = [
+        {"id": "__fake_id__", "type": "message", "role": "assistant", "content": f"a{n}"}
+        for n in range(4)
+    ] + [
+        {"id": "scripted-message", "type": "message", "role": "user", "content": f"u{n}"}
+        for n in range(3)
+    ]
+    await store.add_items(user_id, conversation, sent[:2])
+    await store.add_items(user_id, conversation, sent[2:])
+    seen: list[Any] = []
+    after = None
+    for _ in range(len(sent) + 1):
+        page = await store.list_items(user_id, conversation, limit=limit, order=order, after=after)
+        seen += page.items
+        if not page.has_more:
+            break
+        after = page.items[-1].id
+    expected = sent if order == "asc" else sent[::-1]
+    assert [i.item for i in seen] == expected
+    assert len({i.id for i in seen}) == len(sent)
+
+
+async def test_a_client_id_of_the_derived_form_never_shadows_a_derived_id(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.append_message(user_id, conversation, {"role": "user", "content": "row 1"})
+    posing = {"id": "msg_1", "type": "message", "role": "user", "content": "posing"}
+    future = {"id": "item_3", "type": "shiny"}
+    added = await store.add_items(user_id, conversation, [posing, future])
+    assert [i.id for i in added] == ["msg_2", "item_3"]
+    assert [i.item for i in added] == [posing, future]
+    assert (await store.get_item(user_id, conversation, "msg_1")).item["content"][0]["text"] == (
+        "row 1"
+    )
+    assert (await store.get_item(user_id, conversation, "msg_2")).item == posing
+
+
+@pytest.mark.parametrize("given", ["a/b", "/", ".", "..", ""])
+async def test_an_id_not_routable_in_a_url_path_gets_a_derived_id(
+    store: ChatStore, user_id: str, given: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    sent = {"id": given, "type": "reasoning", "summary": []}
+    (added,) = await store.add_items(user_id, conversation, [sent])
+    assert added.id == "rs_1" and added.item == sent
+    assert await store.get_item(user_id, conversation, "rs_1") == added
+    with pytest.raises(NotFound):
+        await store.get_item(user_id, conversation, given)
+    await store.delete_item(user_id, conversation, "rs_1")
+    assert (await store.list_items(user_id, conversation)).items == []
+
+
+async def test_an_id_taken_on_another_branch_gets_a_derived_id(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, [EASY, {**REASONING, "id": "kept"}])
+    # A new branch from the first message: "kept" is off the path, still taken.
+    await store.append_messages(
+        user_id, conversation, [{"role": "assistant", "content": "A"}], parent_seq=1
+    )
+    (added,) = await store.add_items(user_id, conversation, [{**REASONING, "id": "kept"}])
+    assert added.id == "rs_4"
+    with pytest.raises(NotFound):  # the one on the other branch
+        await store.get_item(user_id, conversation, "kept")
+    assert await store.switch_branch(user_id, conversation, 2) == 2
+    assert (await store.get_item(user_id, conversation, "kept")).seq == 2
+
+
+async def test_an_explicit_null_type_derives_the_id_of_its_form(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    sent = {"type": None, "role": "user", "content": "hi"}
+    (added,) = await store.add_items(user_id, conversation, [sent])
+    assert added.id == "msg_1" and added.item == sent
+    assert (await store.list_items(user_id, conversation)).items[0].id == "msg_1"
 
 
 # -- every chat-completions read ignores the items without a chat form ----------
@@ -382,7 +484,7 @@ async def test_message_get_delete_and_siblings_do_not_find_items_without_a_chat_
     assert await store.switch_branch(user_id, conversation, 2) == 2
     assert [i.id for i in (await store.list_items(user_id, conversation)).items] == [
         "msg_1",
-        "rs_1",
+        "rs_68ab",
     ]
     assert [m.seq for m in (await store.list_messages(user_id, conversation)).data] == [1]
 

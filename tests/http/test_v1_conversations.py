@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import httpx2
@@ -317,6 +317,27 @@ async def test_idempotency_key_replays_a_create(
     assert other.headers["x-should-retry"] == "false"  # the official client must not retry it
 
 
+async def test_idempotency_key_replays_an_update(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, user: User
+) -> None:
+    conversation = await oai.conversations.create(metadata={"a": "0"})
+    path = f"/v1/conversations/{conversation.id}"
+    headers = user.with_key(new_key())
+    first = await client.post(path, json={"metadata": {"a": "1"}}, headers=headers)
+    # Changed in between: a replay answers what the first request answered.
+    await oai.conversations.update(conversation.id, metadata={"a": "x"})
+    again = await client.post(path, json={"metadata": {"a": "1"}}, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert first.json()["metadata"] == {"a": "1"}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert (await oai.conversations.retrieve(conversation.id)).metadata == {"a": "x"}
+    other = await client.post(path, json={"metadata": {"a": "2"}}, headers=headers)
+    openai_error(other, 409, "idempotency_conflict")
+    assert (await oai.conversations.retrieve(conversation.id)).metadata == {"a": "x"}
+
+
 # -- items ------------------------------------------------------------------------------
 
 
@@ -365,7 +386,7 @@ async def test_items_come_back_normalised_as_openai_does(
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Part"}]},
         {"type": "function_call", "call_id": "call_n", "name": "f", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "call_n", "output": "ok"},
-        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+        {"type": "reasoning", "id": "rs_68ab", "summary": [], "encrypted_content": "opaque"},
     ]
     response = await client.post(
         f"/v1/conversations/{conversation.id}/items", json={"items": sent}, headers=user.headers
@@ -374,7 +395,7 @@ async def test_items_come_back_normalised_as_openai_does(
     data = response.json()["data"]
     ids = [item.pop("id") for item in data]
     assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == len(ids)
-    assert ids[-1] == "rs_1"  # an item's own id is kept
+    assert ids[-1] == "rs_68ab"  # an item's own id is kept
     assert data == [
         {
             "type": "message",
@@ -461,6 +482,63 @@ async def test_list_pages_with_auto_pagination_in_both_orders(oai: AsyncOpenAI) 
     assert [first_text(item) async for item in ascending] == expected
     descending = oai.conversations.items.list(conversation.id, limit=7)  # desc: OpenAI's default
     assert [first_text(item) async for item in descending] == expected[::-1]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3])
+async def test_auto_pagination_over_reused_ids_returns_each_item_once(
+    oai: AsyncOpenAI, limit: int
+) -> None:
+    """The Agents SDK's placeholder id repeated, and the README's
+    ScriptedModel id stored twice: each item is listed once, in both
+    orders, under an id of its own."""
+    conversation = await oai.conversations.create()
+    sent: Any = [
+        {"id": "__fake_id__", "type": "message", "role": "assistant", "content": f"a{n}"}
+        for n in range(4)
+    ] + [
+        {"id": "scripted-message", "type": "message", "role": "assistant", "content": f"s{n}"}
+        for n in range(2)
+    ]
+    for start in (0, 3):
+        await oai.conversations.items.create(conversation.id, items=sent[start : start + 3])
+    expected = ["a0", "a1", "a2", "a3", "s0", "s1"]
+    orders: list[tuple[Literal["asc", "desc"], list[str]]] = [
+        ("asc", expected),
+        ("desc", expected[::-1]),
+    ]
+    for order, want in orders:
+        got: list[Any] = []
+        async for item in oai.conversations.items.list(conversation.id, order=order, limit=limit):
+            got.append(item)
+            assert len(got) <= len(sent), "pagination does not end"
+        assert [first_text(item) for item in got] == want, order
+        assert len({item.id for item in got}) == len(got)
+    # Each id names its own item.
+    for item in got:
+        assert item.id is not None
+        fetched = await oai.conversations.items.retrieve(item.id, conversation_id=conversation.id)
+        assert first_text(fetched) == first_text(item)
+    ids = {first_text(item): item.id for item in got}
+    assert ids["a0"] == "__fake_id__" and ids["s0"] == "scripted-message"
+    await oai.conversations.items.delete(ids["a2"], conversation_id=conversation.id)
+    left = [item async for item in oai.conversations.items.list(conversation.id, order="asc")]
+    assert [first_text(item) for item in left] == ["a0", "a1", "a3", "s0", "s1"]
+
+
+async def test_an_item_id_with_a_slash_gets_a_routable_id(
+    oai: AsyncOpenAI, client: httpx.AsyncClient, user: User
+) -> None:
+    conversation = await oai.conversations.create()
+    sent: Any = [{"id": "a/b", "type": "message", "role": "user", "content": "slash"}]
+    (shown,) = (await oai.conversations.items.create(conversation.id, items=sent)).data
+    assert shown.id == "msg_1"
+    response = await client.get(
+        f"/v1/conversations/{conversation.id}/items/{shown.id}", headers=user.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "msg_1"
+    await oai.conversations.items.delete("msg_1", conversation_id=conversation.id)
+    assert [item async for item in oai.conversations.items.list(conversation.id)] == []
 
 
 async def test_list_envelope_after_and_has_more(
