@@ -363,8 +363,10 @@ class Item(BaseModel):
     # The row's seq: several items derived from one chat-completions
     # message (an assistant message with tool calls) share it.
     seq: int
-    # The item's own "id" when it carried one, else one chatstore derives
-    # (msg_<seq>, fc_<seq>_<i>, ...): stable, unique within the conversation.
+    # The item's own "id" when usable (chatstore/items.py: a string with no
+    # "/", not of the derived form, not already another item's), else one
+    # chatstore derives (msg_<seq>, fc_<seq>_<i>, ...): stable, unique
+    # within the conversation.
     id: str
     # Verbatim (JSON-equal) when added as an item, derived from the
     # chat-completions message otherwise.

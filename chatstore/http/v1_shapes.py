@@ -9,8 +9,9 @@ The objects are those of the official ``openai`` client's types
 
 Ids: a conversation's /v1 id is ``conv_`` and its uuid's 32 hex digits, so
 the same conversation is reachable through /api (by its uuid) and /v1; a /v1
-path takes either form. An item's id is the one chatstore.items gives it
-(its own "id" when it was added with one).
+path takes either form. An item's id is the one chatstore.items gives it,
+unique within the conversation (its own "id" when usable, else derived), and
+replaces the "id" of the stored item in the answer.
 
 Items are stored verbatim (chatstore/items.py) and shown the way OpenAI's API
 shows them (``openai_item``): an easy message ``{"role", "content": "text"}``
