@@ -11,6 +11,7 @@ from chatstore.database import Database
 from chatstore.errors import NotFound, ValidationError
 from chatstore.ids import NO_BEFORE, ConversationId, conversation_uuid
 from chatstore.models import Message, MessageInput
+from chatstore.tool_turns import merge_tool_turns
 from chatstore.validation import check_limit
 
 MAX_HISTORY = 1000
@@ -89,7 +90,9 @@ async def responder_history(
     replies stored incomplete, then cut from the oldest side to
     CHATSTORE_RESPONDER_HISTORY_CHARS characters (content and tool-call
     arguments, the new message counted first; a leading tool message whose
-    call was cut goes too). The new message itself is always sent."""
+    call was cut goes too). Consecutive assistant messages of one tool turn
+    (parallel function_call items) are one message with all their calls
+    (chatstore/tool_turns.py). The new message itself is always sent."""
     window = await history(
         db,
         user_id,
@@ -98,9 +101,14 @@ async def responder_history(
         before=user_message.seq,
     )
     complete = [m for m in window.messages if INCOMPLETE not in m.metadata]
-    return within_budget(
-        complete, settings.responder_history_chars, used=message_chars(user_message)
+    # Parallel tool calls (one function_call item each) as one assistant
+    # message, before the budget: it keeps or cuts the turn whole.
+    turns = merge_tool_turns(
+        complete,
+        getattr,
+        lambda m, calls: m.model_copy(update={"tool_calls": calls}),
     )
+    return within_budget(turns, settings.responder_history_chars, used=message_chars(user_message))
 
 
 __all__ = ["History", "history", "responder_history", "within_budget"]

@@ -29,6 +29,7 @@ from chatstore.database import Database, Source, database_of
 from chatstore.ids import ConversationId, conversation_uuid
 from chatstore.models import Message, Row
 from chatstore.pool import PoolConnection
+from chatstore.tool_turns import merge_dicts
 
 # The most message data a page holds (sql/export.sql's row_bytes).
 PAGE_BYTES = 256 * 1024
@@ -147,24 +148,41 @@ async def openai(
     *,
     connection: PoolConnection | None = None,
     idle_seconds: float | None = None,
+    page_bytes: int = PAGE_BYTES,
 ) -> AsyncIterator[bytes]:
     """``{"messages": [...]}`` ready for a chat-completions request. Tool
     messages whose assistant tool call is no longer stored (deleted) are
-    left out: such a history would be refused. One chunk per page (none for
-    a page of left-out messages). The active path only: the conversation
-    as a model is shown it."""
+    left out: such a history would be refused. Parallel tool calls stored
+    as one assistant message each (function_call items) are one assistant
+    message (chatstore/tool_turns.py), across pages too: a page's last
+    assistant message waits for the next page, which may add to it. One
+    chunk per page (none for a page with nothing to write yet). The active
+    path only: the conversation as a model is shown it."""
     yield b'{"messages":['
     first = True
-    async for page in pages(
-        source, user_id, conversation_id, connection=connection, idle_seconds=idle_seconds
-    ):
+    held: list[dict[str, Any]] = []  # the last assistant message, maybe not whole yet
+
+    def encoded(messages: list[dict[str, Any]]) -> bytes:
+        nonlocal first
         chunk: list[str] = []
-        for row in page:
-            if not row["answerable"]:
-                continue
-            encoded = json.dumps(openai_message(row), ensure_ascii=False, separators=(",", ":"))
-            chunk.append(encoded if first else "," + encoded)
+        for message in messages:
+            text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+            chunk.append(text if first else "," + text)
             first = False
-        if chunk:
-            yield "".join(chunk).encode()
+        return "".join(chunk).encode()
+
+    async for page in pages(
+        source,
+        user_id,
+        conversation_id,
+        connection=connection,
+        idle_seconds=idle_seconds,
+        page_bytes=page_bytes,
+    ):
+        merged = merge_dicts([*held, *(openai_message(row) for row in page if row["answerable"])])
+        held = [merged.pop()] if merged and merged[-1]["role"] == "assistant" else []
+        if merged:
+            yield encoded(merged)
+    if held:
+        yield encoded(held)
     yield b"]}"

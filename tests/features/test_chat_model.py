@@ -209,6 +209,45 @@ async def test_the_model_receives_the_history_in_chat_completions_form_system_pr
     ]
 
 
+async def test_the_model_receives_parallel_tool_calls_as_one_assistant_message(
+    settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
+) -> None:
+    """Responses items store one function_call each: chat completions
+    refuse an assistant tool call not directly followed by its answers."""
+    conversation = await new_conversation(store, user)
+
+    def call(call_id: str) -> dict[str, Any]:
+        return {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+    await store.add_items(
+        user.user_id,
+        conversation,
+        [
+            {"role": "user", "content": "both?"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "one"},
+            {"type": "function_call_output", "call_id": "c2", "output": "two"},
+        ],
+    )
+    async with model_api(settings, store, fake) as client:
+        response = await client.post(
+            chat_path(conversation), json={"content": "so?"}, headers=user.headers
+        )
+    assert_status(response, 201)
+    assert fake.requests[0].body["messages"] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "both?"},
+        {"role": "assistant", "content": None, "tool_calls": [call("c1"), call("c2")]},
+        {"role": "tool", "content": "one", "tool_call_id": "c1"},
+        {"role": "tool", "content": "two", "tool_call_id": "c2"},
+        {"role": "user", "content": "so?"},
+    ]
+    # The messages list stays one row per seq.
+    page = await store.list_messages(user.user_id, conversation)
+    assert [m.seq for m in page.data] == [1, 2, 3, 4, 5, 6, 7]
+
+
 async def test_the_character_budget_drops_the_oldest_and_a_tool_message_cut_from_its_call(
     settings: Settings, store: ChatStore, user: User, fake: FakeOpenAI
 ) -> None:

@@ -13,8 +13,10 @@ import httpx
 import pytest
 from support.users import User
 
+from chatstore import export
 from chatstore.errors import IdempotencyConflict, NotFound, ValidationError
 from chatstore.store import ChatStore
+from chatstore.tool_turns import merge_dicts
 
 REASONING: dict[str, Any] = {
     "type": "reasoning",
@@ -450,6 +452,107 @@ async def test_an_openai_export_of_items_imports_as_the_chat_view(
     imported = await store.import_conversation(user_id, exported["messages"])
     page = await store.list_messages(user_id, imported.id)
     assert [(m.role, m.content) for m in page.data] == [(r, c) for _, r, c in CHAT_VIEW]
+
+
+def answers_follow_calls(messages: list[dict[str, Any]]) -> bool:
+    """What chat completions require: every assistant message with tool
+    calls is directly followed by tool messages answering all its calls."""
+    for index, message in enumerate(messages):
+        calls = message.get("tool_calls") if message["role"] == "assistant" else None
+        if not calls:
+            continue
+        wanted = {call["id"] for call in calls}
+        following = messages[index + 1 : index + 1 + len(wanted)]
+        if {m.get("tool_call_id") for m in following if m["role"] == "tool"} != wanted:
+            return False
+    return True
+
+
+def function_call(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call", "call_id": call_id, "name": "f", "arguments": call_id}
+
+
+def function_output(call_id: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": f"out {call_id}"}
+
+
+def chat_call(call_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "f", "arguments": call_id}}
+
+
+PARALLEL_TURN: list[dict[str, Any]] = [
+    {"role": "user", "content": "both?"},
+    {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "On it."}],
+    },
+    function_call("c1"),
+    function_call("c2"),
+    {"type": "reasoning", "summary": []},  # no chat form: not in between
+    function_call("c3"),
+    function_output("c1"),
+    function_output("c2"),
+    function_output("c3"),
+    function_call("c4"),
+    function_output("c4"),
+    {"role": "assistant", "content": "Done."},
+]
+PARALLEL_CHAT = [
+    {"role": "user", "content": "both?"},
+    {
+        "role": "assistant",
+        "content": "On it.",
+        "tool_calls": [chat_call("c1"), chat_call("c2"), chat_call("c3")],
+    },
+    {"role": "tool", "content": "out c1", "tool_call_id": "c1"},
+    {"role": "tool", "content": "out c2", "tool_call_id": "c2"},
+    {"role": "tool", "content": "out c3", "tool_call_id": "c3"},
+    {"role": "assistant", "content": None, "tool_calls": [chat_call("c4")]},
+    {"role": "tool", "content": "out c4", "tool_call_id": "c4"},
+    {"role": "assistant", "content": "Done."},
+]
+
+
+def test_merge_tool_turns_joins_null_content_assistants_into_the_one_before() -> None:
+    a = {"role": "assistant", "content": None, "tool_calls": [chat_call("a")]}
+    b = {"role": "assistant", "content": None, "tool_calls": [chat_call("b")]}
+    said = {"role": "assistant", "content": "x"}
+    tool = {"role": "tool", "content": "r", "tool_call_id": "a"}
+    assert merge_dicts([]) == []
+    assert merge_dicts([a, b]) == [{**a, "tool_calls": [chat_call("a"), chat_call("b")]}]
+    assert merge_dicts([said, a]) == [{**said, "tool_calls": [chat_call("a")]}]
+    # Only into an assistant message right before; a said one is never merged.
+    assert merge_dicts([a, tool, b]) == [a, tool, b]
+    assert merge_dicts([a, said]) == [a, said]
+    assert merge_dicts([{"role": "user", "content": "u"}, a]) == [
+        {"role": "user", "content": "u"},
+        a,
+    ]
+
+
+@pytest.mark.parametrize("page_bytes", [1, 40, export.PAGE_BYTES])
+async def test_openai_export_merges_parallel_tool_calls_across_pages(
+    store: ChatStore, user_id: str, page_bytes: int
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    await store.add_items(user_id, conversation, PARALLEL_TURN)
+    body = b"".join(
+        [
+            chunk
+            async for chunk in export.openai(store, user_id, conversation, page_bytes=page_bytes)
+        ]
+    )
+    messages = json.loads(body)["messages"]
+    assert messages == PARALLEL_CHAT
+    assert answers_follow_calls(messages)
+    # The messages list stays one row per seq.
+    page = await store.list_messages(user_id, conversation)
+    assert [m.seq for m in page.data] == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12]
+    # What it exports imports back, as chat completions accept it.
+    imported = await store.import_conversation(user_id, messages)
+    again = b"".join([chunk async for chunk in store.export_openai(user_id, str(imported.id))])
+    assert json.loads(again)["messages"] == PARALLEL_CHAT
 
 
 async def test_search_finds_item_messages_and_never_items_without_a_chat_form(
