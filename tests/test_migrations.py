@@ -830,11 +830,18 @@ async def test_items_rollback_keeps_chat_rows_relinked_and_up_again_works(
                 {"role": "user", "content": "q"},
                 reasoning,
                 reasoning,
-                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {
+                    "type": "function_call",
+                    "id": "own",
+                    "call_id": "c",
+                    "name": "f",
+                    "arguments": "{}",
+                },
                 {"type": "function_call_output", "call_id": "c", "output": "o"},
                 reasoning,
             ],
         )
+        assert (await store.get_item(user_id, conversation, "own")).seq == 4  # an item_key
     await asyncio.to_thread(migrations.rollback, empty_database, before_items())
     conn = await asyncpg.connect(empty_database)
     try:
@@ -847,7 +854,7 @@ async def test_items_rollback_keeps_chat_rows_relinked_and_up_again_works(
         )
         columns = await conn.fetchval(
             "SELECT count(*) FROM information_schema.columns"
-            " WHERE table_name = 'messages' AND column_name = 'item'"
+            " WHERE table_name = 'messages' AND column_name IN ('item', 'item_key')"
         )
     finally:
         await conn.close()
