@@ -349,24 +349,28 @@ async def add(
     conversation = conversation_uuid(conversation_id)
     batch = convert(items, db)
 
+    async def store(keys: Sequence[str | None] | None) -> list[Item]:
+        rows = await append_rows(
+            db,
+            user_id,
+            conversation,
+            [c.chat for c in batch],
+            _params(batch, keys),
+            None,
+            None,
+            loc=("items", "call_id"),
+        )
+        return [item for row in rows for item in items_of(row)]
+
     async def append() -> list[Item]:
+        if not any(_usable_id(c.item) for c in batch):
+            return await store(None)  # no key to choose: one statement
         async with db.transaction():
             # The keys are chosen and stored under the lock: no concurrent
             # append takes one in between.
             if not await lock(db, user_id, conversation):
                 raise NotFound("conversation")
-            keys = await _keys(db, user_id, conversation, batch)
-            rows = await append_rows(
-                db,
-                user_id,
-                conversation,
-                [c.chat for c in batch],
-                _params(batch, keys),
-                None,
-                None,
-                loc=("items", "call_id"),
-            )
-        return [item for row in rows for item in items_of(row)]
+            return await store(await _keys(db, user_id, conversation, batch))
 
     if idempotency_key is None:
         return await append()

@@ -285,6 +285,19 @@ async def test_a_reused_id_names_one_item_the_others_get_derived_ids(
         await store.get_item(user_id, conversation, "nope")
 
 
+async def test_concurrent_adds_of_one_id_give_it_to_one_item(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await new_conversation(store, user_id)
+    sent = {"id": "shared", "type": "message", "role": "user", "content": "x"}
+    added = await asyncio.gather(
+        *(store.add_items(user_id, conversation, [sent]) for _ in range(6))
+    )
+    ids = [item.id for (item,) in added]
+    assert ids.count("shared") == 1 and len(set(ids)) == 6
+    assert (await store.get_item(user_id, conversation, "shared")).id == "shared"
+
+
 @pytest.mark.parametrize("order", ["asc", "desc"])
 @pytest.mark.parametrize("limit", [1, 2, 3])
 async def test_paging_over_reused_ids_returns_each_item_once(
