@@ -315,6 +315,7 @@ HOT_QUERIES = {
         HotQuery("list_item_rows_asc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("list_item_rows_desc", (BY_CONVERSATION_ID, ACTIVE_PATH), page=101),
         HotQuery("find_item_by_key", (ITEM_KEY,)),
+        HotQuery("taken_item_keys", (ITEM_KEY,)),
         HotQuery("chat_history", (BY_CONVERSATION_ID, ACTIVE_PATH), page=50),
         HotQuery("list_conversations_first", (USER_ACTIVITY,)),
         HotQuery("list_conversations_after", (USER_ACTIVITY,)),
@@ -402,6 +403,11 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "user_id": shape.owner,
             "before": NO_BEFORE,
             "limit": page,
+        },
+        "taken_item_keys": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "item_keys": ["client-id-1", "client-id-2"],
         },
         "find_item_by_key": {
             "conversation_id": shape.id,
