@@ -86,7 +86,10 @@ ALTER TABLE messages VALIDATE CONSTRAINT messages_content_null_only_with_tool_ca
 -- A key names one item (CHECK: only items have one), and the access path
 -- to it (find_item_by_key, taken_item_keys in sql/items.sql). Partial:
 -- only items that kept their own id. Built on a column that is NULL in
--- every existing row, so its uniqueness cannot fail the build.
+-- every existing row, so its uniqueness cannot fail the build. user_id is
+-- in the key (a conversation has one owner, so it is as unique without
+-- it) because Citus needs the distribution column in every unique index
+-- (docs/scaling.md, tests/test_citus_ready.py); every lookup gives it.
 ALTER TABLE messages
 DROP CONSTRAINT IF EXISTS messages_item_key_only_on_items,
 ADD CONSTRAINT messages_item_key_only_on_items
@@ -97,7 +100,7 @@ ALTER TABLE messages VALIDATE CONSTRAINT messages_item_key_only_on_items;
 DROP INDEX CONCURRENTLY IF EXISTS messages_item_key_idx;
 
 CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS messages_item_key_idx
-ON messages (conversation_id, item_key)
+ON messages (conversation_id, user_id, item_key)
 WHERE item_key IS NOT NULL;
 
 RESET lock_timeout;
