@@ -17,7 +17,6 @@ and the server's ``synchronous_commit`` applies to both.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from chatstore.config import Settings
-from chatstore.pool import server_settings
+from chatstore.pool import dumps, loads, server_settings
 from chatstore.search import search
 from chatstore.store import ChatStore
 
@@ -50,6 +49,7 @@ FLOOR_ORDER: dict[str, tuple[str, ...]] = {
         "tool_call_ids",
         "metadatas",
         "items",
+        "item_keys",
         "parent_seq",
         "conversation_id",
         "user_id",
@@ -71,16 +71,11 @@ def check_floor_order() -> None:
             )
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 async def _codecs(connection: Connection) -> None:
-    # The same codecs as chatstore's pool: jsonb/json as Python objects.
+    # The same codecs as chatstore's pool (orjson, json where orjson would
+    # change a value): jsonb/json as Python objects.
     for name in ("jsonb", "json"):
-        await connection.set_type_codec(
-            name, encoder=dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await connection.set_type_codec(name, encoder=dumps, decoder=loads, schema="pg_catalog")
 
 
 class _NoReset(asyncpg.Connection):
@@ -136,6 +131,7 @@ class Floor:
             [None] * n,
             ["{}"] * n,
             [None] * n,  # items: chat-completions messages
+            [None] * n,  # item_keys: none without items
             None,  # parent_seq: continue the active branch
             conversation_id,
             user_id,
