@@ -65,6 +65,11 @@ class Announcer:
                     "announcing %d conversations' new messages failed: %r", len(batch), failure
                 )
 
+    async def flushed(self) -> None:
+        """Return once what was added so far has been sent (or dropped)."""
+        while self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender})
+
     async def close(self) -> None:
         sender = self._sender
         if sender is not None and not sender.done():

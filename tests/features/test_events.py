@@ -183,12 +183,15 @@ async def test_appends_committed_together_are_announced_in_one_batch(
         await append(store, user, conversations[0], "before")
         async with asyncio.timeout(TIMEOUT):
             await heard.get()
+            # The listener can hear a batch before its sender counts it.
+            await store.db.announcer.flushed()
         batches = store.db.announcer.batches_sent
         async with store.transaction():
             for conversation in conversations:
                 await append(store, user, conversation, "a", "b")
         async with asyncio.timeout(TIMEOUT):
             news = [json.loads(await heard.get()) for _ in conversations]
+            await store.db.announcer.flushed()
         assert sorted((n["conversation_id"], n["seq"]) for n in news) == sorted(
             (str(c.id), 3 if c is conversations[0] else 2) for c in conversations
         )
