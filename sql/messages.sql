@@ -133,13 +133,18 @@ conversation AS (
 ),
 
 left_path AS (
-    -- The active path's messages after the new parent leave it (none on a
-    -- plain append: the parent is the leaf), read from
-    -- messages_active_path_idx.
+    -- The active path's messages after the new parent leave it, read from
+    -- messages_active_path_idx. A plain append (:parent_seq NULL: the
+    -- parent is the leaf) leaves none, and says so in a condition on the
+    -- parameter alone: the plan gates the scan on it (a one-time filter),
+    -- so a plain append never reads messages here, whatever plan the
+    -- statistics of the day chose (a generic plan made while the table
+    -- was nearly empty scans it whole).
     UPDATE messages AS m
     SET on_path = FALSE
     FROM conversation
-    WHERE m.conversation_id = conversation.id
+    WHERE :parent_seq::bigint IS NOT NULL
+        AND m.conversation_id = conversation.id
         AND m.user_id = conversation.user_id
         AND m.on_path
         AND m.seq > conversation.parent_seq
