@@ -7,6 +7,7 @@ prints goes to stderr):
 - ``{"cmd": "open", "dsn": ..., "append": 64, "sizes": [100, 10000]}``:
   create the store's schema in its (empty) database and seed it:
   conversations ``append-0`` .. ``append-63`` empty, ``read-<size>`` full;
+  then VACUUM (ANALYZE) it (``_settle``);
 - ``{"cmd": "run", "op": "append" | "newest", "target": "read-10000",
   "concurrency": c, "seconds": s}``: a closed loop of ``c`` tasks for ``s``
   seconds (``stats.measure``); answers ops, seconds, this process's CPU
@@ -80,6 +81,7 @@ async def serve(name: str, commands: TextIO, answers: TextIO) -> None:
                     await store.seed(f"append-{k}", 0)
                 for size in command["sizes"]:
                     await store.seed(f"read-{size}", size)
+                await _settle(command["dsn"])
                 answer({"ok": True, "seconds": round(time.perf_counter() - started, 2)})
             elif command["cmd"] == "run":
                 concurrency = command["concurrency"]
@@ -105,6 +107,22 @@ async def serve(name: str, commands: TextIO, answers: TextIO) -> None:
                 break
         except Exception:
             answer({"ok": False, "error": traceback.format_exc()[-3000:]})
+
+
+async def _settle(dsn: str) -> None:
+    """VACUUM (ANALYZE) the store's database once it is seeded: the state a
+    deployment reaches once autovacuum has been round, the same for every
+    store. Without it a store whose statements were first planned while its
+    tables were empty may keep those plans (a prepared statement's generic
+    plan lives until an ANALYZE invalidates it) and be measured on them.
+    asyncpg is in every store's venv (the llama-index one too)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+    finally:
+        await connection.close()
 
 
 def main() -> None:
