@@ -62,6 +62,21 @@ SERVE_LOOPS = ("auto", "uvloop", "asyncio")
 SERVE_HTTP = ("h11", "httptools")
 
 
+MAX_FOLLOW_LEASE_SECONDS = 86_400
+
+
+def _lease_seconds(env: Mapping[str, str]) -> int:
+    # Bounded above: an interval of PostgreSQL's holds it, and a lease of a
+    # day is already one that outlives its process by a day.
+    seconds = _int(env, "CHATSTORE_FOLLOW_LEASE_SECONDS", 60, minimum=1)
+    if seconds > MAX_FOLLOW_LEASE_SECONDS:
+        raise ValueError(
+            f"CHATSTORE_FOLLOW_LEASE_SECONDS must be at most {MAX_FOLLOW_LEASE_SECONDS},"
+            f" got {seconds}"
+        )
+    return seconds
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or choices[0]
     if value not in choices:
@@ -119,6 +134,11 @@ class Settings:
     heartbeat_seconds: float = 15.0
     # How long a checked session is trusted in-process (chatstore/http/auth.py).
     auth_cache_seconds: int = 5
+    # A process that follows a conversation leases it for this long, and
+    # renews the lease every third of it (chatstore/leases.py): appends are
+    # announced only to leased conversations. A process that dies stops
+    # renewing, and its leases lapse at most this long after.
+    follow_lease_seconds: float = 60.0
     # `chatstore serve`'s log lines: "text" or "json" (one object a line).
     log_format: str = "text"
     # `chatstore serve`'s event loop and HTTP/1.1 parser, as uvicorn's loop
@@ -186,6 +206,7 @@ class Settings:
             openai_model=env.get("CHATSTORE_OPENAI_MODEL") or None,
             search_config=env.get("CHATSTORE_SEARCH_CONFIG") or "simple",
             auth_cache_seconds=_int(env, "CHATSTORE_AUTH_CACHE_SECONDS", 5),
+            follow_lease_seconds=_lease_seconds(env),
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
             serve_loop=_choice(env, "CHATSTORE_SERVE_LOOP", SERVE_LOOPS),
             serve_http=_choice(env, "CHATSTORE_SERVE_HTTP", SERVE_HTTP),

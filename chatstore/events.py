@@ -4,11 +4,15 @@ and session revocations, to whatever remembers a session.
 One LISTEN connection per process (not one per client) hears the
 ``chatstore_messages`` notifications that an appender sends after its
 commit (messages.announce; a trigger inside the commit until
-migrations/0014). A notification only says "conversation C grew to seq N";
-each follower then reads what it has not sent yet from the table, and
-re-reads it at every idle tick: a message whose notification never came (a
-DBA's INSERT, an appender that died between its commit and its
-announcement) arrives then.
+migrations/0014), for the conversations that some process follows: a
+follower leases its conversation before its first read, and the process
+renews the lease while it has followers of it (chatstore/leases.py says why
+no append can slip between the two). A notification only says
+"conversation C grew to seq N"; each follower then reads what it has not
+sent yet from the table, and re-reads it at every idle tick: a message
+whose notification never came (a DBA's INSERT, an appender that died
+between its commit and its announcement, a lease whose renewal failed)
+arrives then.
 Reading from the table is what makes a follower gap-free and duplicate-free:
 a follower clears its flag *before* reading, so a notification that lands
 while it reads makes it read again, and it always asks for seq > the last
@@ -47,8 +51,9 @@ from typing import Any
 import asyncpg
 
 from chatstore import messages, metrics
-from chatstore.database import Source, database_of
+from chatstore.database import Database, Source, database_of
 from chatstore.ids import ConversationId, conversation_uuid
+from chatstore.leases import FollowLeases
 from chatstore.models import Message
 from chatstore.pool import server_settings
 
@@ -76,6 +81,8 @@ class MessageEvents:
         # The highest seq heard announced, per followed conversation.
         self._announced: dict[str, int] = {}
         self._revocation_listeners: list[RevocationListener] = []
+        # The followed conversations' leases (chatstore/leases.py).
+        self.leases = FollowLeases()
         self._connection: asyncpg.Connection[Any] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -109,6 +116,7 @@ class MessageEvents:
             self._keeper = None
         self._on_lost()
         await self._close()
+        await self.leases.close()
 
     @contextmanager
     def follow(self, conversation: uuid.UUID) -> Iterator[asyncio.Event]:
@@ -125,6 +133,13 @@ class MessageEvents:
                 if not followers:
                     del self._followers[key]
                     self._announced.pop(key, None)
+                    self.leases.release(conversation)
+
+    async def lease(self, db: Database, user_id: str, conversation: uuid.UUID) -> None:
+        """Make appends to ``conversation`` announced while this process
+        follows it (a follower calls it inside :meth:`follow`, before its
+        first read)."""
+        await self.leases.take(db, user_id, conversation)
 
     def announced(self, conversation: uuid.UUID) -> int:
         """The highest seq of ``conversation`` whose notification was heard
@@ -283,8 +298,13 @@ async def follow(
         events.follow(conversation) as flag,
         events.watch_session(guard.session_id, flag) if guard is not None else nullcontext(),
     ):
-        # Subscribed first, then read where to start: nothing appended in
-        # between can be missed.
+        # Subscribed and leased first, then read where to start: nothing
+        # appended in between can be missed. An append that committed before
+        # the lease is in the first read (the lease waited for its row
+        # lock); one after it is announced (it read the lease under that
+        # lock), and heard: the LISTEN connection hears it, or wakes every
+        # follower once it is back.
+        await events.lease(db, user_id, conversation)
         if after is None:
             start = await messages.page(db, user_id, conversation, limit=1, order="desc")
             last = start.last_seq or 0

@@ -140,7 +140,10 @@ async def append_rows(
                     db, user_id, conversation, expected_last_seq, parent_seq, params
                 )
         if rows:
-            await announce(db, conversation, rows[-1]["seq"])
+            # Announced only while some process follows the conversation
+            # (its lease, read under the row lock: chatstore/leases.py).
+            if rows[-1]["followed"]:
+                await announce(db, conversation, rows[-1]["seq"])
             return rows
         diagnosis = await db.one(
             "diagnose_append",

@@ -44,6 +44,17 @@
 -- is checked as a tool_call_id is). :item_keys holds each item's key (its
 -- own id when chatstore keeps it as the item's id, else NULL), chosen by
 -- chatstore/items.py under the conversation's lock.
+--
+-- Live updates (migrations/0016): each row's followed says whether a
+-- follower holds a lease on the conversation (followed_until, read on the
+-- row locked FOR UPDATE below), and the caller announces the append after
+-- its commit only then (chatstore/messages.py). No follower misses it: a
+-- lease (follow_conversation) takes this same row lock. If this append
+-- locked first, the lease waits for its commit and the follower's first
+-- read, after the lease, sees the message; if the lease committed first,
+-- FOR UPDATE returns the leased version of the row (READ COMMITTED locks
+-- and returns the newest version of a row, not the snapshot's), so this
+-- append sees the lease and is announced.
 WITH batch AS (
     SELECT
         b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata, b.item,
@@ -68,7 +79,8 @@ locked AS (
         c.user_id,
         c.last_seq,
         c.tail_seq,
-        coalesce(:parent_seq::bigint, c.tail_seq) AS parent_seq
+        coalesce(:parent_seq::bigint, c.tail_seq) AS parent_seq,
+        coalesce(c.followed_until > now(), FALSE) AS followed
     FROM conversations AS c
     WHERE c.id = :conversation_id
         AND c.user_id = :user_id
@@ -77,7 +89,7 @@ locked AS (
 
 allowed AS (
     -- The locked row, when the append may go ahead.
-    SELECT locked.id, locked.user_id, locked.last_seq, locked.parent_seq
+    SELECT locked.id, locked.user_id, locked.last_seq, locked.parent_seq, locked.followed
     FROM locked
     WHERE (:expected_last_seq::bigint IS NULL OR locked.tail_seq = :expected_last_seq::bigint)
         AND (
@@ -129,7 +141,8 @@ conversation AS (
     FROM allowed
     WHERE c.id = allowed.id
         AND c.user_id = allowed.user_id
-    RETURNING c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq
+    RETURNING
+        c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq, allowed.followed
 ),
 
 left_path AS (
@@ -196,10 +209,13 @@ calls AS (
 )
 
 SELECT
-    conversation_id, seq, parent_seq, role, content, name,
-    tool_calls, tool_call_id, metadata, item, item_key, created_at
+    inserted.conversation_id, inserted.seq, inserted.parent_seq, inserted.role,
+    inserted.content, inserted.name, inserted.tool_calls, inserted.tool_call_id,
+    inserted.metadata, inserted.item, inserted.item_key, inserted.created_at,
+    conversation.followed
 FROM inserted
-ORDER BY seq;
+CROSS JOIN conversation
+ORDER BY inserted.seq;
 
 -- name: announce_messages :many
 -- After an append has committed (never inside it): tells every process's

@@ -868,3 +868,66 @@ async def test_items_rollback_keeps_chat_rows_relinked_and_up_again_works(
         items = (await store.list_items(user_id, conversation)).items
         assert [i.id for i in items] == ["msg_1", "fc_4_0", "fco_5"]
         await store.add_items(user_id, conversation, [reasoning])
+
+
+# -- 0016.follow-leases ------------------------------------------------------------
+
+FOLLOW_LEASES = "0016.follow-leases"
+
+
+async def followed_until_column(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'conversations' AND column_name = 'followed_until'"
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+async def test_follow_leases_rollback_drops_the_lease_column_keeps_the_rows_and_up_again_works(
+    empty_database: str, settings: Settings
+) -> None:
+    await apply(empty_database)
+    async with ChatStore(empty_database, settings=settings) as store:
+        user_id = (await make_user(store)).user_id
+        conversation = await store.create_conversation(user_id)
+        await store.append_message(user_id, conversation.id, {"role": "user", "content": "hi"})
+        leased = await store.db.scalar(
+            "follow_conversation",
+            user_id=user_id,
+            conversation_id=conversation.id,
+            lease_seconds=60,
+        )
+        assert leased == conversation.id
+    assert await followed_until_column(empty_database) == 1
+    since = len(MIGRATION_IDS) - MIGRATION_IDS.index(FOLLOW_LEASES)
+    assert (
+        await asyncio.to_thread(migrations.rollback, empty_database, since)
+        == (MIGRATION_IDS[-since:][::-1])
+    )
+    assert await followed_until_column(empty_database) == 0
+    assert await apply(empty_database) == MIGRATION_IDS[-since:]
+    async with ChatStore(empty_database, settings=settings) as store:
+        # Kept, and unleased again: the lease is gone with its column.
+        page = await store.list_messages(user_id, conversation.id)
+        assert [m.content for m in page.data] == ["hi"]
+        (stored,) = await store.db.many(
+            "append_messages",
+            user_id=user_id,
+            conversation_id=conversation.id,
+            expected_last_seq=None,
+            parent_seq=None,
+            search_config=settings.search_config,
+            roles=["user"],
+            contents=["again"],
+            names=[None],
+            tool_calls=[None],
+            tool_call_ids=[None],
+            metadatas=["{}"],
+            items=[None],
+            item_keys=[None],
+        )
+        assert (stored["seq"], stored["followed"]) == (2, False)

@@ -81,6 +81,19 @@ async def append(store: ChatStore, user: User, conversation: Conversation, *text
     )
 
 
+async def leased(store: ChatStore, user: User, *conversations: Conversation) -> None:
+    """Lease the conversations as a follower does (chatstore/leases.py): only
+    then are appends to them announced."""
+    for conversation in conversations:
+        leased = await store.db.scalar(
+            "follow_conversation",
+            user_id=user.user_id,
+            conversation_id=conversation.id,
+            lease_seconds=60,
+        )
+        assert leased == conversation.id
+
+
 async def test_a_follower_receives_messages_appended_after_it_started_in_order(
     store: ChatStore, hub: events.MessageEvents, user: User
 ) -> None:
@@ -147,6 +160,7 @@ async def test_an_append_is_announced_after_its_transaction_commits_never_if_it_
     try:
         await listener.add_listener(events.CHANNEL, lambda *args: heard.put_nowait(args[-1]))
         conversation = await store.create_conversation(user.user_id)
+        await leased(store, user, conversation)  # as a follower somewhere would
         # Two appends in one transaction: one announcement, of the newest seq.
         async with store.transaction():
             await append(store, user, conversation, "one")
@@ -180,6 +194,7 @@ async def test_appends_committed_together_are_announced_in_one_batch(
     try:
         await listener.add_listener(events.CHANNEL, lambda *args: heard.put_nowait(args[-1]))
         conversations = [await store.create_conversation(user.user_id) for _ in range(3)]
+        await leased(store, user, *conversations)  # as followers somewhere would
         await append(store, user, conversations[0], "before")
         async with asyncio.timeout(TIMEOUT):
             await heard.get()
