@@ -32,6 +32,13 @@ def _x(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+def _cost(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "-"
+    wal = result.get("wal_bytes_per_op")
+    return f"{result['cpu_us_per_op']:,.0f} / " + ("-" if wal is None else f"{wal:,.0f}")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     rule = ["---"] + ["---:"] * (len(header) - 1)
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
@@ -78,6 +85,22 @@ def python_markdown(peers: dict[str, Any]) -> str:
             [
                 [f"{p['title']}, c={p['concurrency']}"]
                 + [f"{p['results'][n]['p99_ms']:.1f}" if n in p["results"] else "-" for n in names]
+                for p in peers["phases"]
+            ],
+        )
+    )
+    out.append("")
+    out.append(
+        "What one operation costs: the store's own process's CPU, µs, and the WAL the "
+        "server wrote for it, bytes (only one store runs at a time; WAL is what reaches the "
+        "disk before a commit returns):\n"
+    )
+    out.append(
+        _table(
+            ["CPU µs / WAL bytes", *(stores[n] for n in names)],
+            [
+                [f"{p['title']}, c={p['concurrency']}"]
+                + [_cost(p["results"].get(n)) for n in names]
                 for p in peers["phases"]
             ],
         )

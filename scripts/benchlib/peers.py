@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from .database import with_database
 from .peerstores import PEERS, STORES
 from .plan import Plan
 from .stats import Run, Summary
+
+# The server's current WAL position, in bytes.
+WalPosition = Callable[[], Awaitable[int]]
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_PYTHON = REPO / ".venv-llama" / "bin" / "python"
@@ -153,8 +157,12 @@ async def interleave(
     warmup: float,
     seconds: float,
     slice_seconds: float,
+    wal: WalPosition | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """``seconds`` of each store in slices, round-robin, the order rotating."""
+    """``seconds`` of each store in slices, round-robin, the order rotating.
+    ``wal``: the server's WAL position, read around each slice: only one
+    store runs at a time, so what was written meanwhile is that store's
+    (give or take autovacuum)."""
     names = list(workers)
     runs: dict[str, list[Run]] = {name: [] for name in names}
     if warmup > 0:
@@ -164,7 +172,11 @@ async def interleave(
     for round_ in range(rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            runs[name].append(await workers[name].run(op, size, concurrency, slice_seconds))
+            before = None if wal is None else await wal()
+            run = await workers[name].run(op, size, concurrency, slice_seconds)
+            if wal is not None and before is not None:
+                run.wal_bytes = await wal() - before
+            runs[name].append(run)
     return {name: summary(runs[name]) for name in names}
 
 
@@ -221,16 +233,22 @@ class Peers:
         return await self.setup
 
     async def measure(self) -> dict[str, Any]:
-        plan, workers = self.plan, self.workers
-        doc: dict[str, Any] = {"stores": {name: STORES[name][1] for name in workers}}
+        doc: dict[str, Any] = {"stores": {name: STORES[name][1] for name in self.workers}}
         doc["setup_seconds"] = await self.ready()
         admin = await asyncpg.connect(self.server_url)
-        try:
+        with contextlib.suppress(asyncpg.PostgresError):
             await admin.execute("CHECKPOINT")
-        except asyncpg.PostgresError:
-            pass
+        try:
+            return await self._phases(doc, admin)
         finally:
             await admin.close()
+
+    async def _phases(self, doc: dict[str, Any], admin: asyncpg.Connection[Any]) -> dict[str, Any]:
+        plan, workers = self.plan, self.workers
+
+        async def wal() -> int:
+            # Bytes since 0/0; reading it writes no WAL.
+            return int(await admin.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
         doc["phases"] = []
         for phase in phases(plan):
@@ -242,6 +260,7 @@ class Peers:
                 warmup=plan.peer_warmup,
                 seconds=plan.peer_duration,
                 slice_seconds=plan.peer_slice,
+                wal=wal,
             )
             doc["phases"].append({**asdict(phase), "results": found})
             print(

@@ -40,6 +40,8 @@ class Run:
     seconds: float
     cpu_seconds: float  # this process's CPU time meanwhile (time.process_time)
     latencies: list[float] = field(repr=False)
+    # WAL the server wrote meanwhile, when measured (the peers: one store at a time).
+    wal_bytes: int | None = None
 
     @property
     def throughput(self) -> float:
@@ -56,6 +58,7 @@ class Summary:
     cpu_us_per_op: float  # this process's CPU time per operation
     ops: int
     seconds: float
+    wal_bytes_per_op: float | None = None  # when every run measured its WAL
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Summary:
@@ -63,6 +66,7 @@ class Summary:
         ops = sum(run.ops for run in runs)
         seconds = sum(run.seconds for run in runs)
         cpu = sum(run.cpu_seconds for run in runs)
+        wal = [run.wal_bytes for run in runs]
         return cls(
             throughput=ops / seconds if seconds else 0.0,
             p50_ms=percentile(latencies, 50) * 1000,
@@ -70,6 +74,11 @@ class Summary:
             cpu_us_per_op=cpu / ops * 1e6 if ops else math.nan,
             ops=ops,
             seconds=seconds,
+            wal_bytes_per_op=(
+                sum(w for w in wal if w is not None) / ops
+                if ops and wal and None not in wal
+                else None
+            ),
         )
 
 
