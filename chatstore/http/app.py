@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 
 from chatstore import metrics
 from chatstore.config import Settings
+from chatstore.gctune import tune_for_serving
 from chatstore.http.auth import Authenticator
 from chatstore.http.consistency import ReadYourWrites
 from chatstore.http.context import Context
@@ -29,9 +30,12 @@ def create_app(
     *,
     store: ChatStore | None = None,
     responder: Responder | None = None,
+    tune_gc: bool = False,
 ) -> Starlette:
     """The HTTP API. Without ``store``, the lifespan opens one on
-    ``settings.database_url`` and closes it on shutdown."""
+    ``settings.database_url`` and closes it on shutdown. ``tune_gc``: a
+    serving process's garbage collector settings once started
+    (chatstore/gctune.py)."""
     settings = settings or Settings.from_env()
     if store is None and settings.database_url is None:
         raise ValueError(
@@ -75,6 +79,8 @@ def create_app(
                 responder=chosen_responder,
                 events=hub,
             )
+            if tune_gc:
+                tune_for_serving()
             yield
         finally:
             for job in (purger, retention):
@@ -113,4 +119,4 @@ class _ObservedStarlette(Starlette):
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn workers: ``chatstore.http.app:app_from_env``."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), tune_gc=True)

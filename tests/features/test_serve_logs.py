@@ -56,6 +56,10 @@ async def test_json_log_format_is_one_object_per_line_in_every_worker(
         # uvicorn's own lines are in the format too, from both workers.
         started = [e for e in entries if e["message"].startswith("Started server process")]
         assert len(started) == 2, server.logs()
+        # Each worker tunes its garbage collector once started (chatstore/gctune.py).
+        tuned = [e for e in entries if e["message"].startswith("garbage collector: ")]
+        assert len(tuned) == 2 and all(e["logger"] == "chatstore.gctune" for e in tuned), tuned
+        assert all("collected every 5000 allocations" in e["message"] for e in tuned), tuned
 
         requests = {
             e["request_id"]: e
