@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +40,17 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 log = logging.getLogger("chatstore.requests")
 
+# A generated request id: 128 random bits as 32 hex digits. From random's
+# generator, not the system's (uuid4 asks the kernel for 16 bytes: a system
+# call per request): a request id names a request in logs, it guards
+# nothing (a client may choose its own). random's shared generator is seeded
+# from the system's in each process, and again in a forked child.
+_random_bits = random.getrandbits
+
+# The metrics' children by (route, method, status): prometheus_client's
+# labels() checks and locks on every call. As bounded as the labels.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
 
 def request_id_from(scope: Scope) -> str:
     for name, value in scope["headers"]:
@@ -46,7 +58,7 @@ def request_id_from(scope: Scope) -> str:
             if 0 < len(value) <= MAX_REQUEST_ID and all(0x21 <= byte <= 0x7E for byte in value):
                 return bytes(value).decode("ascii")
             break
-    return uuid.uuid4().hex
+    return f"{_random_bits(128):032x}"
 
 
 def route_template(scope: Scope) -> str:
@@ -105,8 +117,14 @@ class RequestObserver:
         elapsed = time.perf_counter() - started
         route = route_template(scope)
         method = scope["method"] if scope["method"] in METHODS else "OTHER"
-        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
+        children = _children.get((route, method, status))
+        if children is None:
+            children = _children[(route, method, status)] = (
+                metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+                metrics.HTTP_DURATION.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
         duration_ms = round(elapsed * 1000, 1)
         log.info(
             "%s %s %d %.1f ms",
