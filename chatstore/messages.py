@@ -139,6 +139,16 @@ async def append_rows(
                 rows = await _append_statement(
                     db, user_id, conversation, expected_last_seq, parent_seq, params
                 )
+                if rows and parent_seq is not None:
+                    # The path after the new parent leaves it (a statement
+                    # of its own: sql/messages.sql, append_messages).
+                    await db.execrows(
+                        "leave_active_path",
+                        user_id=user_id,
+                        conversation_id=conversation,
+                        parent_seq=parent_seq,
+                        first_new_seq=rows[0]["seq"],
+                    )
         if rows:
             # Announced only while some process follows the conversation
             # (its lease, read under the row lock: chatstore/leases.py).

@@ -13,11 +13,20 @@
 -- :parent_seq, or of the active leaf (tail_seq) when it is NULL; 0 starts a
 -- new first message (a root). Each next message is a child of the one
 -- before it, and the batch's last message becomes the active leaf: the
--- active path's messages after the parent leave it (on_path), the batch's
--- join it. A branching append (:parent_seq given) runs after
--- lock_conversation in one transaction, so that this statement's snapshot
--- sees every path change committed before it; a plain append changes no
--- stored message's on_path (nothing on the path is after the leaf).
+-- batch's messages join the active path (on_path). A branching append
+-- (:parent_seq given) runs after lock_conversation in one transaction, so
+-- that this statement's snapshot sees every path change committed before
+-- it, and is followed in that transaction by leave_active_path (the path's
+-- messages after the parent leave it); a plain append changes no stored
+-- message's on_path (nothing on the path is after the leaf).
+--
+-- That update is a statement of its own, not a part of this one, so that
+-- this statement's generic plan costs what its custom plans cost: as a
+-- part of it, a generic plan priced leaving the path of a whole
+-- conversation (~800 against ~40 for the rest, on an analyzed database),
+-- so PostgreSQL planned every append anew, about 0.5 ms of server CPU
+-- each (tests/test_sql.py,
+-- test_an_append_is_planned_once_per_connection_not_per_call).
 --
 -- The conversation row is locked first (FOR UPDATE: a writer that waited
 -- reads the row the previous writer left, so the parent it takes from
@@ -122,11 +131,14 @@ allowed AS (
                         AND caller.seq <= locked.parent_seq
                 )
                 AND NOT EXISTS (
+                    -- A call of an earlier message of the batch: containment,
+                    -- not jsonb_array_elements, whose guess of 100 elements a
+                    -- message made the generic plan look dearer than it is.
                     SELECT 1
                     FROM batch AS earlier
-                    CROSS JOIN LATERAL jsonb_array_elements(earlier.tool_calls) AS tool_call (value)
                     WHERE earlier.ord < t.ord
-                        AND tool_call.value ->> 'id' = t.tool_call_id
+                        AND earlier.tool_calls
+                        @> jsonb_build_array(jsonb_build_object('id', t.tool_call_id))
                 )
         )
 ),
@@ -143,24 +155,6 @@ conversation AS (
         AND c.user_id = allowed.user_id
     RETURNING
         c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq, allowed.followed
-),
-
-left_path AS (
-    -- The active path's messages after the new parent leave it, read from
-    -- messages_active_path_idx. A plain append (:parent_seq NULL: the
-    -- parent is the leaf) leaves none, and says so in a condition on the
-    -- parameter alone: the plan gates the scan on it (a one-time filter),
-    -- so a plain append never reads messages here, whatever plan the
-    -- statistics of the day chose (a generic plan made while the table
-    -- was nearly empty scans it whole).
-    UPDATE messages AS m
-    SET on_path = FALSE
-    FROM conversation
-    WHERE :parent_seq::bigint IS NOT NULL
-        AND m.conversation_id = conversation.id
-        AND m.user_id = conversation.user_id
-        AND m.on_path
-        AND m.seq > conversation.parent_seq
 ),
 
 inserted AS (
@@ -216,6 +210,20 @@ SELECT
 FROM inserted
 CROSS JOIN conversation
 ORDER BY inserted.seq;
+
+-- name: leave_active_path :execrows
+-- After a branching append (append_messages with :parent_seq given, in the
+-- transaction that locked the conversation first): the messages that were
+-- on the active path after the new parent leave it, the batch just
+-- appended (:first_new_seq and after) stays on it. Read from
+-- messages_active_path_idx.
+UPDATE messages AS m
+SET on_path = FALSE
+WHERE m.conversation_id = :conversation_id
+    AND m.user_id = :user_id
+    AND m.on_path
+    AND m.seq > :parent_seq
+    AND m.seq < :first_new_seq;
 
 -- name: announce_messages :many
 -- After an append has committed (never inside it): tells every process's

@@ -332,6 +332,9 @@ HOT_QUERIES = {
             "switch_active_leaf", (MESSAGE_PKEY, CHILDREN, BY_CONVERSATION_ID), shapes=("small",)
         ),
         HotQuery("truncate_messages", (ACTIVE_PATH, CHILDREN, MESSAGE_PKEY)),
+        # After a branching append (small only, as switch_active_leaf: taking
+        # half of the big conversation off the path is a scan's work).
+        HotQuery("leave_active_path", (ACTIVE_PATH,), shapes=("small",)),
         # Not on a request's path, but it runs every minute on every process:
         # the idle conversations are found by index, never by a scan.
         HotQuery("delete_idle_conversations", (IDLE_FIRST,)),
@@ -453,6 +456,12 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
             "conversation_id": shape.id,
             "user_id": shape.owner,
             "from_seq": midpoint,
+        },
+        "leave_active_path": {
+            "conversation_id": shape.id,
+            "user_id": shape.owner,
+            "parent_seq": midpoint,
+            "first_new_seq": NO_BEFORE,
         },
         # Idle for an hour: a cut-off inside the seed's range of activity.
         "delete_idle_conversations": {

@@ -1,20 +1,28 @@
-"""A plan made while the tables were empty must not make the hot write path
-read the table.
+"""The plans an append runs on, in the two states a deployment's tables
+pass through: nearly empty (a new deployment), and analyzed.
 
-A prepared statement switches to a generic plan after five executions and
-keeps it until something invalidates it (an ANALYZE, DDL). On a new
-deployment that plan is made while ``messages`` is nearly empty, so the
-planner prices a sequential scan of it below any index probe; the table
-then grows for as long as autovacuum has not analyzed it (or for good,
-where autovacuum is off). An append planned that way once read the whole
-table on every call: measured at ~10,000 rows, 4 ms an append, and falling
-with every message (the benchmark's chatstore appends decayed from ~1,000
-to ~200 a second within 10,000 appends).
+A prepared statement (asyncpg prepares each once per connection) gets five
+custom plans, then switches to a generic plan if PostgreSQL prices it no
+dearer, and keeps it until something invalidates it (an ANALYZE, DDL).
 
-So the plan of ``append_messages`` is made on the empty, migrated schema,
+*Planned on empty tables.* That generic plan is made while ``messages`` is
+nearly empty, so the planner prices a sequential scan of it below any index
+probe; the table then grows for as long as autovacuum has not analyzed it.
+An append planned that way once read the whole table on every call:
+measured at ~10,000 rows, 4 ms an append, and falling with every message
+(the benchmark's chatstore appends decayed from ~1,000 to ~200 a second
+within 10,000 appends). So the plan is made on the empty, migrated schema,
 the table is then filled without a fresh ANALYZE, and that same cached plan
 is run (EXPLAIN ANALYZE EXECUTE, in a transaction rolled back): a plain
 append must touch no row of ``messages`` but its own insert.
+
+*Analyzed.* With real statistics of a conversation of 10,000 messages,
+append_messages' generic plan was priced at ~890 against ~40 for its custom
+plans (it counted leaving the active path of a whole conversation, and 100
+tool calls a message), so PostgreSQL planned every append anew: about 0.5 ms
+of server CPU each, the largest share of an append's (appends at c=1 went
+from ~650 to ~1,400 a second once it stopped). The statement must switch to
+its generic plan after the five custom ones.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ FILLED = 5_000
 
 @pytest.fixture
 async def empty_database(server_url: str) -> AsyncIterator[str]:
-    url = await create_database(server_url, "chatstore_empty_plans")
+    url = await create_database(server_url, "chatstore_append_plans")
     try:
         await asyncio.to_thread(migrations.apply, url)
         yield url
@@ -142,3 +150,57 @@ async def test_a_plain_append_planned_on_empty_tables_reads_no_messages(
     # The append itself did happen in that plan (one row inserted).
     inserted = [n for n in plan if n["Node Type"] == "ModifyTable" and n["Operation"] == "Insert"]
     assert any(n.get("Relation Name") == "messages" and n["Actual Rows"] == 1 for n in inserted)
+
+
+async def test_an_append_is_planned_once_per_connection_not_per_call(
+    empty_database: str,
+) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(
+            'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
+            " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
+            USER,
+        )
+        # The benchmark's shape: a few conversations, one of them long.
+        conversations = [
+            await conn.fetchval(
+                "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id", USER
+            )
+            for _ in range(20)
+        ]
+        long = conversations[0]
+        await conn.execute(
+            "INSERT INTO messages (conversation_id, seq, user_id, role, content, parent_seq)"
+            " SELECT $1, s, $2, 'user', 'message ' || s, nullif(s - 1, 0)"
+            " FROM generate_series(1, $3::bigint) AS s",
+            long,
+            USER,
+            2 * FILLED,
+        )
+        await conn.execute(
+            "UPDATE conversations SET last_seq = $2::bigint, tail_seq = $2::bigint,"
+            " message_count = $2::integer WHERE id = $1",
+            long,
+            2 * FILLED,
+        )
+        await conn.execute("ANALYZE")
+
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            statement = await conn.prepare(APPEND.sql)
+            for n in range(12):
+                values = {**plain_append(conversations[1 + n % 19]), "contents": [f"call {n}"]}
+                assert await statement.fetch(*APPEND.args(values))
+            counts = await conn.fetchrow(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement = $1",
+                APPEND.sql,
+            )
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()
+    assert counts is not None
+    assert (counts["custom_plans"], counts["generic_plans"]) == (5, 7)
