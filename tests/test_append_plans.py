@@ -32,11 +32,10 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from support.databases import create_database
+from support.databases import create_database, drop_database
 
 from chatstore import migrations
 from chatstore.database import Database
@@ -53,12 +52,7 @@ async def empty_database(server_url: str) -> AsyncIterator[str]:
         await asyncio.to_thread(migrations.apply, url)
         yield url
     finally:
-        name = urlsplit(url).path.lstrip("/")
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(server_url, url)
 
 
 def plain_append(conversation: uuid.UUID) -> dict[str, object]:

@@ -34,12 +34,11 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from asyncpg.pool import PoolConnectionProxy
-from support.databases import create_database
+from support.databases import create_database, drop_database
 
 from chatstore import migrations
 from chatstore.config import Settings
@@ -254,12 +253,7 @@ async def seeded_database(server_url: str) -> AsyncIterator[str]:
         }
         yield url
     finally:
-        name = urlsplit(url).path.lstrip("/")
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(server_url, url)
 
 
 @pytest.fixture(scope="module")

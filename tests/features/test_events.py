@@ -32,15 +32,6 @@ IDLE = 0.2
 Follower = AsyncGenerator[Message | None, None]
 
 
-@pytest.fixture
-async def hub(store: ChatStore) -> AsyncIterator[events.MessageEvents]:
-    running = events.MessageEvents(store)
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
 def follow(
     store: ChatStore,
     hub: events.MessageEvents,

@@ -45,15 +45,6 @@ NO_TICK = 3600.0
 
 
 @pytest.fixture
-async def hub(store: ChatStore) -> AsyncIterator[events.MessageEvents]:
-    running = events.MessageEvents(store)
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
 async def short_leases(database: str, settings: Settings) -> AsyncIterator[ChatStore]:
     """A store (another process, as it were) whose followers lease for a second."""
     short = dataclasses.replace(settings, follow_lease_seconds=SHORT_LEASE_SECONDS)

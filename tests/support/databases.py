@@ -22,3 +22,13 @@ async def create_database(server_url: str, prefix: str) -> str:
     finally:
         await conn.close()
     return database_url(server_url, name)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database of ``url`` (made by create_database), connections and all."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
