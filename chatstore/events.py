@@ -267,6 +267,20 @@ class SessionGuard:
     check: Callable[[bool], Awaitable[datetime | None]]
 
 
+async def newest_seq(source: Source, user_id: str, conversation_id: ConversationId) -> int:
+    """Where a follower given no ``after`` starts: the seq of the newest
+    message on the active path (0: none yet). An HTTP event stream reads it
+    before it answers, so that whatever is appended once the client has its
+    200 is in the stream; following the table from there is gap-free
+    whatever happens between that read and the subscription (follow reads
+    the table after it has subscribed)."""
+    conversation = conversation_uuid(conversation_id)
+    start = await messages.page(database_of(source), user_id, conversation, limit=1, order="desc")
+    if start.data:
+        return start.data[0].seq
+    return start.last_seq or 0
+
+
 async def follow(
     source: Source,
     events: MessageEvents,
@@ -305,13 +319,7 @@ async def follow(
         # lock), and heard: the LISTEN connection hears it, or wakes every
         # follower once it is back.
         await events.lease(db, user_id, conversation)
-        if after is None:
-            start = await messages.page(db, user_id, conversation, limit=1, order="desc")
-            last = start.last_seq or 0
-            if start.data:
-                last = start.data[0].seq
-        else:
-            last = after
+        last = await newest_seq(db, user_id, conversation) if after is None else after
         valid_until: datetime | None = None
         while True:
             flag.clear()

@@ -7,6 +7,7 @@ and failures that keep the user's message and say what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -541,6 +542,50 @@ async def test_followers_see_both_stored_messages_of_a_streamed_turn(
         (1, "user", "hi all"),
         (2, "assistant", "hi all"),
     ]
+
+
+async def test_an_event_stream_starts_from_before_its_200_whenever_its_follower_subscribes(
+    settings: Settings, store: ChatStore, user: User
+) -> None:
+    # The 200 of GET /events promises "everything from now". The follower
+    # itself subscribes, leases the conversation and reads the table only
+    # once the response is under way, and its lease waits for the
+    # conversation's row lock. So: a message appended (its row lock held,
+    # not yet committed) before the stream is opened, and committed once the
+    # follower is seen waiting for that lock, i.e. after the client has its
+    # 200. It must be in the stream: where the stream starts was read before
+    # the 200, not after the lock was released.
+    conversation = await new_conversation(store, user)
+    async with (
+        serving(settings, store) as url,
+        httpx.AsyncClient(base_url=url) as client,
+        contextlib.AsyncExitStack() as held,
+    ):
+        await held.enter_async_context(store.db.transaction())
+        await store.append_message(
+            user.user_id, conversation, {"role": "user", "content": "committed after the 200"}
+        )
+        async with client.stream(
+            "GET", f"/api/conversations/{conversation}/events", headers=user.headers
+        ) as follower:
+            assert follower.status_code == 200
+            for _ in range(int(PATIENCE_SECONDS * 100)):  # the follower waits for the lock
+                if await lock_waiters(store):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the follower never waited for the conversation's row lock")
+            await held.aclose()  # commits
+            seen = await read_events(follower.aiter_lines(), 1)
+    assert [(d["seq"], d["content"]) for _, d in seen] == [(1, "committed after the 200")]
+
+
+async def lock_waiters(store: ChatStore) -> int:
+    count: int = await store.pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return count
 
 
 async def idle_in_transaction(store: ChatStore) -> int:

@@ -82,6 +82,11 @@ async def conversation_events(request: Request) -> Response:
     user_id = caller.user_id
     after = _last_event_id(request)
     conversation = await ctx.store.get_conversation(user_id, request.path_params["id"])
+    if after is None:
+        # "From now" is decided before the 200 goes out: a client that has
+        # its response and then appends sees its append in the stream (the
+        # follower's own subscription, lease and first read come later).
+        after = await events.newest_seq(ctx.store, user_id, conversation.id)
     slots: StreamSlots = request.app.state.streams
     slots.take(user_id)  # 429 past the cap; given back when the response ends
     try:
