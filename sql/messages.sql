@@ -25,7 +25,7 @@
 -- part of it, a generic plan priced leaving the path of a whole
 -- conversation (~800 against ~40 for the rest, on an analyzed database),
 -- so PostgreSQL planned every append anew, about 0.5 ms of server CPU
--- each (tests/test_sql.py,
+-- each (tests/test_append_plans.py,
 -- test_an_append_is_planned_once_per_connection_not_per_call).
 --
 -- The conversation row is locked first (FOR UPDATE: a writer that waited

@@ -39,6 +39,8 @@ from support.databases import create_database, drop_database
 
 from chatstore import migrations
 from chatstore.database import Database
+from chatstore.messages import batch_params
+from chatstore.models import MessageInput
 
 APPEND = Database.queries["append_messages"]
 USER = "plan-user"
@@ -56,15 +58,9 @@ async def empty_database(server_url: str) -> AsyncIterator[str]:
 
 
 def plain_append(conversation: uuid.UUID) -> dict[str, object]:
+    # The arrays as the store builds them for one plain message.
     return {
-        "roles": ["user"],
-        "contents": ["one more message"],
-        "names": [None],
-        "tool_calls": [None],
-        "tool_call_ids": [None],
-        "metadatas": ["{}"],
-        "items": [None],
-        "item_keys": [None],
+        **batch_params([MessageInput(role="user", content="one more message")]),
         "parent_seq": None,
         "conversation_id": conversation,
         "user_id": USER,

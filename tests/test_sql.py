@@ -42,6 +42,8 @@ from support.databases import create_database, drop_database
 
 from chatstore import migrations
 from chatstore.config import Settings
+from chatstore.messages import batch_params
+from chatstore.models import MessageInput
 from chatstore.queries import Query
 from chatstore.store import ChatStore
 
@@ -361,14 +363,7 @@ def arguments(name: str, shape: Shape) -> dict[str, object]:
     midpoint = BIG_CONVERSATION_MESSAGES // 2 if shape.conversation == 1 else 30
     values: dict[str, dict[str, object]] = {
         "append_messages": {
-            "roles": ["user"],
-            "contents": ["hello"],
-            "names": [None],
-            "tool_calls": [None],
-            "tool_call_ids": [None],
-            "metadatas": ["{}"],
-            "items": [None],
-            "item_keys": [None],
+            **batch_params([MessageInput(role="user", content="hello")]),
             "conversation_id": shape.id,
             "user_id": shape.owner,
             "expected_last_seq": None,
