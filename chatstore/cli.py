@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # uvloop and httptools unless the settings opt out (issue 11
             # measured them; BENCHMARKS.md).
             loop=settings.serve_loop,
-            http=settings.serve_http,
+            http=serving.HTTP_PROTOCOLS[settings.serve_http],
         )
 
 

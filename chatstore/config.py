@@ -59,7 +59,7 @@ def _history_messages(env: Mapping[str, str]) -> int:
 
 
 SERVE_LOOPS = ("auto", "uvloop", "asyncio")
-SERVE_HTTP = ("h11", "httptools")
+SERVE_HTTP = ("httptools", "h11")
 
 
 MAX_FOLLOW_LEASE_SECONDS = 86_400
@@ -143,13 +143,12 @@ class Settings:
     log_format: str = "text"
     # `chatstore serve`'s event loop and HTTP/1.1 parser, as uvicorn's loop
     # and http options. Loop: "auto" takes uvloop (a dependency where it
-    # builds), "asyncio" opts out. Parser: h11, because httptools bounds no
-    # request head (headers sent without end hold the connection and grow
-    # its buffer) and answers a control character in a header with its own
-    # 400 instead of the contract's 401 (tests/adversity); "httptools" (not
-    # installed with chatstore) for whoever accepts that.
+    # builds), "asyncio" opts out. Parser: "httptools" (llhttp, with the
+    # request head bounded by chatstore/http/head_limit.py), or "h11", pure
+    # Python and slower, which passes a control character in a header on to
+    # the app where httptools answers 400 (README, "HTTP parsing").
     serve_loop: str = "auto"
-    serve_http: str = "h11"
+    serve_http: str = "httptools"
     # Event streams (…/events) one user may hold open at once on a process.
     max_streams_per_user: int = 8
     # Streamed responses (exports) take their connection from a pool of

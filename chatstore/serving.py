@@ -19,6 +19,13 @@ from uvicorn.supervisors import Multiprocess
 
 STARTUP_FAILURE = 3
 
+# CHATSTORE_SERVE_HTTP's values, as uvicorn's http option: httptools with
+# the request head bounded (chatstore/http/head_limit.py), or h11.
+HTTP_PROTOCOLS = {
+    "httptools": "chatstore.http.head_limit:BoundedHttpToolsProtocol",
+    "h11": "h11",
+}
+
 
 class _Config(uvicorn.Config):
     def bind_socket(self) -> socket.socket:

@@ -73,6 +73,8 @@ class PeerServer:
         env = {**os.environ, "PEER_DATABASE_URL": self.url}
         args = [sys.executable, "-m", "uvicorn", APP, "--port", str(self.port)]
         args += ["--workers", "1", "--log-level", "warning", "--no-access-log"]
+        # uvloop and httptools, as uvicorn[standard] and chatstore serve run.
+        args += ["--loop", "uvloop", "--http", "httptools"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,

@@ -3,7 +3,8 @@
 Helpers only, no fixtures: each test module defines its own (a
 module-scoped server from ``running_server``). The server, users and the
 error contract come from tests/support; this adds what only these tests
-need: their server settings, raw HTTP over a socket, a memory sampler.
+need: their server settings and a memory sampler (raw HTTP over a socket is
+support/rawhttp.py).
 
 Everything is real: ``chatstore serve`` (uvicorn, one worker: its pid is the
 process that serves, so its VmRSS is the server's memory) runs as a
@@ -18,8 +19,7 @@ it saw.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from support import serve
@@ -53,54 +53,6 @@ def no_server_problems(server: Server) -> Iterator[None]:
     yield
     problems = server.problems_since(offset)
     assert not problems, "\n".join(problems) + "\n" + server.tail(offset)
-
-
-# -- raw HTTP over a socket --------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-async def read_response(reader: asyncio.StreamReader) -> RawResponse:
-    """One HTTP/1.1 response (Content-Length or read-to-close bodies)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    if "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    elif headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while True:
-            size = int((await reader.readline()).strip().split(b";")[0], 16)
-            if size == 0:
-                await reader.readline()
-                break
-            parts.append(await reader.readexactly(size))
-            await reader.readline()
-        body = b"".join(parts)
-    else:
-        body = await reader.read()
-    return RawResponse(status=status, headers=headers, body=body)
-
-
-def request_head(
-    method: str,
-    path: str,
-    port: int,
-    headers: Mapping[str, str],
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 # -- a memory sampler ---------------------------------------------------------------

@@ -32,17 +32,15 @@ from typing import Any
 import httpx
 import pytest
 from support.contract import assert_error, error_of
+from support.rawhttp import RawResponse, read_response, request_head
 from support.requests import seed_messages
 from support.serve import Server
 from support.users import User, make_user
 
 from adversity.hostile_support import (
     BODY_TIMEOUT_SECONDS,
-    RawResponse,
     RssSampler,
     no_server_problems,
-    read_response,
-    request_head,
     running_server,
 )
 from chatstore.config import Settings
@@ -463,8 +461,8 @@ PROTOCOL_GARBAGE: dict[str, Callable[[bytes], bytes]] = {
     "request_line_garbage": lambda h: (
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64
     ),
-    # h11 bounds an *incomplete* head to 16 KiB; one that arrives whole in a
-    # single read may be larger. Either way, not a 5xx.
+    # A head over 16 KiB is answered 431, whole or unfinished
+    # (chatstore/http/head_limit.py; tests/features/test_request_head.py).
     "headers_64_kib": lambda h: (
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n"
     ),
@@ -478,7 +476,7 @@ PROTOCOL_GARBAGE: dict[str, Callable[[bytes], bytes]] = {
 async def test_http_garbage_is_refused_without_a_server_error(
     server: Server, user: User, name: str
 ) -> None:
-    """uvicorn's parser (h11) refuses these with its own ``400`` (a
+    """uvicorn's parser (httptools) refuses these with its own ``400`` or ``431`` (a
     text/plain body, not the contract's: the app never sees the request)
     or the app refuses them with the contract's body; either way no 5xx and
     nothing in the server's log (the autouse fixture)."""
@@ -761,12 +759,13 @@ async def test_slow_headers_do_not_stop_others_but_are_not_bounded(
     """Slowloris on the request head: 50 clients dripping a header byte
     every 0.5 s and 50 that connect and send nothing, held for 9 s.
 
-    What uvicorn (h11, as ``chatstore serve`` runs it) does: nothing. It has
-    no timeout for a request head that has not arrived: its keep-alive
-    timeout (5 s) is armed only after a response, and the app (with its
-    body timeout) is not called before the head is complete; the only bound
-    is h11's 16 KiB limit on an incomplete head, which a byte every 0.5 s
-    reaches after 9 hours. So these connections are held as long as the
+    What uvicorn (with httptools, as ``chatstore serve`` runs it) does:
+    nothing. It has no timeout for a request head that has not arrived: its
+    keep-alive timeout (5 s) is armed only after a response, and the app
+    (with its body timeout) is not called before the head is complete; the
+    only bound is chatstore's 16 KiB limit on a head
+    (chatstore/http/head_limit.py), which a byte every 0.5 s reaches after
+    9 hours. So these connections are held as long as the
     clients like. What holds: a held connection costs a socket, not a
     worker (the server is asynchronous), so everyone else is still served on
     time. The connections' fate is recorded, not asserted: see the report.

@@ -87,15 +87,17 @@ def _loaded(pid: int, library: str) -> bool:
     return f"/{library}/" in Path(f"/proc/{pid}/maps").read_text()
 
 
-async def test_serve_runs_on_uvloop_unless_the_settings_opt_out_and_on_h11(
+async def test_serve_runs_on_uvloop_and_httptools_unless_the_settings_opt_out(
     database: str, settings: Settings, store: ChatStore
 ) -> None:
-    # h11, not httptools, by default: httptools bounds no request head
-    # (tests/adversity/test_hostile_input.py, headers_64_kib_in_pieces).
+    # httptools with the request head bounded (tests/features/test_request_head.py).
     user = await make_user(store)
     log_dir = Path(tempfile.mkdtemp(prefix="chatstore-loop-"))
     try:
-        for extra, fast in (({}, True), ({"CHATSTORE_SERVE_LOOP": "asyncio"}, False)):
+        for extra, fast in (
+            ({}, True),
+            ({"CHATSTORE_SERVE_LOOP": "asyncio", "CHATSTORE_SERVE_HTTP": "h11"}, False),
+        ):
             server = Server(
                 log=log_dir / f"serve-{fast}.log",
                 env=serve_env(database, settings.auth_secret, **extra),
@@ -108,7 +110,7 @@ async def test_serve_runs_on_uvloop_unless_the_settings_opt_out_and_on_h11(
                     response = await client.get("/api/conversations", headers=user.headers)
                     assert response.status_code == 200, response.text
                 assert _loaded(server.pid, "uvloop") is fast, server.logs()
-                assert not _loaded(server.pid, "httptools"), server.logs()
+                assert _loaded(server.pid, "httptools") is fast, server.logs()
             finally:
                 server.stop()
     finally:
@@ -120,4 +122,5 @@ def test_an_unknown_serve_loop_or_http_is_refused_at_start_up() -> None:
         Settings.from_env({"CHATSTORE_SERVE_LOOP": "trio"})
     with pytest.raises(ValueError, match="CHATSTORE_SERVE_HTTP"):
         Settings.from_env({"CHATSTORE_SERVE_HTTP": "h2"})
-    assert (Settings.from_env({}).serve_loop, Settings.from_env({}).serve_http) == ("auto", "h11")
+    defaults = Settings.from_env({})
+    assert (defaults.serve_loop, defaults.serve_http) == ("auto", "httptools")

@@ -1,0 +1,118 @@
+"""uvicorn's httptools protocol, with the request head bounded.
+
+``chatstore serve`` parses HTTP/1.1 with httptools (llhttp) rather than
+h11: it costs 18-29% less of the one worker's CPU a request (BENCHMARKS.md).
+But httptools, unlike h11, puts no bound on a request head: a client that
+sends headers without ever ending them (or one enormous header) grows the
+parser's buffer for as long as it likes. This protocol restores the bound
+h11 had, and tightens it:
+
+* a head still open after a read counts every byte read since it began;
+  past ``HEAD_LIMIT`` the connection gets ``431`` and is closed, so an
+  unfinished head holds at most ``HEAD_LIMIT`` plus one read (the event
+  loop reads at most 256 KiB at a time);
+* a head that arrived whole is measured when it completes (request line
+  and headers), and one over ``HEAD_LIMIT`` is refused the same way before
+  the app sees it. h11 served such heads when they came in one read.
+
+A read that also ended the message before it (a body's tail, or whole
+pipelined requests) is not counted towards the head that began in it, so a
+large body is never mistaken for a large head; that head's bytes in that
+read go uncounted, which the bound's "plus one read" covers.
+
+What httptools refuses that h11 let through: a control character other
+than tab in a header (RFC 9110, section 5.5: they are invalid in a field
+value; NUL, CR and LF are refused by both) is answered with uvicorn's own
+``400`` before the app runs, where h11 passed it to the app (a ``401`` for
+a credential). README, "HTTP parsing", and tests/adversity/test_auth_attacks.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+# As h11's limit on an incomplete event and Node.js's on a request head.
+HEAD_LIMIT = 16 * 1024
+
+# The request line's bytes besides the method and target ("  HTTP/1.1\r\n")
+# and a header line's besides its name and value (": " and "\r\n").
+_REQUEST_LINE_EXTRA = 12
+_HEADER_LINE_EXTRA = 4
+
+_REFUSAL_BODY = b"Request head too large."
+
+log = logging.getLogger("chatstore.http")
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a refused request."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` that answers ``431`` to a head over ``HEAD_LIMIT``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bytes read while the current head was open (see the module's doc).
+        self._head_bytes = 0
+        self._head_open = True
+        # Whether a message ended during the read being parsed.
+        self._message_ended = False
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        self._message_ended = False
+        super().data_received(data)
+        if not self._head_open or self._message_ended or self._refused:
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        size = len(self.url) + len(self.parser.get_method()) + _REQUEST_LINE_EXTRA
+        for name, value in self.headers:
+            size += len(name) + len(value) + _HEADER_LINE_EXTRA
+        if size > HEAD_LIMIT:
+            # uvicorn's data_received catches the parser error this becomes
+            # and calls send_400_response, which answers 431 instead.
+            self._refused = True
+            raise _HeadTooLarge
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_open = True
+        self._head_bytes = 0
+        self._message_ended = True
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refused:
+            self._answer_431()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self._answer_431()
+
+    def _answer_431(self) -> None:
+        log.warning("request head over %d bytes refused with 431", HEAD_LIMIT)
+        content = [STATUS_LINE[431]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: " + str(len(_REFUSAL_BODY)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                _REFUSAL_BODY,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
