@@ -28,6 +28,8 @@ from support.users import make_user
 from chatstore import migrations
 from chatstore.auth import new_id, new_token
 from chatstore.config import Settings
+from chatstore.messages import batch_params
+from chatstore.models import MessageInput
 from chatstore.resources import migrations_dir
 from chatstore.store import ChatStore
 
@@ -921,13 +923,6 @@ async def test_follow_leases_rollback_drops_the_lease_column_keeps_the_rows_and_
             expected_last_seq=None,
             parent_seq=None,
             search_config=settings.search_config,
-            roles=["user"],
-            contents=["again"],
-            names=[None],
-            tool_calls=[None],
-            tool_call_ids=[None],
-            metadatas=["{}"],
-            items=[None],
-            item_keys=[None],
+            **batch_params([MessageInput(role="user", content="again")]),
         )
         assert (stored["seq"], stored["followed"]) == (2, False)
