@@ -109,6 +109,12 @@ class Settings:
     # A request body that has not fully arrived after this long is refused
     # (408), so a client dripping bytes cannot hold the request forever.
     body_timeout_seconds: float = 30.0
+    # A request head (request line and headers) that has not fully arrived
+    # this long after its first byte, or a new connection that has sent
+    # nothing for this long, is answered 408 and closed by `chatstore serve`
+    # (chatstore/http/head_limit.py): a connection is never held by a client
+    # that does not finish its request.
+    head_timeout_seconds: float = 30.0
     max_body_bytes: int = 8 * 1024 * 1024
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     responder: str = "echo"
@@ -189,6 +195,7 @@ class Settings:
             connect_timeout_seconds=_int(env, "CHATSTORE_CONNECT_TIMEOUT_SECONDS", 5, minimum=1),
             acquire_timeout_seconds=_int(env, "CHATSTORE_ACQUIRE_TIMEOUT_SECONDS", 5, minimum=1),
             body_timeout_seconds=_int(env, "CHATSTORE_BODY_TIMEOUT_SECONDS", 30, minimum=1),
+            head_timeout_seconds=_int(env, "CHATSTORE_HEAD_TIMEOUT_SECONDS", 30, minimum=1),
             max_body_bytes=_int(env, "CHATSTORE_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1),
             max_content_chars=_int(
                 env, "CHATSTORE_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, minimum=1

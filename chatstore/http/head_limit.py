@@ -24,15 +24,27 @@ What httptools refuses that h11 let through: a control character other
 than tab in a header (RFC 9110, section 5.5: they are invalid in a field
 value; NUL, CR and LF are refused by both) is answered with uvicorn's own
 ``400`` before the app runs, where h11 passed it to the app (a ``401`` for
-a credential). README, "HTTP parsing", and tests/adversity/test_auth_attacks.py.
+a credential). docs/http-api.md, and tests/adversity/test_auth_attacks.py.
+
+It also bounds a request head in time, which neither parser did: a head
+not complete ``CHATSTORE_HEAD_TIMEOUT_SECONDS`` after its first byte is
+answered ``408`` and the connection closed, and a new connection that has
+sent nothing for that long is closed. Without it, a client that opens
+connections and never finishes a request (slowloris) held each one for as
+long as it liked. Between requests, uvicorn's keep-alive timeout applies,
+and a response that takes long (an event stream) is never cut by it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from chatstore.config import Settings
 
 # As h11's limit on an incomplete event and Node.js's on a request head.
 HEAD_LIMIT = 16 * 1024
@@ -42,9 +54,16 @@ HEAD_LIMIT = 16 * 1024
 _REQUEST_LINE_EXTRA = 12
 _HEADER_LINE_EXTRA = 4
 
-_REFUSAL_BODY = b"Request head too large."
+_TOO_LARGE = b"Request head too large."
+_TIMED_OUT = b"Request head not complete in time."
 
 log = logging.getLogger("chatstore.http")
+
+
+@functools.cache
+def head_timeout_seconds() -> float:
+    """CHATSTORE_HEAD_TIMEOUT_SECONDS, read once a process."""
+    return Settings.from_env().head_timeout_seconds
 
 
 class _HeadTooLarge(Exception):
@@ -52,16 +71,30 @@ class _HeadTooLarge(Exception):
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` that answers ``431`` to a head over ``HEAD_LIMIT``."""
+    """``HttpToolsProtocol`` that answers ``431`` to a head over ``HEAD_LIMIT``
+    and ``408`` to one not complete within the head timeout."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Bytes read while the current head was open (see the module's doc).
         self._head_bytes = 0
         self._head_open = True
+        # Whether a byte of the current head has arrived.
+        self._head_started = False
         # Whether a message ended during the read being parsed.
         self._message_ended = False
         self._refused = False
+        # Armed from a connection's start and from a head's first byte,
+        # until the head is complete.
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._message_ended = False
@@ -70,10 +103,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._head_bytes += len(data)
         if self._head_bytes > HEAD_LIMIT:
-            self._refuse()
+            self._refuse(431, _TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        if self._head_timer is None:
+            self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        self._cancel_head_timer()
         size = len(self.url) + len(self.parser.get_method()) + _REQUEST_LINE_EXTRA
         for name, value in self.headers:
             size += len(name) + len(value) + _HEADER_LINE_EXTRA
@@ -87,31 +127,56 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_open = True
+        self._head_started = False
         self._head_bytes = 0
         self._message_ended = True
 
     def send_400_response(self, msg: str) -> None:
         if self._refused:
-            self._answer_431()
+            self._answer(431, _TOO_LARGE)
         else:
             super().send_400_response(msg)
 
-    def _refuse(self) -> None:
-        self._refused = True
-        self._answer_431()
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(head_timeout_seconds(), self._head_timed_out)
 
-    def _answer_431(self) -> None:
-        log.warning("request head over %d bytes refused with 431", HEAD_LIMIT)
-        content = [STATUS_LINE[431]]
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._head_open:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is still being sent (the next request's head came
+            # early, pipelined): that head's time starts after it.
+            self._arm_head_timer()
+        elif not self._head_started:
+            self.transport.close()  # not a byte of a request: nothing to answer
+        else:
+            self._refuse(408, _TIMED_OUT)
+
+    def _refuse(self, status: int, body: bytes) -> None:
+        self._refused = True
+        self._answer(status, body)
+
+    def _answer(self, status: int, body: bytes) -> None:
+        if status == 431:
+            log.warning("request head over %d bytes refused with 431", HEAD_LIMIT)
+        else:
+            log.info("request head not complete after %g s: %d", head_timeout_seconds(), status)
+        content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
         content.extend(
             [
                 b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: " + str(len(_REFUSAL_BODY)).encode("ascii") + b"\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
                 b"connection: close\r\n",
                 b"\r\n",
-                _REFUSAL_BODY,
+                body,
             ]
         )
         self.transport.write(b"".join(content))

@@ -25,13 +25,15 @@ from contextlib import contextmanager, suppress
 from support import serve
 from support.serve import Server
 
-# The server refuses a body that has not fully arrived after this long (408).
+# The server refuses a body, or a request head, that has not fully arrived
+# after this long (408).
 BODY_TIMEOUT_SECONDS = 3
 
 # Every hostile server: short body timeout, and no session cache, so that a
 # session deleted or expired in the database is refused on the next request.
 SERVER_ENV = {
     "CHATSTORE_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
+    "CHATSTORE_HEAD_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
     "CHATSTORE_AUTH_CACHE_SECONDS": "0",
     "CHATSTORE_POOL_MAX_SIZE": "10",
     "CHATSTORE_STATEMENT_TIMEOUT_MS": "10000",

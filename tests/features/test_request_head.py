@@ -1,7 +1,9 @@
 """`chatstore serve` parses HTTP with httptools and bounds each request head
-to 16 KiB (chatstore/http/head_limit.py): over it, whole or unfinished, the
-connection gets ``431`` and is closed before the app sees anything; under
-it, and around large bodies and pipelined requests, everything is served.
+(chatstore/http/head_limit.py): over 16 KiB, whole or unfinished, the
+connection gets ``431`` and is closed before the app sees anything; not
+complete within the head timeout, ``408`` (a connection that sent nothing
+is closed). Under both bounds, around large bodies, pipelined requests,
+idle keep-alive connections and long responses, everything is served.
 
 Over raw sockets against a real ``chatstore serve``: every byte on the wire
 is the test's choice, and how the server reads them (in one read or many)
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -25,11 +28,13 @@ from chatstore.http.head_limit import HEAD_LIMIT
 from chatstore.store import ChatStore
 
 ANSWER_WITHIN = 10.0
+HEAD_TIMEOUT = 2
 
 
 @pytest.fixture(scope="module")
 def server(database: str, settings: Settings) -> Iterator[Server]:
-    with running_server(database, settings.auth_secret) as served:
+    env = {"CHATSTORE_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}
+    with running_server(database, settings.auth_secret, **env) as served:
         yield served
 
 
@@ -165,3 +170,77 @@ async def test_keep_alive_requests_each_get_their_own_16_kib(server: Server, use
     data = _padded(server, user, 12 * 1024)
     responses = await _exchange(server, *[data] * 30, expect=30, pause=0.01)
     assert [r.status for r in responses] == [200] * 30, [r.status for r in responses]
+
+
+async def test_a_request_head_not_complete_within_the_head_timeout_gets_408(
+    server: Server, user: User
+) -> None:
+    """A byte every 0.25 s: the head is timed from its first byte, not from
+    its last, so dripping does not keep it alive."""
+    head = _get(server, user)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    started = time.monotonic()
+    try:
+        answer = asyncio.create_task(read_response(reader))
+        for byte in head[:-4]:
+            if answer.done():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.25)
+        response = await asyncio.wait_for(answer, ANSWER_WITHIN)
+        after = time.monotonic() - started
+        closed = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+    assert response.status == 408, response
+    assert response.body == b"Request head not complete in time."
+    assert closed == b""
+    assert HEAD_TIMEOUT - 0.5 < after < HEAD_TIMEOUT + 3, after
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(
+    server: Server,
+) -> None:
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    started = time.monotonic()
+    try:
+        got = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+    after = time.monotonic() - started
+    assert got == b"", got  # closed, nothing to answer
+    assert HEAD_TIMEOUT - 0.5 < after < HEAD_TIMEOUT + 3, after
+
+
+async def test_an_idle_keep_alive_connection_is_not_timed_by_the_head_timeout(
+    server: Server, user: User
+) -> None:
+    """Between requests uvicorn's keep-alive timeout (5 s) applies: idle
+    longer than the head timeout, the connection still serves the next
+    request."""
+    data = _get(server, user)
+    responses = await _exchange(server, data, data, expect=2, pause=HEAD_TIMEOUT + 1)
+    assert [r.status for r in responses] == [200, 200], responses
+
+
+async def test_a_response_longer_than_the_head_timeout_is_not_cut(
+    server: Server, user: User, store: ChatStore
+) -> None:
+    """An event stream stays open past the head timeout and still carries
+    a message appended after it."""
+    conversation = await store.create_conversation(user.user_id, title="long response")
+    path = f"/api/conversations/{conversation.id}/events"
+    async with (
+        httpx.AsyncClient(base_url=server.base_url, headers=user.headers, timeout=30) as client,
+        client.stream("GET", path) as stream,
+    ):
+        assert stream.status_code == 200
+        await asyncio.sleep(HEAD_TIMEOUT + 1)
+        await store.append_message(
+            user.user_id, conversation.id, {"role": "user", "content": "late"}
+        )
+        async with asyncio.timeout(ANSWER_WITHIN):
+            async for line in stream.aiter_lines():
+                if line.startswith("data:") and '"late"' in line:
+                    break
