@@ -167,6 +167,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             log.warning("request head over %d bytes refused with 431", HEAD_LIMIT)
         else:
             log.info("request head not complete after %g s: %d", head_timeout_seconds(), status)
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head behind a response still being sent: an answer
+            # now would land inside that response's body. Closing is all.
+            self.transport.close()
+            return
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])

@@ -244,3 +244,26 @@ async def test_a_response_longer_than_the_head_timeout_is_not_cut(
             async for line in stream.aiter_lines():
                 if line.startswith("data:") and '"late"' in line:
                     break
+
+
+async def test_an_oversized_head_pipelined_behind_a_stream_closes_it_without_a_stray_answer(
+    server: Server, user: User, store: ChatStore
+) -> None:
+    """A 20 KiB head sent on a connection whose event stream is still
+    open: the connection is closed, and no 431 lands inside the stream."""
+    conversation = await store.create_conversation(user.user_id, title="pipelined")
+    events = request_head(
+        "GET", f"/api/conversations/{conversation.id}/events", server.port, user.headers
+    )
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(events)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_WITHIN)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        writer.write(_padded(server, user, HEAD_LIMIT + 4 * 1024))
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+    assert b"431" not in rest and b"Request head too large" not in rest, rest
