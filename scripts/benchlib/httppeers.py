@@ -73,8 +73,11 @@ class PeerServer:
         env = {**os.environ, "PEER_DATABASE_URL": self.url}
         args = [sys.executable, "-m", "uvicorn", APP, "--port", str(self.port)]
         args += ["--workers", "1", "--log-level", "warning", "--no-access-log"]
-        # uvloop and httptools, as uvicorn[standard] and chatstore serve run.
-        args += ["--loop", "uvloop", "--http", "httptools"]
+        # uvloop and the HTTP parser chatstore serve runs on
+        # (CHATSTORE_SERVE_HTTP, httptools unless set), as uvicorn[standard]
+        # does: the comparison is of the apps, not of their parsers.
+        http = os.environ.get("CHATSTORE_SERVE_HTTP") or "httptools"
+        args += ["--loop", "uvloop", "--http", http]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
