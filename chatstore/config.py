@@ -152,7 +152,7 @@ class Settings:
     # builds), "asyncio" opts out. Parser: "httptools" (llhttp, with the
     # request head bounded by chatstore/http/head_limit.py), or "h11", pure
     # Python and slower, which passes a control character in a header on to
-    # the app where httptools answers 400 (README, "HTTP parsing").
+    # the app where httptools answers 400 (docs/http-api.md, "Errors").
     serve_loop: str = "auto"
     serve_http: str = "httptools"
     # Event streams (…/events) one user may hold open at once on a process.

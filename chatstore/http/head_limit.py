@@ -1,7 +1,8 @@
 """uvicorn's httptools protocol, with the request head bounded.
 
 ``chatstore serve`` parses HTTP/1.1 with httptools (llhttp) rather than
-h11: it costs 18-29% less of the one worker's CPU a request (BENCHMARKS.md).
+h11: a request costs the worker about a fifth less CPU (BENCHMARKS.md,
+"Issue 11's targets").
 But httptools, unlike h11, puts no bound on a request head: a client that
 sends headers without ever ending them (or one enormous header) grows the
 parser's buffer for as long as it likes. This protocol restores the bound
