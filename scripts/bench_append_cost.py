@@ -229,35 +229,29 @@ class Databases:
             await connection.close()
 
 
-async def seed(peer: Store) -> None:
-    for k in range(APPEND_CONVERSATIONS):
-        await peer.seed(f"append-{k}", 0)
-    for size in SIZES:
-        await peer.seed(f"read-{size}", size)
+async def seed(peer: Store, url: str) -> None:
+    """Open ``peer`` on ``url``, seed it as peerworker does, close it."""
+    peer.load()
+    await peer.open(url)
+    try:
+        for k in range(APPEND_CONVERSATIONS):
+            await peer.seed(f"append-{k}", 0)
+        for size in SIZES:
+            await peer.seed(f"read-{size}", size)
+    finally:
+        await peer.close()
 
 
 async def setup(databases: Databases) -> bool:
     """The template, then one database per variant; returns whether pg_walinspect is there."""
     template = await databases.create("template")
-    chatstore = Chatstore()
-    chatstore.load()
-    await chatstore.open(databases.url(template))
-    try:
-        await seed(chatstore)
-    finally:
-        await chatstore.close()
+    await seed(Chatstore(), databases.url(template))
     say("setup: template migrated and seeded")
     walinspect = True
     for variant in VARIANTS:
         if variant.floor:
             name = await databases.create(variant.name)
-            floor = Floor()
-            floor.load()
-            await floor.open(databases.url(name))
-            try:
-                await seed(floor)
-            finally:
-                await floor.close()
+            await seed(Floor(), databases.url(name))
         else:
             name = await databases.create(variant.name, template=template)
         connection = await asyncpg.connect(databases.url(name))
