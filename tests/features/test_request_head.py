@@ -13,6 +13,7 @@ is the event loop's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -67,6 +68,40 @@ async def _exchange(
     return responses
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Dripped:
+    response: RawResponse
+    sent: int  # bytes written before the answer came
+    after: float  # seconds from connecting to the answer
+    rest: bytes  # what came after the answer, until the server closed
+
+
+async def _drip(server: Server, pieces: list[bytes], every: float) -> Dripped:
+    """Send ``pieces`` one every ``every`` seconds until the server answers;
+    the answer, and what follows it until the connection closes."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    started = time.monotonic()
+    sent = 0
+    try:
+        answer = asyncio.create_task(read_response(reader))
+        for piece in pieces:
+            if answer.done():
+                break
+            try:
+                writer.write(piece)
+                await writer.drain()
+            except ConnectionError:
+                break  # closed by the server while this piece was on its way
+            sent += len(piece)
+            await asyncio.sleep(every)
+        response = await asyncio.wait_for(answer, ANSWER_WITHIN)
+        after = time.monotonic() - started
+        rest = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
+    finally:
+        writer.close()
+    return Dripped(response, sent, after, rest)
+
+
 def _get(server: Server, user: User, **extra: str) -> bytes:
     return request_head("GET", "/api/conversations", server.port, {**user.headers, **extra})
 
@@ -109,29 +144,11 @@ async def test_a_request_head_sent_without_end_is_refused_with_431_once_over_16_
     unfinished head passes the limit, and closes, instead of buffering it
     for as long as the client sends."""
     start = b"GET /api/conversations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
-    pieces = [start] + [b"s" * 1024] * 40
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    sent = 0
-    try:
-        answer = asyncio.create_task(read_response(reader))
-        for piece in pieces:
-            if answer.done():
-                break
-            try:
-                writer.write(piece)
-                await writer.drain()
-            except ConnectionError:
-                break  # closed by the server while this piece was on its way
-            sent += len(piece)
-            await asyncio.sleep(0.02)
-        response = await asyncio.wait_for(answer, ANSWER_WITHIN)
-        closed = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
-    finally:
-        writer.close()
-    assert response.status == 431, response
-    assert closed == b""
+    dripped = await _drip(server, [start] + [b"s" * 1024] * 40, every=0.02)
+    assert dripped.response.status == 431, dripped.response
+    assert dripped.rest == b""
     # Answered once over the limit (a read or two later), long before the 40 KiB end.
-    assert HEAD_LIMIT < sent <= HEAD_LIMIT + 8 * 1024, sent
+    assert HEAD_LIMIT < dripped.sent <= HEAD_LIMIT + 8 * 1024, dripped.sent
 
 
 async def test_a_large_body_before_a_pipelined_request_is_not_counted_as_its_head(
@@ -178,25 +195,11 @@ async def test_a_request_head_not_complete_within_the_head_timeout_gets_408(
     """A byte every 0.25 s: the head is timed from its first byte, not from
     its last, so dripping does not keep it alive."""
     head = _get(server, user)
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    started = time.monotonic()
-    try:
-        answer = asyncio.create_task(read_response(reader))
-        for byte in head[:-4]:
-            if answer.done():
-                break
-            writer.write(bytes([byte]))
-            await writer.drain()
-            await asyncio.sleep(0.25)
-        response = await asyncio.wait_for(answer, ANSWER_WITHIN)
-        after = time.monotonic() - started
-        closed = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
-    finally:
-        writer.close()
-    assert response.status == 408, response
-    assert response.body == b"Request head not complete in time."
-    assert closed == b""
-    assert HEAD_TIMEOUT - 0.5 < after < HEAD_TIMEOUT + 3, after
+    dripped = await _drip(server, [bytes([byte]) for byte in head[:-4]], every=0.25)
+    assert dripped.response.status == 408, dripped.response
+    assert dripped.response.body == b"Request head not complete in time."
+    assert dripped.rest == b""
+    assert HEAD_TIMEOUT - 0.5 < dripped.after < HEAD_TIMEOUT + 3, dripped.after
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(
