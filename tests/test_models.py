@@ -801,3 +801,37 @@ def test_a_conversation_stored_before_archived_existed_still_replays() -> None:
         ' "updated_at": "2026-01-01T00:00:00Z"}'
     )
     assert TypeAdapter(Conversation).validate_json(stored).archived is False
+
+
+def test_a_message_built_from_a_row_is_the_message_validation_would_build() -> None:
+    # Outputs skip validation (chatstore/models.py, _trusted sets the
+    # model's slots directly): the instance must still be an ordinary model,
+    # equal to the validated one, dumping, copying and accepting assignment.
+    import datetime as dt
+
+    from chatstore.models import Message
+
+    row = {
+        "conversation_id": uuid.uuid4(),
+        "seq": 2,
+        "parent_seq": 1,
+        "role": "assistant",
+        "content": None,
+        "name": "helper",
+        "tool_calls": [tool_call()],
+        "tool_call_id": None,
+        "metadata": {"k": "v"},
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    }
+    built = Message.from_row(row)
+    validated = Message.model_validate(row)
+    assert built == validated
+    assert built.model_fields_set == validated.model_fields_set
+    assert built.model_dump() == validated.model_dump()
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.tool_calls is not None
+    assert built.tool_calls[0].function.name == "lookup"
+    assert built.model_copy(update={"seq": 3}).seq == 3
+    built.content = "edited"
+    assert built.content == "edited"
+    assert built.model_extra is None
