@@ -39,6 +39,7 @@ scripts/bench_replicas.py is; split up, its parts would serve nothing else.
 Usage (BENCHMARKS.md, "What each part of the schema costs an append"):
     scripts/bench_append_cost                           # 10 rounds of 5 s phases (~30 min)
     scripts/bench_append_cost --rounds 1 --seconds 1    # a smoke run
+    scripts/bench_append_cost --variants no_checks,no_fk  # some variants (and the floor, base)
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ import secrets
 import signal
 import statistics
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,26 @@ ACTIVITY = (
     "DROP INDEX conversations_user_archived_activity_idx",
     "DROP INDEX conversations_activity_idx",
 )
+
+# Every CHECK constraint an append is judged by (messages' and conversations'):
+# PostgreSQL 15 reads each one's stored expression anew for every statement
+# that writes the table (ExecRelCheck's stringToNode), so their cost is per
+# append, not per row.
+DROP_CHECKS = """
+DO $$
+DECLARE
+    found record;
+BEGIN
+    FOR found IN
+        SELECT conrelid::regclass AS rel, conname
+        FROM pg_constraint
+        WHERE contype = 'c' AND conrelid IN ('messages'::regclass, 'conversations'::regclass)
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', found.rel, found.conname);
+    END LOOP;
+END
+$$
+"""
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,15 @@ VARIANTS = (
         "without the GIN and without the activity indexes",
         ("DROP INDEX messages_search_idx", *ACTIVITY),
     ),
+    Variant("no_checks", "without the CHECK constraints", (DROP_CHECKS,)),
+    Variant(
+        "no_fk",
+        "without the messages → conversations foreign key",
+        ("ALTER TABLE messages DROP CONSTRAINT messages_conversation_fkey",),
+    ),
 )
+# Always run: every ratio is to one of them.
+REFERENCES = ("floor", "base")
 
 # The append statement's search_vector, and what the no-to_tsvector variants
 # store instead: NULL, the search_config parameter kept so the call is unchanged.
@@ -242,13 +271,13 @@ async def seed(peer: Store, url: str) -> None:
         await peer.close()
 
 
-async def setup(databases: Databases) -> bool:
+async def setup(databases: Databases, variants: Sequence[Variant]) -> bool:
     """The template, then one database per variant; returns whether pg_walinspect is there."""
     template = await databases.create("template")
     await seed(Chatstore(), databases.url(template))
     say("setup: template migrated and seeded")
     walinspect = True
-    for variant in VARIANTS:
+    for variant in variants:
         if variant.floor:
             name = await databases.create(variant.name)
             await seed(Floor(), databases.url(name))
@@ -456,8 +485,10 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
     return f"{median} ({format(min(values), fmt)}{DASH}{format(max(values), fmt)})"
 
 
-def report(results: list[dict[str, Any]], meta: dict[str, Any], out: TextIO) -> None:
-    runs: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in VARIANTS}
+def report(
+    variants: Sequence[Variant], results: list[dict[str, Any]], meta: dict[str, Any], out: TextIO
+) -> None:
+    runs: dict[str, dict[int, dict[str, Any]]] = {v.name: {} for v in variants}
     for result in results:
         runs[result["variant"]][result["round"]] = result
     walinspect = meta["walinspect"]
@@ -511,7 +542,7 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: TextIO) -> 
         file=out,
     )
     print("| --- |" + " ---: |" * 9 + " --- |", file=out)
-    for v in VARIANTS:
+    for v in variants:
         n = v.name
         print(
             f"| {v.label} (`{n}`) | {spread(values(n, 0, 'ops_s'))}"
@@ -532,7 +563,7 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: TextIO) -> 
         file=out,
     )
     print("| --- |" + " ---: |" * 6, file=out)
-    for v in VARIANTS:
+    for v in variants:
         if v.name == "base":
             continue
         n = v.name
@@ -552,7 +583,7 @@ def report(results: list[dict[str, Any]], meta: dict[str, Any], out: TextIO) -> 
             " records / record bytes / full-page-image bytes\n",
             file=out,
         )
-        for v in VARIANTS:
+        for v in variants:
             phases = [run["phases"][1]["rmgr"] for run in runs[v.name].values()]
             parts = []
             for manager in sorted({m for p in phases for m in p}):
@@ -595,7 +626,9 @@ async def server_facts(server: str) -> str:
     return "PostgreSQL " + ", ".join(facts).removeprefix("server_version ")
 
 
-async def run(args: argparse.Namespace, server: str, out: TextIO) -> None:
+async def run(
+    args: argparse.Namespace, variants: Sequence[Variant], server: str, out: TextIO
+) -> None:
     databases = Databases(server)
     started = datetime.now(UTC)
     meta: dict[str, Any] = {
@@ -609,10 +642,10 @@ async def run(args: argparse.Namespace, server: str, out: TextIO) -> None:
     }
     results: list[dict[str, Any]] = []
     try:
-        meta["walinspect"] = await setup(databases)
+        meta["walinspect"] = await setup(databases, variants)
         out.write(json.dumps(meta) + "\n")
-        names = [v.name for v in VARIANTS]
-        by_name = {v.name: v for v in VARIANTS}
+        names = [v.name for v in variants]
+        by_name = {v.name: v for v in variants}
         resume: dict[str, dict[int, int]] = {}
         for round_ in range(args.rounds):
             shift = (round_ * len(names)) // args.rounds
@@ -632,7 +665,7 @@ async def run(args: argparse.Namespace, server: str, out: TextIO) -> None:
     finally:
         await databases.drop_all()
     meta["finished"] = datetime.now(UTC).strftime("%H:%M UTC")
-    report(results, meta, sys.stdout)
+    report(variants, results, meta, sys.stdout)
 
 
 def main() -> None:
@@ -648,9 +681,23 @@ def main() -> None:
         type=Path,
         help="raw results as JSON lines (default: bench-results/append-cost-<timestamp>.json)",
     )
+    parser.add_argument(
+        "--variants",
+        help="only these variants, comma-separated (the floor and `base` always run)",
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.seconds <= 0:
         parser.error("--rounds must be at least 1 and --seconds positive")
+    variants: Sequence[Variant] = VARIANTS
+    if args.variants:
+        asked = {name.strip() for name in args.variants.split(",") if name.strip()}
+        unknown = asked - {v.name for v in VARIANTS}
+        if unknown:
+            parser.error(
+                f"unknown variant(s): {', '.join(sorted(unknown))};"
+                f" known: {', '.join(v.name for v in VARIANTS)}"
+            )
+        variants = tuple(v for v in VARIANTS if v.name in asked or v.name in REFERENCES)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path: Path = args.json or RESULTS / f"append-cost-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -665,7 +712,7 @@ def main() -> None:
             cluster.start()
             server = cluster.dsn()
         with path.open("w") as out:
-            asyncio.run(run(args, server, out))
+            asyncio.run(run(args, variants, server, out))
         say(f"raw results: {path}")
     except KeyboardInterrupt:
         say("interrupted")
