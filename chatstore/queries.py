@@ -93,6 +93,14 @@ class Query:
 
     def args(self, values: Mapping[str, object]) -> tuple[object, ...]:
         """The positional arguments for ``sql``; every name must be given, no other."""
+        if len(values) == len(self.params):
+            # As many as the query's (distinct) names, and each of them
+            # there: exactly its names. The common case, without the sets
+            # that name what is wrong (about 2 µs a query).
+            try:
+                return tuple([values[p] for p in self.params])
+            except KeyError:
+                pass
         missing = [p for p in self.params if p not in values]
         unknown = sorted(set(values) - set(self.params))
         if missing or unknown:

@@ -419,6 +419,12 @@ def test_unknown_parameter_is_an_error(queries: Queries) -> None:
         queries["get"].args({"a": 1, "d": 2, "c": 3})
 
 
+def test_a_wrong_name_among_as_many_parameters_is_an_error(queries: Queries) -> None:
+    # As many names as the query's, one of them wrong: not taken for a match.
+    with pytest.raises(QueryParameterError, match="missing b; unknown c"):
+        queries["get"].args({"a": 1, "c": 2})
+
+
 async def test_parameters_checked_before_the_database(queries: Queries) -> None:
     db = FakeExecutor()
     with pytest.raises(QueryParameterError):
