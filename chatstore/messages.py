@@ -119,53 +119,77 @@ async def append_rows(
     chat-completions message (None for an item without that form,
     chatstore/items.py), which the refusal is worked out from; ``loc``
     names the list and the field a refused tool answer is reported at."""
-    # A second attempt only when nothing explains the first refusal:
-    # a tool call it needed was appended concurrently in between.
-    # A branching append moves the active path, and a tool message's call
-    # must be on the path it joins: either statement runs after the row
-    # lock, so that its snapshot sees every path change (switch, regenerate)
-    # committed before it (sql/messages.sql). A plain append of other roles
-    # reads no path and stays one statement that locks inside itself.
-    locked_first = parent_seq is not None or any(m is not None and m.role == "tool" for m in batch)
-    for _attempt in range(2):
-        if not locked_first:
-            rows = await _append_statement(
-                db, user_id, conversation, expected_last_seq, None, params
+    if parent_seq is not None or any(m is not None and m.role == "tool" for m in batch):
+        # A branching append moves the active path, and a tool message's
+        # call must be on the path it joins: both are judged under the row
+        # lock, before the append (sql/messages.sql, append_messages), so
+        # that no path change (switch, regenerate, another append) commits
+        # in between.
+        async with db.transaction():
+            if not await lock(db, user_id, conversation):
+                raise NotFound("conversation")
+            refused = await _refusal(
+                db, user_id, conversation, batch, expected_last_seq, parent_seq, loc
             )
-        else:
-            async with db.transaction():
-                if not await lock(db, user_id, conversation):
-                    raise NotFound("conversation")
-                rows = await _append_statement(
-                    db, user_id, conversation, expected_last_seq, parent_seq, params
+            if refused is not None:
+                raise refused
+            rows = await _append_statement(
+                db, user_id, conversation, expected_last_seq, parent_seq, params
+            )
+            if not rows:  # pragma: no cover - judged under the lock just now
+                raise SeqConflict(expected_last_seq or 0, -1)
+            if parent_seq is not None:
+                # The path after the new parent leaves it (a statement of
+                # its own: sql/messages.sql, append_messages).
+                await db.execrows(
+                    "leave_active_path",
+                    user_id=user_id,
+                    conversation_id=conversation,
+                    parent_seq=parent_seq,
+                    first_new_seq=rows[0]["seq"],
                 )
-                if rows and parent_seq is not None:
-                    # The path after the new parent leaves it (a statement
-                    # of its own: sql/messages.sql, append_messages).
-                    await db.execrows(
-                        "leave_active_path",
-                        user_id=user_id,
-                        conversation_id=conversation,
-                        parent_seq=parent_seq,
-                        first_new_seq=rows[0]["seq"],
-                    )
-        if rows:
-            # Announced only while some process follows the conversation
-            # (its lease, read under the row lock: chatstore/leases.py).
-            if rows[-1]["followed"]:
-                await announce(db, conversation, rows[-1]["seq"])
+            await _announce_if_followed(db, conversation, rows)
             return rows
-        diagnosis = await db.one(
-            "diagnose_append",
-            user_id=user_id,
-            conversation_id=conversation,
-            parent_seq=parent_seq,
-            tool_call_ids=answered_call_ids(batch),
-        )
-        refused = refusal(diagnosis, batch, expected_last_seq, parent_seq, loc=loc)
+    # A plain append reads no path: one statement that locks inside itself.
+    # A second attempt only when nothing explains the first refusal (the
+    # leaf moved back to expected_last_seq in between).
+    for _attempt in range(2):
+        rows = await _append_statement(db, user_id, conversation, expected_last_seq, None, params)
+        if rows:
+            await _announce_if_followed(db, conversation, rows)
+            return rows
+        refused = await _refusal(db, user_id, conversation, batch, expected_last_seq, None, loc)
         if refused is not None:
             raise refused
     raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+
+
+async def _refusal(
+    db: Database,
+    user_id: str,
+    conversation: uuid.UUID,
+    batch: Sequence[MessageInput | None],
+    expected_last_seq: int | None,
+    parent_seq: int | None,
+    loc: tuple[str, str],
+) -> Exception | None:
+    """Why an append of ``batch`` is refused, from diagnose_append; None:
+    nothing refuses it."""
+    diagnosis = await db.one(
+        "diagnose_append",
+        user_id=user_id,
+        conversation_id=conversation,
+        parent_seq=parent_seq,
+        tool_call_ids=answered_call_ids(batch),
+    )
+    return refusal(diagnosis, batch, expected_last_seq, parent_seq, loc=loc)
+
+
+async def _announce_if_followed(db: Database, conversation: uuid.UUID, rows: Sequence[Row]) -> None:
+    # Announced only while some process follows the conversation (its
+    # lease, read under the row lock: chatstore/leases.py).
+    if rows[-1]["followed"]:
+        await announce(db, conversation, rows[-1]["seq"])
 
 
 async def announce(db: Database, conversation: uuid.UUID, seq: int) -> None:

@@ -13,35 +13,40 @@
 -- :parent_seq, or of the active leaf (tail_seq) when it is NULL; 0 starts a
 -- new first message (a root). Each next message is a child of the one
 -- before it, and the batch's last message becomes the active leaf: the
--- batch's messages join the active path (on_path). A branching append
--- (:parent_seq given) runs after lock_conversation in one transaction, so
--- that this statement's snapshot sees every path change committed before
--- it, and is followed in that transaction by leave_active_path (the path's
--- messages after the parent leave it); a plain append changes no stored
--- message's on_path (nothing on the path is after the leaf).
---
--- That update is a statement of its own, not a part of this one, so that
--- this statement's generic plan costs what its custom plans cost: as a
--- part of it, a generic plan priced leaving the path of a whole
--- conversation (~800 against ~40 for the rest, on an analyzed database),
--- so PostgreSQL planned every append anew, about 0.5 ms of server CPU
--- each (tests/test_append_plans.py,
+-- batch's messages join the active path (on_path). A plain append changes
+-- no stored message's on_path (nothing on the path is after the leaf); a
+-- branching append is followed, in its transaction, by leave_active_path
+-- (the path's messages after the parent leave it), a statement of its own
+-- so that this statement's generic plan costs what its custom plans cost
+-- (as a part of it, a generic plan priced leaving the path of a whole
+-- conversation, and PostgreSQL planned every append anew: about 0.5 ms of
+-- server CPU each; tests/test_append_plans.py,
 -- test_an_append_is_planned_once_per_connection_not_per_call).
 --
 -- The conversation row is locked first (FOR UPDATE: a writer that waited
 -- reads the row the previous writer left, so the parent it takes from
 -- tail_seq is that writer's last message), then updated: that reserves seq
--- last_seq+1 .. last_seq+n and moves the counters. Nothing is written
--- unless every rule the database must judge holds:
+-- last_seq+1 .. last_seq+n and moves the counters. This statement judges
+-- what that row decides, and writes nothing unless:
 --   * the conversation exists and belongs to the caller;
 --   * expected_last_seq, when given, is still the active leaf (tail_seq;
---     0 when empty);
+--     0 when empty).
+-- When it does not match, nothing is written and no row comes back; the
+-- store then asks diagnose_append why.
+--
+-- The rules that read the path are judged before it, by diagnose_append,
+-- in the same transaction and after lock_conversation (chatstore/messages.py,
+-- append_rows), so that nothing that changes the path can commit between
+-- the judgement and this statement:
 --   * :parent_seq, when given and not 0, is a message on the active path;
 --   * every tool message answers a tool call of an assistant message on the
 --     new message's path (an active-path message up to the parent), or of
 --     an earlier message of this batch.
--- When it does not match, nothing is written and no row comes back; the
--- store then asks diagnose_append why.
+-- A batch with neither a parent nor a tool message cannot break them, and
+-- stays this one statement. Judged here instead, as subqueries, they cost
+-- every append the setting up of their plans, run or not: 167-170 µs of
+-- executor time an append against 149-150 without them, and twice the
+-- planning (BENCHMARKS.md, "What each part of the schema costs an append").
 --
 -- tool_calls, metadatas and items arrive as text[] of JSON documents: a
 -- driver reads a Python list inside a list as one more array dimension.
@@ -96,65 +101,19 @@ locked AS (
     FOR UPDATE
 ),
 
-allowed AS (
-    -- The locked row, when the append may go ahead.
-    SELECT locked.id, locked.user_id, locked.last_seq, locked.parent_seq, locked.followed
-    FROM locked
-    WHERE (:expected_last_seq::bigint IS NULL OR locked.tail_seq = :expected_last_seq::bigint)
-        AND (
-            locked.parent_seq = 0
-            OR locked.parent_seq = locked.tail_seq
-            OR EXISTS (
-                SELECT 1
-                FROM messages AS parent
-                WHERE parent.conversation_id = locked.id
-                    AND parent.user_id = locked.user_id
-                    AND parent.seq = locked.parent_seq
-                    AND parent.on_path
-            )
-        )
-        AND NOT EXISTS (
-            SELECT 1
-            FROM batch AS t
-            WHERE t.role = 'tool'
-                AND NOT EXISTS (
-                    SELECT 1
-                    FROM message_tool_calls AS stored_call
-                    INNER JOIN messages AS caller
-                        ON stored_call.conversation_id = caller.conversation_id
-                            AND stored_call.seq = caller.seq
-                            AND stored_call.user_id = caller.user_id
-                    WHERE stored_call.conversation_id = locked.id
-                        AND stored_call.user_id = locked.user_id
-                        AND stored_call.call_id = t.tool_call_id
-                        AND caller.on_path
-                        AND caller.seq <= locked.parent_seq
-                )
-                AND NOT EXISTS (
-                    -- A call of an earlier message of the batch: containment,
-                    -- not jsonb_array_elements, whose guess of 100 elements a
-                    -- message made the generic plan look dearer than it is.
-                    SELECT 1
-                    FROM batch AS earlier
-                    WHERE earlier.ord < t.ord
-                        AND earlier.tool_calls
-                        @> jsonb_build_array(jsonb_build_object('id', t.tool_call_id))
-                )
-        )
-),
-
 conversation AS (
     UPDATE conversations AS c
     SET
-        last_seq      = allowed.last_seq + cardinality(:roles::text[]),
-        tail_seq      = allowed.last_seq + cardinality(:roles::text[]),
+        last_seq      = locked.last_seq + cardinality(:roles::text[]),
+        tail_seq      = locked.last_seq + cardinality(:roles::text[]),
         message_count = c.message_count + cardinality(:roles::text[]),
         updated_at    = greatest(c.updated_at, clock_timestamp())
-    FROM allowed
-    WHERE c.id = allowed.id
-        AND c.user_id = allowed.user_id
+    FROM locked
+    WHERE c.id = locked.id
+        AND c.user_id = locked.user_id
+        AND (:expected_last_seq::bigint IS NULL OR locked.tail_seq = :expected_last_seq::bigint)
     RETURNING
-        c.id, c.user_id, allowed.last_seq AS base_seq, allowed.parent_seq, allowed.followed
+        c.id, c.user_id, locked.last_seq AS base_seq, locked.parent_seq, locked.followed
 ),
 
 inserted AS (
@@ -246,11 +205,15 @@ SELECT
 FROM unnest(:conversation_ids::uuid[], :seqs::bigint[]) AS a (conversation_id, seq);
 
 -- name: diagnose_append :one
--- Only after append_messages stored nothing: why. No row when the
--- conversation is not the caller's; tail_seq is what expected_last_seq is
--- compared with; parent_on_path whether :parent_seq (NULL: the leaf; 0: a
--- new root) may be a parent; known_call_ids are the tool_call_ids of the
--- batch that the path up to the parent does have.
+-- Whether, and why not, a batch may be appended: before a branching append
+-- or one with a tool message (after lock_conversation, in its transaction:
+-- the judgement then holds until it commits), and after a plain
+-- append_messages stored nothing. No row when the conversation is not the
+-- caller's; tail_seq is what expected_last_seq is compared with;
+-- parent_on_path whether :parent_seq (NULL: the leaf; 0: a new root) may be
+-- a parent; known_call_ids are the tool_call_ids of the batch that the path
+-- up to the parent does have (chatstore/messages.py, refusal, judges the
+-- batch from them).
 SELECT
     c.tail_seq,
     (
