@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 import pytest
 
 from chatstore import ValidationError
+from chatstore.models import Conversation
 from chatstore.store import ChatStore
 
 WAIT = 10.0
@@ -30,15 +31,21 @@ async def blocked_on_a_lock(store: ChatStore) -> bool:
     return count > 0
 
 
-async def test_a_tool_reply_racing_a_regenerate_is_refused_not_attached_off_its_path(
-    store: ChatStore, user_id: str
-) -> None:
+async def calling(store: ChatStore, user_id: str) -> Conversation:
+    """A conversation of 1 (a question) -> 2 (an assistant calling call_a)."""
     conversation = await store.create_conversation(user_id)
     await store.append_messages(
         user_id,
         conversation.id,
         [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [CALL]}],
     )
+    return conversation
+
+
+async def test_a_tool_reply_racing_a_regenerate_is_refused_not_attached_off_its_path(
+    store: ChatStore, user_id: str
+) -> None:
+    conversation = await calling(store, user_id)
     regenerated = asyncio.Event()
     release = asyncio.Event()
 
@@ -86,12 +93,7 @@ async def test_tool_answers_racing_branch_switches_join_only_paths_holding_their
     # branches, in whatever order the row lock grants them: each answer is
     # stored on a path that holds its call, or refused, never stored where
     # its call is not.
-    conversation = await store.create_conversation(user_id)
-    await store.append_messages(
-        user_id,
-        conversation.id,
-        [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [CALL]}],
-    )
+    conversation = await calling(store, user_id)
     await store.append_messages(
         user_id, conversation.id, [{"role": "assistant", "content": "no tools"}], parent_seq=1
     )
