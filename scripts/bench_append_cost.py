@@ -37,7 +37,7 @@ phases, the cleanup and the report's three tables) in one file, as
 scripts/bench_replicas.py is; split up, its parts would serve nothing else.
 
 Usage (BENCHMARKS.md, "What each part of the schema costs an append"):
-    scripts/bench_append_cost                           # 10 rounds of 5 s phases (~30 min)
+    scripts/bench_append_cost                           # 10 rounds of 5 s phases (~35 min)
     scripts/bench_append_cost --rounds 1 --seconds 1    # a smoke run
     scripts/bench_append_cost --variants no_checks,no_fk  # some variants (and the floor, base)
 """

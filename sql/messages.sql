@@ -46,7 +46,7 @@
 -- stays this one statement. Judged here instead, as subqueries, they cost
 -- every append the setting up of their plans, run or not: 167-170 µs of
 -- executor time an append against 149-150 without them, and twice the
--- planning (BENCHMARKS.md, "What each part of the schema costs an append").
+-- planning (BENCHMARKS.md, "Issue 11's targets: where met, and why not").
 --
 -- tool_calls, metadatas and items arrive as text[] of JSON documents: a
 -- driver reads a Python list inside a list as one more array dimension.
