@@ -20,7 +20,7 @@ async def siblings(
         conversation_id=conversation_uuid(conversation_id, "message"),
         seq=seq_param(seq),
     )
-    found = [Sibling.from_row(row) for row in rows if row["seq"] is not None]
+    found = Sibling.from_rows(row for row in rows if row["seq"] is not None)
     if not found:
         raise NotFound("message")
     return found

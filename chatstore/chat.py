@@ -47,7 +47,7 @@ async def history(
     )
     if not rows:
         raise NotFound("conversation")
-    messages = [Message.from_row(row) for row in rows if row["seq"] is not None]
+    messages = Message.from_rows(row for row in rows if row["seq"] is not None)
     return History(messages, bool(rows[0]["has_more"]))
 
 

@@ -93,7 +93,7 @@ async def page(
     """A page of the conversations not archived, or (``archived``) of the
     archived ones only; a cursor pages within the list it came from."""
     rows, has_more = await _page_rows(db, user_id, limit, cursor, archived)
-    found = [Conversation.from_row(row) for row in rows]
+    found = Conversation.from_rows(rows)
     next_cursor = None
     if has_more:
         last = found[-1]

@@ -100,7 +100,7 @@ async def _append(
     rows = await append_rows(
         db, user_id, conversation, batch, batch_params(batch), expected_last_seq, parent_seq
     )
-    return [Message.from_row(row) for row in rows]
+    return Message.from_rows(rows)
 
 
 async def append_rows(
@@ -263,8 +263,11 @@ async def _page_rows(
     )
     if not rows:
         raise NotFound("conversation")
-    found = [row for row in rows if row["seq"] is not None]
-    return found[:limit], len(found) > limit
+    if rows[0]["seq"] is None:
+        # The conversation's one row, with no message (LEFT JOIN LATERAL):
+        # only an empty page has it.
+        return [], False
+    return rows[:limit], len(rows) > limit
 
 
 async def page(
@@ -278,13 +281,7 @@ async def page(
     before: int | None = None,
 ) -> MessagePage:
     rows, has_more = await _page_rows(db, user_id, conversation_id, limit, order, after, before)
-    data = [Message.from_row(row) for row in rows]
-    return MessagePage(
-        data=data,
-        has_more=has_more,
-        first_seq=data[0].seq if data else None,
-        last_seq=data[-1].seq if data else None,
-    )
+    return MessagePage.of(Message.from_rows(rows), has_more)
 
 
 async def page_json(

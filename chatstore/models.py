@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, Protocol, Self, TypeVar
 
 import orjson
@@ -92,6 +92,18 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
+# Each model's field names: an instance's fields-set is a copy of them
+# (copying a set: 86 ns; building it from the values' keys: 124 ns).
+_field_names: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _names(cls: type[BaseModel]) -> frozenset[str]:
+    names = _field_names.get(cls)
+    if names is None:
+        names = _field_names[cls] = frozenset(cls.model_fields)
+    return names
+
+
 def _trusted(cls: type[M], values: dict[str, Any]) -> M:
     """An instance of ``cls`` from every one of its fields, as the database
     returns them (its CHECK constraints already hold the rules): what
@@ -99,10 +111,28 @@ def _trusted(cls: type[M], values: dict[str, Any]) -> M:
     which cost about 3.7 µs a row (BENCHMARKS.md)."""
     instance: M = _new(cls)
     _set_dict(instance, values)
-    _set_fields_set(instance, set(values))
+    _set_fields_set(instance, set(_names(cls)))
     _set_extra(instance, None)
     _set_private(instance, None)
     return instance
+
+
+def _trusted_rows(
+    cls: type[M], fields_of: Callable[[Row], dict[str, Any]], rows: Iterable[Row]
+) -> list[M]:
+    """``[_trusted(cls, fields_of(row)) for row in rows]``, with the
+    instance built in the loop: a page of 50 messages made 150 Python calls
+    that way, a third of its models' cost (62 against 46 µs a page)."""
+    names = _names(cls)
+    built: list[M] = []
+    for row in rows:
+        instance: M = _new(cls)
+        _set_dict(instance, fields_of(row))
+        _set_fields_set(instance, set(names))
+        _set_extra(instance, None)
+        _set_private(instance, None)
+        built.append(instance)
+    return built
 
 
 _INPUT = ConfigDict(extra="forbid", strict=True)
@@ -261,18 +291,11 @@ class Conversation(BaseModel):
 
     @classmethod
     def from_row(cls, row: Row) -> Conversation:
-        return _trusted(
-            cls,
-            {
-                "id": row["id"],
-                "title": row["title"],
-                "metadata": row["metadata"],
-                "archived": row["archived"],
-                "message_count": row["message_count"],
-                "created_at": row["created_at"],
-                "updated_at": row["updated_at"],
-            },
-        )
+        return _trusted(cls, conversation_json(row))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Row]) -> list[Conversation]:
+        return _trusted_rows(cls, conversation_json, rows)
 
 
 class Message(BaseModel):
@@ -296,24 +319,19 @@ class Message(BaseModel):
     created_at: dt.datetime
 
     @classmethod
-    def from_row(cls, row: Row) -> Message:
+    def from_row(cls, row: Row) -> Self:
         return _trusted(cls, cls.fields_of(row))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Row]) -> list[Self]:
+        return _trusted_rows(cls, cls.fields_of, rows)
 
     @staticmethod
     def fields_of(row: Row) -> dict[str, Any]:
-        calls = row["tool_calls"]
-        return {
-            "conversation_id": row["conversation_id"],
-            "seq": row["seq"],
-            "parent_seq": row["parent_seq"],
-            "role": row["role"],
-            "content": row["content"],
-            "name": row["name"],
-            "tool_calls": None if calls is None else [_tool_call(call) for call in calls],
-            "tool_call_id": row["tool_call_id"],
-            "metadata": row["metadata"],
-            "created_at": row["created_at"],
-        }
+        fields = message_json(row)
+        if fields["tool_calls"] is not None:
+            fields["tool_calls"] = [_tool_call(call) for call in row["tool_calls"]]
+        return fields
 
 
 class Sibling(Message):
@@ -323,9 +341,9 @@ class Sibling(Message):
     # the active leaf.
     on_active_path: bool
 
-    @classmethod
-    def from_row(cls, row: Row) -> Sibling:
-        return _trusted(cls, {**cls.fields_of(row), "on_active_path": row["on_path"]})
+    @staticmethod
+    def fields_of(row: Row) -> dict[str, Any]:
+        return {**Message.fields_of(row), "on_active_path": row["on_path"]}
 
 
 class SiblingList(BaseModel):
@@ -399,7 +417,8 @@ class ItemPage(BaseModel):
 
 
 def message_json(row: Row) -> dict[str, Any]:
-    """What ``Message.from_row(row).model_dump_json()`` holds, as a dict."""
+    """What ``Message.from_row(row).model_dump_json()`` holds, as a dict
+    (and, with its tool calls made models, the model's fields)."""
     calls = row["tool_calls"]
     return {
         "conversation_id": row["conversation_id"],
@@ -425,7 +444,8 @@ def _tool_call_json(call: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def conversation_json(row: Row) -> dict[str, Any]:
-    """What ``Conversation.from_row(row).model_dump_json()`` holds, as a dict."""
+    """What ``Conversation.from_row(row).model_dump_json()`` holds, as a dict
+    (and the model's fields: none of them is a model)."""
     return {
         "id": row["id"],
         "title": row["title"],
@@ -464,6 +484,20 @@ class MessagePage(BaseModel):
     has_more: bool
     first_seq: int | None
     last_seq: int | None
+
+    @classmethod
+    def of(cls, data: list[Message], has_more: bool) -> MessagePage:
+        """The page of ``data``, messages the store has just read: built as
+        they were, without validating the 50 of them again."""
+        return _trusted(
+            cls,
+            {
+                "data": data,
+                "has_more": has_more,
+                "first_seq": data[0].seq if data else None,
+                "last_seq": data[-1].seq if data else None,
+            },
+        )
 
 
 class MessageList(BaseModel):

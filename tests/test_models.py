@@ -827,6 +827,8 @@ def test_a_message_built_from_a_row_is_the_message_validation_would_build() -> N
     validated = Message.model_validate(row)
     assert built == validated
     assert built.model_fields_set == validated.model_fields_set
+    # Each instance has a fields-set of its own (a copy of the model's).
+    assert Message.from_row(row).model_fields_set is not built.model_fields_set
     assert built.model_dump() == validated.model_dump()
     assert built.model_dump_json() == validated.model_dump_json()
     assert built.tool_calls is not None
@@ -835,3 +837,42 @@ def test_a_message_built_from_a_row_is_the_message_validation_would_build() -> N
     built.content = "edited"
     assert built.content == "edited"
     assert built.model_extra is None
+
+
+def test_every_model_built_from_a_row_is_given_every_field() -> None:
+    # _trusted records the model's every field as set: a from_row that left
+    # one out would build an instance missing an attribute that says it
+    # has it.
+    import datetime as dt
+
+    from chatstore.models import Conversation, Message, Sibling
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    message: dict[str, object] = {
+        "conversation_id": uuid.uuid4(),
+        "seq": 1,
+        "parent_seq": None,
+        "role": "user",
+        "content": "hi",
+        "name": None,
+        "tool_calls": None,
+        "tool_call_id": None,
+        "metadata": {},
+        "created_at": now,
+        "on_path": True,
+    }
+    conversation: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "title": None,
+        "metadata": {},
+        "archived": False,
+        "message_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    for built in (
+        Message.from_row(message),
+        Sibling.from_row(message),
+        Conversation.from_row(conversation),
+    ):
+        assert set(vars(built)) == set(type(built).model_fields) == built.model_fields_set
