@@ -418,8 +418,10 @@ class ItemPage(BaseModel):
 
 def message_json(row: Row) -> dict[str, Any]:
     """What ``Message.from_row(row).model_dump_json()`` holds, as a dict
-    (and, with its tool calls made models, the model's fields)."""
+    (and, with its tool calls made models, the model's fields). Metadata
+    NULL is empty: the hot reads send it so (sql/messages.sql)."""
     calls = row["tool_calls"]
+    metadata = row["metadata"]
     return {
         "conversation_id": row["conversation_id"],
         "seq": row["seq"],
@@ -429,7 +431,7 @@ def message_json(row: Row) -> dict[str, Any]:
         "name": row["name"],
         "tool_calls": None if calls is None else [_tool_call_json(call) for call in calls],
         "tool_call_id": row["tool_call_id"],
-        "metadata": row["metadata"],
+        "metadata": {} if metadata is None else metadata,
         "created_at": row["created_at"],
     }
 

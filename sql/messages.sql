@@ -271,10 +271,14 @@ WHERE conversation_id = :conversation_id
 -- planned for an average conversation and sorted the whole of a big one).
 -- Items without a chat-completions form (role NULL, migrations/0013) are
 -- not messages: left out, as by every chat-completions read.
+-- Empty metadata, most messages', comes back as NULL (models.message_json
+-- reads it as {}): the driver then calls no JSON decoder for it, which was
+-- ~20 µs of the client's ~230 for a page of 50.
 SELECT
     c.id AS found,
     m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
-    m.tool_calls, m.tool_call_id, m.metadata, m.created_at
+    m.tool_calls, m.tool_call_id, m.created_at,
+    nullif(m.metadata, '{}') AS metadata
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT
@@ -295,12 +299,13 @@ WHERE c.id = :conversation_id
 ORDER BY m.seq ASC;
 
 -- name: list_messages_desc :many
--- As list_messages_asc, newest first: a backward scan of
--- messages_active_path_idx.
+-- As list_messages_asc (empty metadata as NULL too), newest first: a
+-- backward scan of messages_active_path_idx.
 SELECT
     c.id AS found,
     m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
-    m.tool_calls, m.tool_call_id, m.metadata, m.created_at
+    m.tool_calls, m.tool_call_id, m.created_at,
+    nullif(m.metadata, '{}') AS metadata
 FROM conversations AS c
 LEFT JOIN LATERAL (
     SELECT

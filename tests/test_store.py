@@ -403,6 +403,27 @@ async def test_list_messages_walks_every_message_once_in_either_order(
     assert walked == (expected if order == "asc" else expected[::-1])
 
 
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_a_page_reads_empty_and_set_metadata_back_as_written(
+    store: ChatStore, user_id: str, order: Order
+) -> None:
+    # The page's SQL sends empty metadata as NULL (sql/messages.sql): read
+    # back, it is {} again, a dict of each message's own, beside the set ones.
+    conversation = (await store.create_conversation(user_id)).id
+    written = [{}, {"k": "v"}, {}, {"{}": "{}"}]
+    await store.append_messages(
+        user_id, conversation, [{**user_message(), "metadata": m} for m in written]
+    )
+    page = await store.list_messages(user_id, conversation, order=order)
+    read = [m.metadata for m in page.data]
+    assert read == (written if order == "asc" else written[::-1])
+    assert len({id(m) for m in read}) == len(read)
+    body = json.loads(await store.list_messages_json(user_id, conversation, order=order))
+    assert [m["metadata"] for m in body["data"]] == read
+    for message in page.data:
+        assert message == await store.get_message(user_id, conversation, message.seq)
+
+
 async def test_empty_conversation_lists_no_messages(store: ChatStore, user_id: str) -> None:
     conversation = await conversation_with(store, user_id, 0)
     orders: tuple[Order, ...] = ("asc", "desc")
