@@ -447,11 +447,13 @@ def _tool_call_json(call: Mapping[str, Any]) -> dict[str, Any]:
 
 def conversation_json(row: Row) -> dict[str, Any]:
     """What ``Conversation.from_row(row).model_dump_json()`` holds, as a dict
-    (and the model's fields: none of them is a model)."""
+    (and the model's fields: none of them is a model). Metadata NULL is
+    empty, as in message_json."""
+    metadata = row["metadata"]
     return {
         "id": row["id"],
         "title": row["title"],
-        "metadata": row["metadata"],
+        "metadata": {} if metadata is None else metadata,
         "archived": row["archived"],
         "message_count": row["message_count"],
         "created_at": row["created_at"],

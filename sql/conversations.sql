@@ -19,7 +19,11 @@ WHERE id = :id
 -- the others (:archived); served in order by
 -- conversations_user_archived_activity_idx (migrations/0011). The caller
 -- asks for one row more than the page to learn whether a next page exists.
-SELECT id, title, metadata, archived, message_count, created_at, updated_at
+-- Empty metadata comes back as NULL, as on a page of messages
+-- (list_messages_asc): no JSON decoder is called for it.
+SELECT
+    id, title, archived, message_count, created_at, updated_at,
+    nullif(metadata, '{}') AS metadata
 FROM conversations
 WHERE user_id = :user_id
     AND archived = :archived
@@ -30,8 +34,11 @@ LIMIT :limit;
 -- Next pages: a keyset seek past the cursor's (updated_at, id), so the cost
 -- of a page does not depend on how deep it is. A separate query from the
 -- first page on purpose: "cursor IS NULL OR ..." would stop a generic plan
--- from using the row comparison as an index condition.
-SELECT id, title, metadata, archived, message_count, created_at, updated_at
+-- from using the row comparison as an index condition. Empty metadata as
+-- NULL, as on the first page.
+SELECT
+    id, title, archived, message_count, created_at, updated_at,
+    nullif(metadata, '{}') AS metadata
 FROM conversations
 WHERE user_id = :user_id
     AND archived = :archived

@@ -217,6 +217,28 @@ async def test_conversation_pages_hold_when_updated_at_ties(
     assert walked == sorted(walked, reverse=True)
 
 
+async def test_a_conversation_page_reads_empty_and_set_metadata_back_as_written(
+    store: ChatStore, user_id: str
+) -> None:
+    # The list's SQL sends empty metadata as NULL (sql/conversations.sql):
+    # read back, it is {} again, on the model and the JSON path, first
+    # page and next.
+    written: dict[uuid.UUID, dict[str, str]] = {}
+    for metadata in ({}, {"k": "v"}, {}, {"{}": "{}"}):
+        created = await store.create_conversation(user_id, metadata=metadata)
+        written[created.id] = metadata
+    first = await store.list_conversations(user_id, limit=2)
+    assert first.next_cursor is not None
+    rest = await store.list_conversations(user_id, limit=2, cursor=first.next_cursor)
+    pages = [*first.data, *rest.data]
+    assert {c.id: c.metadata for c in pages} == written
+    assert len({id(c.metadata) for c in pages}) == len(pages)
+    body = json.loads(await store.list_conversations_json(user_id, limit=4))
+    assert {uuid.UUID(c["id"]): c["metadata"] for c in body["data"]} == written
+    for conversation in pages:
+        assert conversation == await store.get_conversation(user_id, conversation.id)
+
+
 async def test_conversation_page_excludes_other_users(
     store: ChatStore, user_id: str, other_user_id: str
 ) -> None:
