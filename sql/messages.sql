@@ -271,9 +271,9 @@ WHERE conversation_id = :conversation_id
 -- planned for an average conversation and sorted the whole of a big one).
 -- Items without a chat-completions form (role NULL, migrations/0013) are
 -- not messages: left out, as by every chat-completions read.
--- Empty metadata, most messages', comes back as NULL (models.message_json
--- reads it as {}): the driver then calls no JSON decoder for it, which was
--- ~20 µs of the client's ~230 for a page of 50.
+-- Empty metadata (most messages have none) comes back as NULL, which
+-- models.message_json reads as {}: the driver then calls no JSON decoder
+-- for it, which was ~20 µs of the client's ~230 for a page of 50.
 SELECT
     c.id AS found,
     m.conversation_id, m.seq, m.parent_seq, m.role, m.content, m.name,
