@@ -20,10 +20,12 @@ from uvicorn.supervisors import Multiprocess
 STARTUP_FAILURE = 3
 
 # CHATSTORE_SERVE_HTTP's values, as uvicorn's http option: httptools with
-# the request head bounded (chatstore/http/head_limit.py), or h11.
+# the request head bounded in size and time (chatstore/http/head_limit.py),
+# or h11 with it bounded in time (chatstore/http/h11_head.py; h11 bounds
+# its size itself).
 HTTP_PROTOCOLS = {
     "httptools": "chatstore.http.head_limit:BoundedHttpToolsProtocol",
-    "h11": "h11",
+    "h11": "chatstore.http.h11_head:BoundedH11Protocol",
 }
 
 

@@ -27,7 +27,8 @@ value; NUL, CR and LF are refused by both) is answered with uvicorn's own
 ``400`` before the app runs, where h11 passed it to the app (a ``401`` for
 a credential). docs/http-api.md, and tests/adversity/test_auth_attacks.py.
 
-It also bounds a request head in time, which neither parser did: a head
+It also bounds a request head in time (chatstore/http/head_bounds.py, as the
+h11 protocol does), which neither parser does by itself: a head
 not complete ``CHATSTORE_HEAD_TIMEOUT_SECONDS`` after its first byte is
 answered ``408`` and the connection closed, and a new connection that has
 sent nothing for that long is closed. Without it, a client that opens
@@ -38,14 +39,12 @@ and a response that takes long (an event stream) is never cut by it.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from chatstore.config import Settings
+from chatstore.http.head_bounds import TIMED_OUT, HeadTimer, head_timeout_seconds, plain_answer
 
 # As h11's limit on an incomplete event and Node.js's on a request head.
 HEAD_LIMIT = 16 * 1024
@@ -56,22 +55,15 @@ _REQUEST_LINE_EXTRA = 12
 _HEADER_LINE_EXTRA = 4
 
 _TOO_LARGE = b"Request head too large."
-_TIMED_OUT = b"Request head not complete in time."
 
 log = logging.getLogger("chatstore.http")
-
-
-@functools.cache
-def head_timeout_seconds() -> float:
-    """CHATSTORE_HEAD_TIMEOUT_SECONDS, read once a process."""
-    return Settings.from_env().head_timeout_seconds
 
 
 class _HeadTooLarge(Exception):
     """Raised from a parser callback to stop parsing a refused request."""
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+class BoundedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
     """``HttpToolsProtocol`` that answers ``431`` to a head over ``HEAD_LIMIT``
     and ``408`` to one not complete within the head timeout."""
 
@@ -85,17 +77,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Whether a message ended during the read being parsed.
         self._message_ended = False
         self._refused = False
-        # Armed from a connection's start and from a head's first byte,
-        # until the head is complete.
-        self._head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         self._message_ended = False
@@ -138,14 +119,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(head_timeout_seconds(), self._head_timed_out)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.transport.is_closing() or not self._head_open:
@@ -157,7 +130,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         elif not self._head_started:
             self.transport.close()  # not a byte of a request: nothing to answer
         else:
-            self._refuse(408, _TIMED_OUT)
+            self._refuse(408, TIMED_OUT)
 
     def _refuse(self, status: int, body: bytes) -> None:
         self._refused = True
@@ -173,17 +146,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # now would land inside that response's body. Closing is all.
             self.transport.close()
             return
-        content = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            content.extend([name, b": ", value, b"\r\n"])
-        content.extend(
-            [
-                b"content-type: text/plain; charset=utf-8\r\n",
-                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
-                b"connection: close\r\n",
-                b"\r\n",
-                body,
-            ]
+        self.transport.write(
+            plain_answer(STATUS_LINE[status], self.server_state.default_headers, body)
         )
-        self.transport.write(b"".join(content))
         self.transport.close()

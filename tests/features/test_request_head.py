@@ -4,6 +4,8 @@ connection gets ``431`` and is closed before the app sees anything; not
 complete within the head timeout, ``408`` (a connection that sent nothing
 is closed). Under both bounds, around large bodies, pipelined requests,
 idle keep-alive connections and long responses, everything is served.
+The head timeout's tests run on h11 too (CHATSTORE_SERVE_HTTP=h11,
+chatstore/http/h11_head.py).
 
 Over raw sockets against a real ``chatstore serve``: every byte on the wire
 is the test's choice, and how the server reads them (in one read or many)
@@ -37,6 +39,23 @@ def server(database: str, settings: Settings) -> Iterator[Server]:
     env = {"CHATSTORE_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT)}
     with running_server(database, settings.auth_secret, **env) as served:
         yield served
+
+
+@pytest.fixture(scope="module")
+def h11_server(database: str, settings: Settings) -> Iterator[Server]:
+    """``chatstore serve`` on h11 (CHATSTORE_SERVE_HTTP=h11), whose head
+    is bounded in time as httptools' is (chatstore/http/h11_head.py)."""
+    env = {"CHATSTORE_HEAD_TIMEOUT_SECONDS": str(HEAD_TIMEOUT), "CHATSTORE_SERVE_HTTP": "h11"}
+    with running_server(database, settings.auth_secret, **env) as served:
+        yield served
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def timed_server(request: pytest.FixtureRequest) -> Server:
+    """Each parser's server, for the head timeout's tests."""
+    fixture = "server" if request.param == "httptools" else "h11_server"
+    served: Server = request.getfixturevalue(fixture)
+    return served
 
 
 @pytest.fixture
@@ -190,12 +209,12 @@ async def test_keep_alive_requests_each_get_their_own_16_kib(server: Server, use
 
 
 async def test_a_request_head_not_complete_within_the_head_timeout_gets_408(
-    server: Server, user: User
+    timed_server: Server, user: User
 ) -> None:
     """A byte every 0.25 s: the head is timed from its first byte, not from
     its last, so dripping does not keep it alive."""
-    head = _get(server, user)
-    dripped = await _drip(server, [bytes([byte]) for byte in head[:-4]], every=0.25)
+    head = _get(timed_server, user)
+    dripped = await _drip(timed_server, [bytes([byte]) for byte in head[:-4]], every=0.25)
     assert dripped.response.status == 408, dripped.response
     assert dripped.response.body == b"Request head not complete in time."
     assert dripped.rest == b""
@@ -203,9 +222,9 @@ async def test_a_request_head_not_complete_within_the_head_timeout_gets_408(
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(
-    server: Server,
+    timed_server: Server,
 ) -> None:
-    reader, writer = await asyncio.open_connection(server.host, server.port)
+    reader, writer = await asyncio.open_connection(timed_server.host, timed_server.port)
     started = time.monotonic()
     try:
         got = await asyncio.wait_for(reader.read(), ANSWER_WITHIN)
@@ -217,25 +236,27 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(
 
 
 async def test_an_idle_keep_alive_connection_is_not_timed_by_the_head_timeout(
-    server: Server, user: User
+    timed_server: Server, user: User
 ) -> None:
     """Between requests uvicorn's keep-alive timeout (5 s) applies: idle
     longer than the head timeout, the connection still serves the next
     request."""
-    data = _get(server, user)
-    responses = await _exchange(server, data, data, expect=2, pause=HEAD_TIMEOUT + 1)
+    data = _get(timed_server, user)
+    responses = await _exchange(timed_server, data, data, expect=2, pause=HEAD_TIMEOUT + 1)
     assert [r.status for r in responses] == [200, 200], responses
 
 
 async def test_a_response_longer_than_the_head_timeout_is_not_cut(
-    server: Server, user: User, store: ChatStore
+    timed_server: Server, user: User, store: ChatStore
 ) -> None:
     """An event stream stays open past the head timeout and still carries
     a message appended after it."""
     conversation = await store.create_conversation(user.user_id, title="long response")
     path = f"/api/conversations/{conversation.id}/events"
     async with (
-        httpx.AsyncClient(base_url=server.base_url, headers=user.headers, timeout=30) as client,
+        httpx.AsyncClient(
+            base_url=timed_server.base_url, headers=user.headers, timeout=30
+        ) as client,
         client.stream("GET", path) as stream,
     ):
         assert stream.status_code == 200
