@@ -109,8 +109,13 @@ conversation AS (
         message_count = c.message_count + cardinality(:roles::text[]),
         updated_at    = greatest(c.updated_at, clock_timestamp())
     FROM locked
-    WHERE c.id = locked.id
-        AND c.user_id = locked.user_id
+    -- The row by its key, as locked found it, not joined on locked's
+    -- columns: on a small table (a new deployment, the benchmark's) the
+    -- join was planned as a hash of the whole table, built on every
+    -- append (tests/test_append_plans.py,
+    -- test_an_append_updates_its_conversation_by_key_not_by_a_join).
+    WHERE c.id = :conversation_id
+        AND c.user_id = :user_id
         AND (:expected_last_seq::bigint IS NULL OR locked.tail_seq = :expected_last_seq::bigint)
     RETURNING
         c.id, c.user_id, locked.last_seq AS base_seq, locked.parent_seq, locked.followed

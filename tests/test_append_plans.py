@@ -194,3 +194,47 @@ async def test_an_append_is_planned_once_per_connection_not_per_call(
         await conn.close()
     assert counts is not None
     assert (counts["custom_plans"], counts["generic_plans"]) == (5, 7)
+
+
+@pytest.mark.parametrize("conversations", [1, 20, 2_000])
+async def test_an_append_updates_its_conversation_by_key_not_by_a_join(
+    empty_database: str, conversations: int
+) -> None:
+    # A new deployment (1 conversation, never analyzed), the benchmark's
+    # shape (20, analyzed), and a bigger one (2,000, analyzed). Joined on
+    # the locked row's columns, the update of the conversation was planned
+    # on a small table as a hash join: a hash of the whole table built on
+    # every append (~80 µs an append at 16 connections on the benchmark's
+    # 66 conversations).
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(
+            'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
+            " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
+            USER,
+        )
+        conversation = await conn.fetchval(
+            "INSERT INTO conversations (user_id)"
+            " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
+            USER,
+            conversations,
+        )
+        if conversations > 1:
+            await conn.execute("ANALYZE")
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            statement = await conn.prepare(f"EXPLAIN (ANALYZE, FORMAT JSON) {APPEND.sql}")
+            text = await statement.fetchval(*APPEND.args(plain_append(conversation)))
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()
+
+    plan = nodes(json.loads(text)[0]["Plan"])
+    assert not [n["Node Type"] for n in plan if "Hash" in n["Node Type"]]
+    updated = [n for n in plan if n["Node Type"] == "ModifyTable" and n["Operation"] == "Update"]
+    assert [(n["Relation Name"], n["Actual Rows"]) for n in updated] == [("conversations", 1)]
+    inserted = [n for n in plan if n["Node Type"] == "ModifyTable" and n["Operation"] == "Insert"]
+    assert any(n.get("Relation Name") == "messages" for n in inserted)
