@@ -1,7 +1,8 @@
 """Database failures turned into chatstore's typed errors, in one place.
 
 A lost or refused connection, a server shutting down or restarting, a pool
-that cannot hand out a connection in time, a statement past its timeout:
+that cannot hand out a connection in time, a statement past its timeout, a
+statement prepared before a migration changed what it returns:
 all mean "not now" to the caller, so they become Unavailable (HTTP 503 with
 Retry-After). Constraint violations that input validation could not foresee
 (a reused tool call id) become ValidationError. Anything else is a bug and
@@ -33,6 +34,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,  # "connection is closed" and friends
     asyncpg.InternalClientError,  # a connection that died idle in the pool (chatstore/pool.py)
+    # A statement prepared before a migration changed its result's types
+    # (0A000 "cached plan must not change result type"; migrations/0017):
+    # asyncpg prepares it again by itself, except inside a transaction,
+    # which the error has broken. It has dropped the pool's cached
+    # statements by then, so the retry works.
+    asyncpg.InvalidCachedStatementError,
 )
 
 

@@ -90,9 +90,15 @@ def _wait_for_advisory_lock(backend: DatabaseBackend) -> None:
         time.sleep(LOCK_POLL_SECONDS)
 
 
-def apply(url: str) -> list[str]:
+def apply(url: str, through: str | None = None) -> list[str]:
+    """Apply the pending migrations in order: all of them, or with
+    ``through`` those up to that one (tests/test_migrations.py applies one
+    migration on its own to watch what it does)."""
     with _locked(url) as backend:
         pending = backend.to_apply(_migrations())
+        if through is not None:
+            ids = [migration.id for migration in pending]
+            pending = pending[: ids.index(through) + 1]
         backend.apply_migrations(pending)
         return [migration.id for migration in pending]
 

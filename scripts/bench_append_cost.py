@@ -39,7 +39,7 @@ scripts/bench_replicas.py is; split up, its parts would serve nothing else.
 Usage (BENCHMARKS.md, "What each part of the schema costs an append"):
     scripts/bench_append_cost                           # 10 rounds of 5 s phases (~35 min)
     scripts/bench_append_cost --rounds 1 --seconds 1    # a smoke run
-    scripts/bench_append_cost --variants no_checks,no_fk  # some variants (and the floor, base)
+    scripts/bench_append_cost --variants table_checks,no_checks  # some (and floor, base)
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ ACTIVITY = (
     "DROP INDEX conversations_activity_idx",
 )
 
-# Every CHECK constraint an append is judged by (messages' and conversations'):
-# PostgreSQL 15 reads each one's stored expression anew for every statement
-# that writes the table (ExecRelCheck's stringToNode), so their cost is per
-# append, not per row.
+# Every rule an append is judged by, on messages and conversations: the
+# tables' CHECK constraints and, since migration 0017, their columns'
+# domains' constraints. PostgreSQL 15 reads each table constraint's stored
+# expression anew for every statement that writes the table (ExecRelCheck's
+# stringToNode), so their cost is per append, not per row.
 DROP_CHECKS = """
 DO $$
 DECLARE
@@ -109,9 +110,21 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', found.rel, found.conname);
     END LOOP;
+    FOR found IN
+        SELECT DISTINCT con.contypid::regtype AS domain, con.conname
+        FROM pg_attribute AS a
+        JOIN pg_constraint AS con ON con.contypid = a.atttypid
+        WHERE a.attrelid IN ('messages'::regclass, 'conversations'::regclass)
+    LOOP
+        EXECUTE format('ALTER DOMAIN %s DROP CONSTRAINT %I', found.domain, found.conname);
+    END LOOP;
 END
 $$
 """
+
+# The schema before migration 0017: every rule a table CHECK constraint, as
+# its rollback puts them back.
+TABLE_CHECKS = (REPO / "migrations" / "0017.rules-as-domains.rollback.sql").read_text()
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,11 @@ VARIANTS = (
         "no_gin_no_activity",
         "without the GIN and without the activity indexes",
         ("DROP INDEX messages_search_idx", *ACTIVITY),
+    ),
+    Variant(
+        "table_checks",
+        "the single-column rules as table CHECK constraints (before migration 0017)",
+        (TABLE_CHECKS,),
     ),
     Variant("no_checks", "without the CHECK constraints", (DROP_CHECKS,)),
     Variant(

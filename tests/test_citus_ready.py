@@ -522,9 +522,13 @@ async def test_0015_makes_the_schema_ready_and_its_rollback_restores_the_old_key
                 )
                 == 1
             )
-            # Every constraint 0015 made NOT VALID was validated; no index is left INVALID.
+            # Every table constraint 0015 made NOT VALID was validated (the
+            # domains' constraints of 0017 stay NOT VALID on purpose: see it);
+            # no index is left INVALID.
             assert (
-                await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE NOT convalidated")
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_constraint WHERE conrelid <> 0 AND NOT convalidated"
+                )
                 == 0
             )
             assert await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0

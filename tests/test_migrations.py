@@ -10,6 +10,7 @@ prove is what the schema itself refuses.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import uuid
@@ -28,6 +29,7 @@ from support.users import make_user
 from chatstore import migrations
 from chatstore.auth import new_id, new_token
 from chatstore.config import Settings
+from chatstore.errors import Unavailable
 from chatstore.messages import batch_params
 from chatstore.models import MessageInput
 from chatstore.resources import migrations_dir
@@ -631,6 +633,55 @@ async def test_schema_refuses_invalid_message(
     )
 
 
+# A domain checks a value when it is written into its column (migrations/0017):
+# an update that breaks a rule is refused as an insert is, by the same name.
+BAD_UPDATES = {
+    "message role outside the set": ("messages", "role = 'robot'", "messages_role_known"),
+    "message name with a space": ("messages", "name = 'Ada Lovelace'", "messages_name_format"),
+    "message metadata a JSON array": (
+        "messages",
+        "metadata = '[]'",
+        "messages_metadata_is_object",
+    ),
+    "message tool_calls an empty array": (
+        "messages",
+        "role = 'assistant', tool_calls = '[]'",
+        "messages_tool_calls_non_empty_array",
+    ),
+    "message item a JSON array": ("messages", "item = '[]'", "messages_item_is_object"),
+    "message role of a tool answer without its call id": (
+        "messages",
+        "role = 'tool'",
+        "messages_tool_call_id_only_and_always_on_tool",
+    ),
+    "conversation title of 201 chars": (
+        "conversations",
+        "title = repeat('t', 201)",
+        "conversations_title_length",
+    ),
+    "conversation metadata a JSON array": (
+        "conversations",
+        "metadata = '[]'",
+        "conversations_metadata_is_object",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_UPDATES.values(), ids=BAD_UPDATES.keys())
+async def test_schema_refuses_an_update_that_breaks_a_rule(
+    raw: asyncpg.Connection[asyncpg.Record], user_id: str, case: tuple[str, str, str]
+) -> None:
+    table, assignment, constraint = case
+    conversation = await new_conversation(raw, user_id)
+    await insert_message(raw, conversation, user_id, {})
+    key = "conversation_id" if table == "messages" else "id"
+    before = await raw.fetchrow(f"SELECT * FROM {table} WHERE {key} = $1", conversation)
+    with pytest.raises(asyncpg.CheckViolationError) as refused:
+        await raw.execute(f"UPDATE {table} SET {assignment} WHERE {key} = $1", conversation)
+    assert refused.value.constraint_name == constraint
+    assert await raw.fetchrow(f"SELECT * FROM {table} WHERE {key} = $1", conversation) == before
+
+
 @dataclass(frozen=True)
 class BadConversation:
     sql: str
@@ -926,3 +977,193 @@ async def test_follow_leases_rollback_drops_the_lease_column_keeps_the_rows_and_
             **batch_params([MessageInput(role="user", content="again")]),
         )
         assert (stored["seq"], stored["followed"]) == (2, False)
+
+
+# -- 0017.rules-as-domains, 0018.validate-two-column-rules -------------------------
+
+RULES_AS_DOMAINS = "0017.rules-as-domains"
+VALIDATE_TWO_COLUMN_RULES = "0018.validate-two-column-rules"
+SWAPPED = ("messages", "conversations")
+
+
+async def storage_and_scans(url: str) -> dict[str, tuple[int, int]]:
+    """Per table of SWAPPED: its file (a rewrite gives it a new one) and the
+    sequential scans of it counted so far (a constraint's validation is one)."""
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT relname, pg_relation_filenode(relid) AS filenode, seq_scan"
+            " FROM pg_stat_user_tables WHERE relname = ANY ($1::text[])",
+            list(SWAPPED),
+        )
+    finally:
+        await conn.close()
+    return {row["relname"]: (row["filenode"], row["seq_scan"]) for row in rows}
+
+
+async def stored_rows(url: str) -> list[tuple[Any, ...]]:
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT seq, role::text, name::text, tool_calls::text, metadata::text, item::text"
+            " FROM messages ORDER BY conversation_id, seq"
+        )
+    finally:
+        await conn.close()
+    return [tuple(row) for row in rows]
+
+
+async def seed_every_kind_of_row(url: str, settings: Settings) -> None:
+    """A chat message with a name and metadata, a tool call and its answer,
+    and a Responses item without a chat form: a row for every rule."""
+    async with ChatStore(url, settings=settings) as store:
+        user_id = (await make_user(store)).user_id
+        conversation = await store.create_conversation(user_id, title="t" * 200)
+        await store.append_messages(
+            user_id,
+            conversation.id,
+            [
+                {"role": "user", "content": "hi", "name": "ada", "metadata": {"k": "v"}},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            ],
+        )
+        await store.add_items(
+            user_id, conversation.id, [{"type": "reasoning", "id": "rs_1", "summary": []}]
+        )
+
+
+async def test_rules_as_domains_neither_rewrites_nor_scans_the_tables_under_its_lock(
+    empty_database: str, settings: Settings
+) -> None:
+    # Up to 0016, with a row of every kind in the tables.
+    await asyncio.to_thread(migrations.apply, empty_database, "0016.follow-leases")
+    await seed_every_kind_of_row(empty_database, settings)
+    rows = await stored_rows(empty_database)
+    # yoyo's connection reports its statistics when it closes, the
+    # migration's scans included.
+    before = await storage_and_scans(empty_database)
+
+    applied = await asyncio.to_thread(migrations.apply, empty_database, RULES_AS_DOMAINS)
+
+    assert applied == [RULES_AS_DOMAINS]
+    # The same files, and not one scan: the ACCESS EXCLUSIVE lock was held
+    # for catalog changes only.
+    assert await storage_and_scans(empty_database) == before
+    conn = await connect(empty_database)
+    try:
+        unvalidated = await conn.fetch(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'messages'::regclass"
+            " AND NOT convalidated ORDER BY conname"
+        )
+        domains = await conn.fetch(
+            "SELECT typname FROM pg_type WHERE typtype = 'd'"
+            " AND typnamespace = 'public'::regnamespace ORDER BY typname"
+        )
+    finally:
+        await conn.close()
+    assert [row["conname"] for row in unvalidated] == [
+        "messages_content_null_only_with_tool_calls",
+        "messages_item_key_only_on_items",
+        "messages_role_or_item",
+        "messages_tool_call_id_only_and_always_on_tool",
+        "messages_tool_calls_only_on_assistant",
+    ]
+    assert [row["typname"] for row in domains] == [
+        "conversations_metadata",
+        "conversations_title",
+        "messages_item",
+        "messages_metadata",
+        "messages_name",
+        "messages_role",
+        "messages_tool_calls",
+    ]
+
+    # 0018 validates them by reading messages, once per rule.
+    assert await apply(empty_database) == [VALIDATE_TWO_COLUMN_RULES]
+    after = await storage_and_scans(empty_database)
+    assert after["messages"] == (before["messages"][0], before["messages"][1] + 5)
+    conn = await connect(empty_database)
+    try:
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_constraint"
+            " WHERE conrelid IN ('messages'::regclass, 'conversations'::regclass)"
+            " AND NOT convalidated"
+        )
+    finally:
+        await conn.close()
+    assert await stored_rows(empty_database) == rows
+
+
+async def test_rules_as_domains_rollback_restores_the_table_constraints_and_up_again_works(
+    empty_database: str, settings: Settings
+) -> None:
+    await asyncio.to_thread(migrations.apply, empty_database, "0016.follow-leases")
+    conn = await connect(empty_database)
+    try:
+        shape_before = await shape(conn, set(SWAPPED))
+    finally:
+        await conn.close()
+    await apply(empty_database)
+    await seed_every_kind_of_row(empty_database, settings)
+    rows = await stored_rows(empty_database)
+    since = len(MIGRATION_IDS) - MIGRATION_IDS.index(RULES_AS_DOMAINS)
+
+    assert (
+        await asyncio.to_thread(migrations.rollback, empty_database, since)
+        == MIGRATION_IDS[-since:][::-1]
+    )
+
+    conn = await connect(empty_database)
+    try:
+        # Every rule a validated table constraint again, under its own name.
+        assert await shape(conn, set(SWAPPED)) == shape_before
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_type WHERE typtype = 'd'"
+            " AND typnamespace = 'public'::regnamespace"
+        )
+    finally:
+        await conn.close()
+    assert await stored_rows(empty_database) == rows
+    assert await apply(empty_database) == MIGRATION_IDS[-since:]
+    assert await stored_rows(empty_database) == rows
+
+
+async def test_a_statement_prepared_before_a_migration_changed_its_types_is_a_retry_not_a_500(
+    empty_database: str, settings: Settings
+) -> None:
+    # A process that prepared its statements before the column types
+    # changed under it (0017's rollback here; 0017 itself for a process of
+    # before it): PostgreSQL refuses to run a prepared statement whose
+    # result type changed. Inside a transaction (a branching append), that
+    # is a retry (503), once; the retry prepares again.
+    await apply(empty_database)
+    one_connection = dataclasses.replace(settings, pool_min_size=1, pool_max_size=1)
+    async with ChatStore(empty_database, settings=one_connection) as store:
+        user_id = (await make_user(store)).user_id
+        conversation = (await store.create_conversation(user_id)).id
+        await store.append_message(user_id, conversation, {"role": "user", "content": "1"})
+        await store.append_message(user_id, conversation, {"role": "user", "content": "2"})
+        since = len(MIGRATION_IDS) - MIGRATION_IDS.index(RULES_AS_DOMAINS)
+        await asyncio.to_thread(migrations.rollback, empty_database, since)
+
+        with pytest.raises(Unavailable):
+            await store.append_message(
+                user_id, conversation, {"role": "user", "content": "3"}, parent_seq=1
+            )
+        branched = await store.append_message(
+            user_id, conversation, {"role": "user", "content": "3"}, parent_seq=1
+        )
+        assert (branched.seq, branched.parent_seq) == (3, 1)
+        page = await store.list_messages(user_id, conversation)
+        assert [m.content for m in page.data] == ["1", "3"]
