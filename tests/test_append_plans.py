@@ -69,6 +69,14 @@ def plain_append(conversation: uuid.UUID) -> dict[str, object]:
     }
 
 
+async def insert_user(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    await conn.execute(
+        'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
+        " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
+        USER,
+    )
+
+
 def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     found = [node]
     for child in node.get("Plans", []):
@@ -83,11 +91,7 @@ async def test_a_plain_append_planned_on_empty_tables_reads_no_messages(
     try:
         # No autovacuum ANALYZE may replan it while the test runs.
         await conn.execute("ALTER TABLE messages SET (autovacuum_enabled = false)")
-        await conn.execute(
-            'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
-            " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
-            USER,
-        )
+        await insert_user(conn)
         conversation = await conn.fetchval(
             "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id", USER
         )
@@ -147,11 +151,7 @@ async def test_an_append_is_planned_once_per_connection_not_per_call(
 ) -> None:
     conn = await asyncpg.connect(empty_database)
     try:
-        await conn.execute(
-            'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
-            " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
-            USER,
-        )
+        await insert_user(conn)
         # The benchmark's shape: a few conversations, one of them long.
         conversations = [
             await conn.fetchval(
@@ -204,15 +204,12 @@ async def test_an_append_updates_its_conversation_by_key_not_by_a_join(
     # shape (20, analyzed), and a bigger one (2,000, analyzed). Joined on
     # the locked row's columns, the update of the conversation was planned
     # on a small table as a hash join: a hash of the whole table built on
-    # every append (~80 µs an append at 16 connections on the benchmark's
-    # 66 conversations).
+    # every append, whose work grows with the table's dead row versions
+    # (BENCHMARKS.md: 8-25 µs an append at c=1 on the benchmark's 66
+    # conversations, each variant on a database of its own).
     conn = await asyncpg.connect(empty_database)
     try:
-        await conn.execute(
-            'INSERT INTO "user" (id, name, email, "emailVerified", "createdAt", "updatedAt")'
-            " VALUES ($1, $1, $1 || '@plans.example', true, now(), now())",
-            USER,
-        )
+        await insert_user(conn)
         conversation = await conn.fetchval(
             "INSERT INTO conversations (user_id)"
             " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
