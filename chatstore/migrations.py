@@ -98,6 +98,8 @@ def apply(url: str, through: str | None = None) -> list[str]:
         pending = backend.to_apply(_migrations())
         if through is not None:
             ids = [migration.id for migration in pending]
+            if through not in ids:
+                raise ValueError(f"migration {through!r} is not pending (pending: {ids})")
             pending = pending[: ids.index(through) + 1]
         backend.apply_migrations(pending)
         return [migration.id for migration in pending]

@@ -187,6 +187,17 @@ async def test_apply_twice_is_a_no_op(empty_database: str) -> None:
     assert await pending(empty_database) == []
 
 
+async def test_apply_through_a_migration_stops_there_and_names_one_not_pending(
+    empty_database: str,
+) -> None:
+    first, second = MIGRATION_IDS[:2]
+    assert await asyncio.to_thread(migrations.apply, empty_database, first) == [first]
+    assert await pending(empty_database) == MIGRATION_IDS[1:]
+    with pytest.raises(ValueError, match=f"migration '{first}' is not pending"):
+        await asyncio.to_thread(migrations.apply, empty_database, first)
+    assert await asyncio.to_thread(migrations.apply, empty_database, second) == [second]
+
+
 async def test_apply_creates_an_index_for_every_access_path(empty_database: str) -> None:
     await apply(empty_database)
     conn = await connect(empty_database)
