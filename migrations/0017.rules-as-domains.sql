@@ -8,9 +8,9 @@
 -- again (ExecRelCheck: stringToNode, then ExecPrepareExpr), whatever the
 -- number of rows: messages' single-column rules on every insert, and
 -- conversations' on the update of its conversation that every append
--- makes, although that update never touches a title or metadata. A domain's constraints are
--- parsed once a session and kept in its type cache, and are checked only
--- on a value written into the column. Measured on chatstore's own append
+-- makes, although that update never touches a title or metadata. A
+-- domain's constraints are parsed once a session and kept in its type
+-- cache, and are checked only on a value written into the column. Measured on chatstore's own append
 -- (scripts/bench_append_cost, variant table_checks, which puts the table
 -- constraints back): 36 µs less an append on one connection, 12 µs less
 -- server CPU at 16 (BENCHMARKS.md, "The rules the database itself
@@ -42,13 +42,15 @@
 --     the table, which blocks every append, for the whole scan.
 -- One transaction: there is no moment without a rule.
 --
--- Older chatstore processes still serving: their prepared statements that
--- return one of these columns now return its domain, and PostgreSQL
--- refuses to run a prepared statement whose result type changed ("cached
--- plan must not change result type", 0A000). asyncpg prepares such a
--- statement again by itself outside a transaction; inside one, chatstore
--- answers 503 with Retry-After (chatstore/dberrors.py), once per
--- statement and connection.
+-- Run it with no older chatstore process serving, as 0013: a statement a
+-- process prepared before it that returns one of these columns now
+-- returns its domain, and PostgreSQL refuses to run a prepared statement
+-- whose result type changed ("cached plan must not change result type",
+-- 0A000). asyncpg prepares it again by itself outside a transaction;
+-- inside one, a chatstore of before this migration answers 500, once per
+-- statement and connection. From this release on it answers 503 with
+-- Retry-After (chatstore/dberrors.py), for this migration's rollback and
+-- for the migrations to come.
 -- squawk-ignore-file ban-drop-constraint
 -- (each rule dropped here is added back below, in this transaction: as a
 -- domain's constraint, or NOT VALID on the table)

@@ -1154,10 +1154,11 @@ async def test_a_statement_prepared_before_a_migration_changed_its_types_is_a_re
     empty_database: str, settings: Settings
 ) -> None:
     # A process that prepared its statements before the column types
-    # changed under it (0017's rollback here; 0017 itself for a process of
-    # before it): PostgreSQL refuses to run a prepared statement whose
-    # result type changed. Inside a transaction (a branching append), that
-    # is a retry (503), once; the retry prepares again.
+    # changed under it (0017's rollback here, or any later migration that
+    # changes a column's type): PostgreSQL refuses to run a prepared
+    # statement whose result type changed. Inside a transaction (a
+    # branching append), that is a retry (503), once; the retry prepares
+    # again.
     await apply(empty_database)
     one_connection = dataclasses.replace(settings, pool_min_size=1, pool_max_size=1)
     async with ChatStore(empty_database, settings=one_connection) as store:
