@@ -10,11 +10,11 @@
 -- conversations' on the update of its conversation that every append
 -- makes, although that update never touches a title or metadata. A
 -- domain's constraints are parsed once a session and kept in its type
--- cache, and are checked only on a value written into the column. Measured on chatstore's own append
--- (scripts/bench_append_cost, variant table_checks, which puts the table
--- constraints back): 36 µs less an append on one connection, 12 µs less
--- server CPU at 16 (BENCHMARKS.md, "The rules the database itself
--- enforces").
+-- cache, and are checked only on a value written into the column.
+-- Measured on chatstore's own append (scripts/bench_append_cost, variant
+-- table_checks, which puts the table constraints back): 36 µs less an
+-- append on one connection, 12 µs less server CPU at 16 (BENCHMARKS.md,
+-- "The rules the database itself enforces").
 --
 -- Each domain is its column's, named table_column, and its constraint
 -- keeps the name the table constraint had: a violation is still SQLSTATE
