@@ -999,9 +999,21 @@ SWAPPED = ("messages", "conversations")
 
 async def storage_and_scans(url: str) -> dict[str, tuple[int, int]]:
     """Per table of SWAPPED: its file (a rewrite gives it a new one) and the
-    sequential scans of it counted so far (a constraint's validation is one)."""
+    sequential scans of it counted so far (a constraint's validation is one),
+    once every other session on the database has ended: a session reports
+    its statistics on its way out, before it leaves pg_stat_activity."""
     conn = await connect(url)
     try:
+        for _ in range(200):
+            others = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            if not others:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("another session stayed on the database")
         rows = await conn.fetch(
             "SELECT relname, pg_relation_filenode(relid) AS filenode, seq_scan"
             " FROM pg_stat_user_tables WHERE relname = ANY ($1::text[])",
