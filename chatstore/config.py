@@ -155,6 +155,11 @@ class Settings:
     # the app where httptools answers 400 (docs/http-api.md, "Errors").
     serve_loop: str = "auto"
     serve_http: str = "httptools"
+    # Plain appends: at most this many append statements of a process run
+    # at once; appends that arrive while they all run go together, in one
+    # statement and one commit, in the next (chatstore/appends.py). 0: no
+    # limit, every append a statement of its own.
+    append_statements: int = 2
     # Event streams (…/events) one user may hold open at once on a process.
     max_streams_per_user: int = 8
     # Streamed responses (exports) take their connection from a pool of
@@ -216,6 +221,7 @@ class Settings:
             log_format=check_format(env.get("CHATSTORE_LOG_FORMAT") or "text"),
             serve_loop=_choice(env, "CHATSTORE_SERVE_LOOP", SERVE_LOOPS),
             serve_http=_choice(env, "CHATSTORE_SERVE_HTTP", SERVE_HTTP),
+            append_statements=_int(env, "CHATSTORE_APPEND_STATEMENTS", 2),
             max_streams_per_user=_int(env, "CHATSTORE_MAX_STREAMS_PER_USER", 8, minimum=1),
             stream_pool_size=_int(env, "CHATSTORE_STREAM_POOL_SIZE", 4, minimum=1),
             max_exports_per_user=_int(env, "CHATSTORE_MAX_EXPORTS_PER_USER", 2, minimum=1),

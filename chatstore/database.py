@@ -42,6 +42,7 @@ import asyncpg
 
 from chatstore import replicas as replication
 from chatstore.announcer import Announcer
+from chatstore.appends import Appends
 from chatstore.config import Settings
 from chatstore.dberrors import translate_errors
 from chatstore.errors import ChatStoreError, Unavailable
@@ -166,6 +167,13 @@ class Database:
         # Live-update announcements, sent after their commits in batches
         # (chatstore/announcer.py; messages.announce adds to it).
         self.announcer = Announcer(self._announce)
+        # Plain appends, gathered into one statement while this process's
+        # append statements are all busy (chatstore/appends.py).
+        self.appends = Appends(
+            self._primary_many,
+            statements=settings.append_statements,
+            search_config=settings.search_config,
+        )
 
     async def open(self) -> None:
         if self._pool is None:
@@ -192,7 +200,9 @@ class Database:
             await self.replicas.open(self._pool_executor)
 
     async def close(self) -> None:
-        # Announcements still to go out get their chance on the open pool.
+        # Gathered appends under way, and announcements still to go out,
+        # get their chance on the open pool.
+        await self.appends.close()
         await self.announcer.close()
         if self.replicas is not None:
             await self.replicas.close()
@@ -308,8 +318,15 @@ class Database:
             _read_replica.reset(token)
         return await work()
 
-    async def _wrote(self) -> None:
-        """Record the LSN of a write that just committed (replicas only)."""
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this task has a transaction open (transaction())."""
+        return _transaction_connection.get() is not None
+
+    async def wrote(self) -> None:
+        """Record the LSN of a write that just committed (replicas only):
+        for a write run outside this task's queries (a gathered append,
+        chatstore/appends.py); one() and the rest record theirs."""
         if self.replicas is None:
             return
         scope = replication.current()
@@ -348,7 +365,7 @@ class Database:
                 finally:
                     _after_commit.reset(actions_token)
                     _transaction_connection.reset(token)
-        await self._wrote()  # committed
+        await self.wrote()  # committed
         # Committed (an exception skips this: a rolled-back transaction has
         # nothing to announce).
         for action in actions.values():
@@ -375,6 +392,12 @@ class Database:
         else:
             await _run_after_commit(action)
 
+    async def _primary_many(self, name: str, params: dict[str, Any]) -> list[asyncpg.Record]:
+        # On the primary's pool directly: never a transaction, and the
+        # commit LSN recorded by each caller (wrote()), not here.
+        assert self._pool_executor is not None, "ChatStore is not open"
+        return await Runner(self.queries, self._pool_executor).many(name, **params)
+
     async def _announce(self, conversation_ids: list[uuid.UUID], seqs: list[int]) -> None:
         # On the primary's pool directly: never a replica (NOTIFY is the
         # primary's), never a transaction, and no commit LSN to record.
@@ -392,7 +415,7 @@ class Database:
     async def _after(self, name: str) -> None:
         """A write outside a transaction has committed: record its LSN."""
         if self._writes.get(name) and _transaction_connection.get() is None:
-            await self._wrote()
+            await self.wrote()
 
     async def one(self, name: str, /, **params: object) -> asyncpg.Record | None:
         row = await self._runner(name).one(name, **params)

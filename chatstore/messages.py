@@ -119,49 +119,56 @@ async def append_rows(
     chat-completions message (None for an item without that form,
     chatstore/items.py), which the refusal is worked out from; ``loc``
     names the list and the field a refused tool answer is reported at."""
-    if parent_seq is not None or any(m is not None and m.role == "tool" for m in batch):
-        # A branching append moves the active path, and a tool message's
-        # call must be on the path it joins: both are judged under the row
-        # lock, before the append (sql/messages.sql, append_messages), so
-        # that no path change (switch, regenerate, another append) commits
-        # in between.
-        async with db.transaction():
-            if not await lock(db, user_id, conversation):
-                raise NotFound("conversation")
-            refused = await _refusal(
-                db, user_id, conversation, batch, expected_last_seq, parent_seq, loc
-            )
-            if refused is not None:
-                raise refused
+    if parent_seq is None and not any(m is not None and m.role == "tool" for m in batch):
+        # A plain append reads no path: one statement that locks inside
+        # itself, gathered with others' while this process's append
+        # statements are busy (chatstore/appends.py); in the caller's
+        # transaction, that transaction's.
+        if db.in_transaction:
             rows = await _append_statement(
-                db, user_id, conversation, expected_last_seq, parent_seq, params
+                db, user_id, conversation, expected_last_seq, None, params
             )
-            if not rows:  # pragma: no cover - judged under the lock just now
-                raise SeqConflict(expected_last_seq or 0, -1)
-            if parent_seq is not None:
-                # The path after the new parent leaves it (a statement of
-                # its own: sql/messages.sql, append_messages).
-                await db.execrows(
-                    "leave_active_path",
-                    user_id=user_id,
-                    conversation_id=conversation,
-                    parent_seq=parent_seq,
-                    first_new_seq=rows[0]["seq"],
-                )
-            await _announce_if_followed(db, conversation, rows)
-            return rows
-    # A plain append reads no path: one statement that locks inside itself.
-    # A second attempt only when nothing explains the first refusal (the
-    # leaf moved back to expected_last_seq in between).
-    for _attempt in range(2):
-        rows = await _append_statement(db, user_id, conversation, expected_last_seq, None, params)
+        else:
+            rows = await db.appends.append(user_id, conversation, expected_last_seq, params)
+            await db.wrote()
         if rows:
             await _announce_if_followed(db, conversation, rows)
             return rows
-        refused = await _refusal(db, user_id, conversation, batch, expected_last_seq, None, loc)
+        # Nothing written: the conversation is not the caller's, or
+        # expected_last_seq is not its leaf, or another writer holds its
+        # row (the statement skips a locked row rather than wait with a
+        # connection that others' appends may need). Judged below, after
+        # the lock.
+    # A branching append moves the active path, and a tool message's call
+    # must be on the path it joins: both are judged under the row lock,
+    # before the append (sql/messages.sql, append_messages), so that no
+    # path change (switch, regenerate, another append) commits in between.
+    # A plain append that found the row held waits for it here.
+    async with db.transaction():
+        if not await lock(db, user_id, conversation):
+            raise NotFound("conversation")
+        refused = await _refusal(
+            db, user_id, conversation, batch, expected_last_seq, parent_seq, loc
+        )
         if refused is not None:
             raise refused
-    raise SeqConflict(expected_last_seq or 0, -1)  # pragma: no cover - needs a third race
+        rows = await _append_statement(
+            db, user_id, conversation, expected_last_seq, parent_seq, params
+        )
+        if not rows:  # pragma: no cover - judged under the lock just now
+            raise SeqConflict(expected_last_seq or 0, -1)
+        if parent_seq is not None:
+            # The path after the new parent leaves it (a statement of its
+            # own: sql/messages.sql, append_messages).
+            await db.execrows(
+                "leave_active_path",
+                user_id=user_id,
+                conversation_id=conversation,
+                parent_seq=parent_seq,
+                first_new_seq=rows[0]["seq"],
+            )
+        await _announce_if_followed(db, conversation, rows)
+        return rows
 
 
 async def _refusal(

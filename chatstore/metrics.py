@@ -57,6 +57,13 @@ LISTEN_RECONNECTS = Counter(
     "Times the process's LISTEN connection (live updates) was lost and re-made.",
     registry=REGISTRY,
 )
+APPENDS_PER_STATEMENT = Histogram(
+    "chatstore_appends_per_statement",
+    "Plain appends each append statement carried: 1 alone, more when appends that waited "
+    "for a free statement went together (chatstore/appends.py).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=REGISTRY,
+)
 IDEMPOTENT_REPLAYS = Counter(
     "chatstore_idempotent_replays",
     "Requests answered from a stored response because their Idempotency-Key was used before.",

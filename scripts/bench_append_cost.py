@@ -13,7 +13,10 @@ process only (``null_tsv_queries``); nothing in sql/ is modified.
 Each round runs every variant, in an order that rotates from round to round
 (and is reversed every other round): a pool of 16, a 1 s warm-up at c=16,
 then ``--seconds`` of one-message appends at c=1 and at c=16 (worker w of c
-writes to conversations w, w+c, ...: peerworker's appender). Each phase
+writes to conversations w, w+c, ...: peerworker's appender), chatstore with
+every append a statement of its own (append_statements=0: no gathering,
+chatstore/appends.py), so that a variant's figures are what the schema
+costs one append's statement. Each phase
 measures appends per second; the server's CPU per append (utime + stime,
 from /proc, of the database's backends and the WAL writer: on a server of
 this machine only); WAL bytes per append (the LSN difference); and, when the
@@ -214,19 +217,21 @@ NULL_TSV = (
 
 
 def null_tsv_queries(queries: Queries) -> Queries:
-    """chatstore's queries with append_messages storing a NULL search_vector."""
-    query = queries["append_messages"]
-    text = (sql_dir() / query.file).read_text("utf-8-sig")
-    if text.count(TSV) != 1:
+    """chatstore's queries with the append statements (append_messages and
+    append_messages_together) storing a NULL search_vector."""
+    names = ("append_messages", "append_messages_together")
+    file = queries[names[0]].file
+    text = (sql_dir() / file).read_text("utf-8-sig")
+    if text.count(TSV) != len(names):
         raise SystemExit(
-            f"sql/{query.file}: append_messages no longer computes search_vector as "
+            f"sql/{file}: the append statements no longer compute search_vector as "
             "scripts/bench_append_cost.py expects: update its TSV."
         )
-    changed = {q.name: q for q in parse_sql(text.replace(TSV, NULL_TSV), query.file)}
-    modified = changed[query.name]
-    if modified.params != query.params:
-        raise SystemExit(f"sql/{query.file}: the NULL search_vector edit changed the parameters")
-    return Queries(modified if name == query.name else queries[name] for name in queries)
+    changed = {q.name: q for q in parse_sql(text.replace(TSV, NULL_TSV), file)}
+    for name in names:
+        if changed[name].params != queries[name].params:
+            raise SystemExit(f"sql/{file}: the NULL search_vector edit changed {name}'s parameters")
+    return Queries(changed[name] if name in names else queries[name] for name in queries)
 
 
 def say(line: str) -> None:
@@ -329,7 +334,11 @@ async def open_peer(variant: Variant, dsn: str) -> Store:
         floor.pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
         return floor
     chatstore = Chatstore()
-    settings = Settings(database_url=dsn, pool_min_size=POOL, pool_max_size=POOL)
+    # Every append a statement of its own (no gathering, chatstore/appends.py):
+    # what the schema costs one append's statement, whatever arrives with it.
+    settings = Settings(
+        database_url=dsn, pool_min_size=POOL, pool_max_size=POOL, append_statements=0
+    )
     store = ChatStore(dsn, settings=settings)
     if variant.null_tsv:
         store.db.queries = null_tsv_queries(store.db.queries)

@@ -23,16 +23,22 @@
 -- server CPU each; tests/test_append_plans.py,
 -- test_an_append_is_planned_once_per_connection_not_per_call).
 --
--- The conversation row is locked first (FOR UPDATE: a writer that waited
--- reads the row the previous writer left, so the parent it takes from
--- tail_seq is that writer's last message), then updated: that reserves seq
+-- The conversation row is locked first, then updated: that reserves seq
 -- last_seq+1 .. last_seq+n and moves the counters. This statement judges
 -- what that row decides, and writes nothing unless:
 --   * the conversation exists and belongs to the caller;
 --   * expected_last_seq, when given, is still the active leaf (tail_seq;
---     0 when empty).
+--     0 when empty);
+--   * no other transaction holds the row (SKIP LOCKED): the statement never
+--     waits for a lock, so a plain append holds its connection, and its
+--     place among the process's append statements (chatstore/appends.py),
+--     only for its own work. A row it locks is the newest version (READ
+--     COMMITTED follows the row's updates), so the parent it takes from
+--     tail_seq is the previous writer's last message.
 -- When it does not match, nothing is written and no row comes back; the
--- store then asks diagnose_append why.
+-- store then takes the row lock in a transaction (lock_conversation, which
+-- waits for the writer before it), judges why with diagnose_append, and
+-- runs this statement again under that lock, which it already holds.
 --
 -- The rules that read the path are judged before it, by diagnose_append,
 -- in the same transaction and after lock_conversation (chatstore/messages.py,
@@ -68,7 +74,9 @@
 -- read, after the lease, sees the message; if the lease committed first,
 -- FOR UPDATE returns the leased version of the row (READ COMMITTED locks
 -- and returns the newest version of a row, not the snapshot's), so this
--- append sees the lease and is announced.
+-- append sees the lease and is announced; while the lease holds the row,
+-- this statement skips it, and the store runs it again once
+-- lock_conversation has waited for the lease's commit.
 WITH batch AS (
     SELECT
         b.ord, b.role, b.content, b.name, b.tool_calls, b.tool_call_id, b.metadata, b.item,
@@ -98,7 +106,7 @@ locked AS (
     FROM conversations AS c
     WHERE c.id = :conversation_id
         AND c.user_id = :user_id
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 ),
 
 conversation AS (
@@ -174,6 +182,139 @@ SELECT
 FROM inserted
 CROSS JOIN conversation
 ORDER BY inserted.seq;
+
+-- name: append_messages_together :many
+-- Several plain appends, each to its own conversation, in one statement
+-- (chatstore/appends.py gathers appends that arrive while one is under way):
+-- each is what append_messages with no :parent_seq does to its conversation,
+-- all commit together, and the statement's fixed costs (the round trip, the
+-- executor's start, the commit and its WAL flush) are paid once for all of
+-- them instead of once each. An append whose conversation is not its
+-- caller's, or whose :expected_last_seq is no longer the leaf, gets no row
+-- and writes nothing, as in append_messages; the others are written.
+--
+-- :conversation_ids, :user_ids and :expected_last_seqs hold one element per
+-- append (its ordinal is the append's number), no conversation twice;
+-- :appends (each message's append number), :positions (1, 2, ... within its
+-- append) and the column arrays of append_messages one element per message,
+-- an append's messages in order.
+--
+-- A conversation another transaction holds is skipped (SKIP LOCKED, as in
+-- append_messages): its append gets no row, and its caller waits for the
+-- lock on its own. The statement never waits for a row lock, so one busy
+-- conversation never holds the appends gathered with it.
+WITH appended AS (
+    SELECT a.ord, a.conversation_id, a.user_id, a.expected_last_seq, a.message_count
+    FROM unnest(
+            :conversation_ids::uuid[],
+            :user_ids::text[],
+            :expected_last_seqs::bigint[],
+            :message_counts::bigint[]
+        ) WITH ORDINALITY AS a (conversation_id, user_id, expected_last_seq, message_count, ord)
+),
+
+batch AS (
+    SELECT
+        b.append, b.position, b.role, b.content, b.name, b.tool_calls, b.tool_call_id,
+        b.metadata, b.item, b.item_key
+    FROM unnest(
+            :appends::bigint[],
+            :positions::bigint[],
+            :roles::text[],
+            :contents::text[],
+            :names::text[],
+            :tool_calls::text[]::jsonb[],
+            :tool_call_ids::text[],
+            :metadatas::text[]::jsonb[],
+            :items::text[]::jsonb[],
+            :item_keys::text[]
+        ) AS b (
+            append, position, role, content, name, tool_calls, tool_call_id, metadata, item,
+            item_key
+        )
+),
+
+locked AS (
+    SELECT
+        c.id,
+        c.user_id,
+        c.last_seq,
+        c.tail_seq,
+        appended.ord AS append,
+        appended.expected_last_seq,
+        appended.message_count,
+        coalesce(c.followed_until > now(), FALSE) AS followed
+    FROM appended
+    INNER JOIN conversations AS c
+        ON appended.conversation_id = c.id
+            AND appended.user_id = c.user_id
+    FOR UPDATE OF c SKIP LOCKED
+),
+
+conversation AS (
+    UPDATE conversations AS c
+    SET
+        last_seq      = locked.last_seq + locked.message_count,
+        tail_seq      = locked.last_seq + locked.message_count,
+        message_count = c.message_count + locked.message_count,
+        updated_at    = greatest(c.updated_at, clock_timestamp())
+    FROM locked
+    WHERE c.id = locked.id
+        AND c.user_id = locked.user_id
+        AND (locked.expected_last_seq IS NULL OR locked.tail_seq = locked.expected_last_seq)
+    RETURNING
+        c.id, c.user_id, locked.append, locked.last_seq AS base_seq,
+        locked.tail_seq AS parent_seq, locked.followed
+),
+
+inserted AS (
+    -- search_vector as in append_messages.
+    INSERT INTO messages
+    (
+        conversation_id, seq, user_id, role, content, name,
+        tool_calls, tool_call_id, metadata, item, item_key, search_vector, parent_seq, on_path
+    )
+    SELECT
+        conversation.id, conversation.base_seq + batch.position AS seq, conversation.user_id,
+        batch.role, batch.content, batch.name,
+        batch.tool_calls, batch.tool_call_id, batch.metadata, batch.item, batch.item_key,
+        to_tsvector(
+            :search_config::regconfig, chatstore_search_text(batch.content)
+        ) AS search_vector,
+        CASE
+            WHEN batch.position = 1 THEN nullif(conversation.parent_seq, 0)
+            ELSE conversation.base_seq + batch.position - 1
+        END AS parent_seq,
+        TRUE AS on_path
+    FROM conversation
+    INNER JOIN batch ON conversation.append = batch.append
+    RETURNING
+        conversation_id, seq, user_id, parent_seq, role, content, name,
+        tool_calls, tool_call_id, metadata, item, item_key, created_at
+),
+
+calls AS (
+    -- As in append_messages: a reused call id fails the whole statement
+    -- (chatstore/appends.py then appends each alone, so that only the
+    -- append that reused it is refused).
+    INSERT INTO message_tool_calls (conversation_id, call_id, seq, user_id)
+    SELECT
+        inserted.conversation_id, tool_call.value ->> 'id' AS call_id, inserted.seq,
+        inserted.user_id
+    FROM inserted
+    CROSS JOIN LATERAL jsonb_array_elements(inserted.tool_calls) AS tool_call (value)
+    WHERE inserted.tool_calls IS NOT NULL
+)
+
+SELECT
+    conversation.append,
+    inserted.conversation_id, inserted.seq, inserted.parent_seq, inserted.role,
+    inserted.content, inserted.name, inserted.tool_calls, inserted.tool_call_id,
+    inserted.metadata, inserted.item, inserted.item_key, inserted.created_at,
+    conversation.followed
+FROM inserted
+INNER JOIN conversation ON inserted.conversation_id = conversation.id
+ORDER BY conversation.append, inserted.seq;
 
 -- name: leave_active_path :execrows
 -- After a branching append (append_messages with :parent_seq given, in the

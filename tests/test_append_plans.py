@@ -235,3 +235,84 @@ async def test_an_append_updates_its_conversation_by_key_not_by_a_join(
     assert [(n["Relation Name"], n["Actual Rows"]) for n in updated] == [("conversations", 1)]
     inserted = [n for n in plan if n["Node Type"] == "ModifyTable" and n["Operation"] == "Insert"]
     assert any(n.get("Relation Name") == "messages" for n in inserted)
+
+
+TOGETHER = Database.queries["append_messages_together"]
+
+
+def gathered_appends(conversations: list[uuid.UUID], text: str) -> dict[str, object]:
+    # The arrays as chatstore/appends.py builds them: one plain message each.
+    each = batch_params([MessageInput(role="user", content=text)])
+    count = len(conversations)
+    return {
+        "conversation_ids": conversations,
+        "user_ids": [USER] * count,
+        "expected_last_seqs": [None] * count,
+        "message_counts": [1] * count,
+        "appends": list(range(1, count + 1)),
+        "positions": [1] * count,
+        "search_config": "simple",
+        **{column: values * count for column, values in each.items()},
+    }
+
+
+@pytest.mark.parametrize("conversations", [20, 2_000])
+async def test_gathered_appends_are_planned_once_and_reach_conversations_by_key(
+    empty_database: str, conversations: int
+) -> None:
+    # The benchmark's shape (20 conversations) and a bigger one, analyzed:
+    # the gathered statement is planned generically after its five custom
+    # plans, like append_messages, and reads no message. On the bigger
+    # table it reaches each conversation through the primary key; on the
+    # small one PostgreSQL hashes the table instead (cheaper than 8 index
+    # probes, it judges), once for the whole statement: never a scan for
+    # each append.
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await insert_user(conn)
+        ids = [
+            row["id"]
+            for row in await conn.fetch(
+                "INSERT INTO conversations (user_id)"
+                " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
+                USER,
+                conversations,
+            )
+        ]
+        await conn.execute("ANALYZE")
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            statement = await conn.prepare(TOGETHER.sql)
+            for n in range(12):
+                some = ids[n : n + 2 + n % 7]
+                rows = await statement.fetch(*TOGETHER.args(gathered_appends(some, f"call {n}")))
+                assert [row["append"] for row in rows] == list(range(1, len(some) + 1))
+            counts = await conn.fetchrow(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement = $1",
+                TOGETHER.sql,
+            )
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            explain = await conn.prepare(f"EXPLAIN (ANALYZE, FORMAT JSON) {TOGETHER.sql}")
+            text = await explain.fetchval(*TOGETHER.args(gathered_appends(ids[-8:], "planned")))
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()
+    assert counts is not None
+    assert (counts["custom_plans"], counts["generic_plans"]) == (5, 7)
+
+    plan = nodes(json.loads(text)[0]["Plan"])
+    scans = [
+        (n["Node Type"], n.get("Index Name"), n.get("Actual Loops"))
+        for n in plan
+        if n.get("Relation Name") == "conversations" and "Scan" in n["Node Type"]
+    ]
+    if conversations > 20:
+        assert scans == [("Index Scan", "conversations_pkey", 8)] * 2, scans
+    else:
+        assert scans and all(loops == 1 for _, _, loops in scans), scans
+    assert all(n.get("Relation Name") != "messages" for n in plan if "Scan" in n["Node Type"])
+    updated = [n for n in plan if n["Node Type"] == "ModifyTable" and n["Operation"] == "Update"]
+    assert [(n["Relation Name"], n["Actual Rows"]) for n in updated] == [("conversations", 8)]

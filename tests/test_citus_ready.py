@@ -236,7 +236,14 @@ async def test_migrated_schema_is_ready_for_citus(database: str) -> None:
 DISTRIBUTED_TABLES = {"conversations", "messages", "message_tool_calls", "idempotency_keys"}
 # Queries that read every user's rows on purpose (docs/scaling.md, "What does not
 # route to one shard"): tests/test_sql.py's OWNER_FILTER_EXCEPTIONS.
-MULTI_SHARD = {"delete_idle_conversations", "idle_conversations", "purge_expired_idempotency_keys"}
+MULTI_SHARD = {
+    "delete_idle_conversations",
+    "idle_conversations",
+    "purge_expired_idempotency_keys",
+    # Several callers' appends, gathered (chatstore/appends.py): on Citus,
+    # CHATSTORE_APPEND_STATEMENTS=0 sends each alone, routed.
+    "append_messages_together",
+}
 CONDITIONS = ("Index Cond", "Recheck Cond", "Filter", "Join Filter", "Hash Cond", "Merge Cond")
 
 

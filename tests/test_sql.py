@@ -132,8 +132,10 @@ def test_owner_filter_rule_covers_the_chat_queries() -> None:
 )
 def test_chat_query_filters_by_owner(name: str) -> None:
     query = QUERIES[name]
-    # The caller's identity is a parameter, and the text uses the owner column.
-    assert "user_id" in query.params, f"{name} takes no :user_id"
+    # The caller's identity is a parameter (:user_ids in a statement that
+    # carries several callers' writes, one owner for each: append_messages_together,
+    # tests/features/test_gathered_appends.py), and the text uses the owner column.
+    assert {"user_id", "user_ids"} & set(query.params), f"{name} takes no :user_id"
     assert re.search(r"\buser_id\b", code_only(query.sql)), f"{name} never names user_id"
 
 
