@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
@@ -333,6 +334,36 @@ async def test_read_your_writes_under_concurrent_load(
     print(
         f"reads after their own write: {served[0]:g} by the replica, {served[1]:g} by the primary"
     )
+
+
+def gathered() -> tuple[float, float]:
+    """Append statements so far, and the appends they carried."""
+    count = metrics.REGISTRY.get_sample_value("chatstore_appends_per_statement_count")
+    total = metrics.REGISTRY.get_sample_value("chatstore_appends_per_statement_sum")
+    return count or 0.0, total or 0.0
+
+
+async def test_read_your_writes_after_gathered_appends(replicated: ChatStore, person: User) -> None:
+    """Appends to 20 conversations at once, so that most wait and go
+    together in one statement (chatstore/appends.py), run outside their
+    callers' tasks: each caller still reads its own write."""
+    await until(lambda: replica_of(replicated).serving)
+    conversations = [(await replicated.create_conversation(person.user_id)).id for _ in range(20)]
+    statements, appends = gathered()
+
+    async def python_client(n: int, conversation: uuid.UUID) -> bool:
+        stored = await replicated.append_message(
+            person.user_id, conversation, {"role": "user", "content": f"gathered {n}"}
+        )
+        got = await replicated.get_message(person.user_id, conversation, stored.seq)
+        return got.content == f"gathered {n}"
+
+    for _ in range(3):
+        outcomes = await asyncio.gather(*(python_client(n, c) for n, c in enumerate(conversations)))
+        assert all(outcomes)
+    after = gathered()
+    assert after[1] - appends == 60
+    assert after[0] - statements < 60  # some statements carried several appends
 
 
 async def test_a_paused_replica_sends_newer_reads_to_the_primary_and_is_reported_lagging(
