@@ -62,18 +62,6 @@ MAX_MESSAGES = 512
 # database layer (chatstore/database.py): its name and its parameters.
 Run = Callable[[str, dict[str, Any]], Awaitable[Sequence[Row]]]
 
-# The columns of an append's messages, one array each (messages.batch_params).
-COLUMNS = (
-    "roles",
-    "contents",
-    "names",
-    "tool_calls",
-    "tool_call_ids",
-    "metadatas",
-    "items",
-    "item_keys",
-)
-
 
 class _Alone(Exception):
     """The gathered statement failed as a whole: append alone."""
@@ -238,7 +226,9 @@ class Appends:
             "positions": [position for w in batch for position in range(1, w.size + 1)],
             "search_config": self._search_config,
         }
-        for column in COLUMNS:
+        # Each column's array (messages.batch_params: the same columns for
+        # every append), the appends' one after the other.
+        for column in batch[0].params:
             params[column] = [value for w in batch for value in w.params[column]]
         return params
 
