@@ -130,7 +130,10 @@ async def append_rows(
             )
         else:
             rows = await db.appends.append(user_id, conversation, expected_last_seq, params)
-            await db.wrote()
+            if rows:
+                # Run outside this task's queries: its commit LSN is
+                # recorded here, for this caller's reads (replicas).
+                await db.wrote()
         if rows:
             await _announce_if_followed(db, conversation, rows)
             return rows
