@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable
 
 import pytest
+from support.databases import lock_waiters
 
 from chatstore import ValidationError
 from chatstore.models import Conversation
@@ -24,11 +25,7 @@ CALL = {"id": "call_a", "type": "function", "function": {"name": "f", "arguments
 
 
 async def blocked_on_a_lock(store: ChatStore) -> bool:
-    count: int = await store.pool.fetchval(
-        """SELECT count(*) FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-    )
-    return count > 0
+    return await lock_waiters(store.pool) > 0
 
 
 async def calling(store: ChatStore, user_id: str) -> Conversation:

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from support.app import app_client
 from support.contract import assert_error, assert_status
+from support.databases import lock_waiters
 from support.users import User, new_key
 
 from chatstore import chat_turn, idempotency
@@ -570,7 +571,7 @@ async def test_an_event_stream_starts_from_before_its_200_whenever_its_follower_
         ) as follower:
             assert follower.status_code == 200
             for _ in range(int(PATIENCE_SECONDS * 100)):  # the follower waits for the lock
-                if await lock_waiters(store):
+                if await lock_waiters(store.pool):
                     break
                 await asyncio.sleep(0.01)
             else:
@@ -578,14 +579,6 @@ async def test_an_event_stream_starts_from_before_its_200_whenever_its_follower_
             await held.aclose()  # commits
             seen = await read_events(follower.aiter_lines(), 1)
     assert [(d["seq"], d["content"]) for _, d in seen] == [(1, "committed after the 200")]
-
-
-async def lock_waiters(store: ChatStore) -> int:
-    count: int = await store.pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return count
 
 
 async def idle_in_transaction(store: ChatStore) -> int:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from support.databases import lock_waiters
 from support.users import User
 
 from chatstore import events
@@ -113,11 +114,7 @@ async def until(condition: Callable[[], Awaitable[bool] | bool]) -> None:
 
 
 async def a_backend_waits_on_a_lock(store: ChatStore) -> bool:
-    waiting = await store.pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    return bool(waiting)
+    return await lock_waiters(store.pool) > 0
 
 
 async def not_announced(

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
+from support.databases import until_a_session_waits_on_a_lock
 from support.users import MakeUser
 
 from chatstore.config import Settings
@@ -152,23 +153,13 @@ async def test_a_held_conversation_holds_no_other_appends(
                 PATIENCE_SECONDS,
             )
             assert all(isinstance(m, Message) for m in stored)
-        await until_an_append_waits_on_a_lock(store)
+        await until_a_session_waits_on_a_lock(store.pool, PATIENCE_SECONDS, "the held append")
         assert not waiting.done()
         await transaction.commit()
     finally:
         await holder.close()
     appended = await asyncio.wait_for(waiting, PATIENCE_SECONDS)
     assert (appended.conversation_id, appended.seq) == (held, 1)
-
-
-async def until_an_append_waits_on_a_lock(store: ChatStore) -> None:
-    deadline = asyncio.get_running_loop().time() + PATIENCE_SECONDS
-    while not await store.pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    ):
-        assert asyncio.get_running_loop().time() < deadline, "the held append never waited"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_caller_cancelled_in_line_writes_nothing(

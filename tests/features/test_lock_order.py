@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
+from support.databases import until_a_session_waits_on_a_lock
 from support.users import User, new_key
 
 from chatstore import chat_turn, idempotency, messages, turn_claim
@@ -43,21 +44,6 @@ def deletes(
     }
 
 
-async def until_a_backend_waits_on_a_lock(store: ChatStore) -> None:
-    """Until some session of this database is blocked on a lock (the
-    delete, behind the paused writer)."""
-    deadline = asyncio.get_running_loop().time() + PATIENCE_SECONDS
-    while True:
-        waiting = await store.pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        assert asyncio.get_running_loop().time() < deadline, "the delete never waited"
-        await asyncio.sleep(0.02)
-
-
 class Pause:
     """Holds a writer at one point until the test lets it go."""
 
@@ -78,7 +64,7 @@ class Pause:
         async def delete_while_paused() -> object:
             await asyncio.wait_for(self.reached.wait(), PATIENCE_SECONDS)
             deleting: asyncio.Task[object] = asyncio.create_task(delete())
-            await until_a_backend_waits_on_a_lock(store)
+            await until_a_session_waits_on_a_lock(store.pool, PATIENCE_SECONDS, "the delete")
             self.go.set()
             return await deleting
 
