@@ -77,6 +77,19 @@ async def insert_user(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     )
 
 
+async def insert_conversations(
+    conn: asyncpg.Connection[asyncpg.Record], count: int
+) -> list[uuid.UUID]:
+    """``count`` empty conversations of USER, their ids in order."""
+    rows = await conn.fetch(
+        "INSERT INTO conversations (user_id)"
+        " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
+        USER,
+        count,
+    )
+    return [row["id"] for row in rows]
+
+
 def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     found = [node]
     for child in node.get("Plans", []):
@@ -92,9 +105,7 @@ async def test_a_plain_append_planned_on_empty_tables_reads_no_messages(
         # No autovacuum ANALYZE may replan it while the test runs.
         await conn.execute("ALTER TABLE messages SET (autovacuum_enabled = false)")
         await insert_user(conn)
-        conversation = await conn.fetchval(
-            "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id", USER
-        )
+        (conversation,) = await insert_conversations(conn, 1)
         statement = await conn.prepare(APPEND.sql)
         literals = []
         for parameter, value in zip(
@@ -153,12 +164,7 @@ async def test_an_append_is_planned_once_per_connection_not_per_call(
     try:
         await insert_user(conn)
         # The benchmark's shape: a few conversations, one of them long.
-        conversations = [
-            await conn.fetchval(
-                "INSERT INTO conversations (user_id) VALUES ($1) RETURNING id", USER
-            )
-            for _ in range(20)
-        ]
+        conversations = await insert_conversations(conn, 20)
         long = conversations[0]
         await conn.execute(
             "INSERT INTO messages (conversation_id, seq, user_id, role, content, parent_seq)"
@@ -210,12 +216,7 @@ async def test_an_append_updates_its_conversation_by_key_not_by_a_join(
     conn = await asyncpg.connect(empty_database)
     try:
         await insert_user(conn)
-        conversation = await conn.fetchval(
-            "INSERT INTO conversations (user_id)"
-            " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
-            USER,
-            conversations,
-        )
+        conversation, *_ = await insert_conversations(conn, conversations)
         if conversations > 1:
             await conn.execute("ANALYZE")
         transaction = conn.transaction()
@@ -270,15 +271,7 @@ async def test_gathered_appends_are_planned_once_and_reach_conversations_by_key(
     conn = await asyncpg.connect(empty_database)
     try:
         await insert_user(conn)
-        ids = [
-            row["id"]
-            for row in await conn.fetch(
-                "INSERT INTO conversations (user_id)"
-                " SELECT $1 FROM generate_series(1, $2::integer) RETURNING id",
-                USER,
-                conversations,
-            )
-        ]
+        ids = await insert_conversations(conn, conversations)
         await conn.execute("ANALYZE")
         transaction = conn.transaction()
         await transaction.start()
