@@ -401,9 +401,8 @@ class Database:
     async def _announce(self, conversation_ids: list[uuid.UUID], seqs: list[int]) -> None:
         # On the primary's pool directly: never a replica (NOTIFY is the
         # primary's), never a transaction, and no commit LSN to record.
-        assert self._pool_executor is not None, "ChatStore is not open"
-        await Runner(self.queries, self._pool_executor).many(
-            "announce_messages", conversation_ids=conversation_ids, seqs=seqs
+        await self._primary_many(
+            "announce_messages", {"conversation_ids": conversation_ids, "seqs": seqs}
         )
 
     def _runner(self, name: str) -> Runner:
