@@ -26,6 +26,7 @@ from .database import (
     reset_statements,
     statement_stats,
 )
+from .diskprobe import DiskProbe
 from .plan import FULL, QUICK, Plan
 from .seed import Fixture, seed
 from .stats import Summary, compare
@@ -194,6 +195,10 @@ async def bench(
         doc["floor"] = {"reset_on_release": resets}
         pool = await api.floor_pool(db.dsn, settings, reset=resets)
         floor = api.Floor(pool, settings.search_config)
+        # The disk's flush times beside the HTTP runs' latencies (diskprobe.py).
+        folder = await db.flush_folder()
+        probe = None if folder is None else DiskProbe(folder).start()
+        doc["disk_probe"] = str(folder) if folder is not None else None
         try:
             async with ChatStore(db.dsn, settings=settings) as store:
                 await api.check_same_work(store, floor, fixture)
@@ -223,6 +228,7 @@ async def bench(
                     logs,
                     client=client,
                     profile_seconds=plan.http_duration if args.profile else 0,
+                    probe=probe,
                 )
                 doc["http"] = httpbench.to_json(found)
                 doc["failures"].extend(found.failures)
@@ -235,11 +241,13 @@ async def bench(
                 print(f"peers, HTTP ({client}) ...", flush=True)
                 peer_url, peer_data = await http_peer_seed
                 found_http = await httppeers.run(
-                    peer_url, peer_data, db.dsn, fixture, plan, logs, client
+                    peer_url, peer_data, db.dsn, fixture, plan, logs, client, probe
                 )
                 doc["http_peers"] = found_http
                 doc["failures"].extend(found_http["failures"])
         finally:
+            if probe is not None:
+                probe.stop()
             await pool.close()
     finally:
         if peer_run is not None:

@@ -111,6 +111,25 @@ class BenchDatabase:
         finally:
             await connection.close()
 
+    async def flush_folder(self) -> Path | None:
+        """A writable folder on the database's disk, for the disk probe
+        (diskprobe.py): the throwaway cluster's own folder, or, for a given
+        server on this machine, the folder above its data directory. None
+        when the server is elsewhere (its disk cannot be probed from here)."""
+        if self.folder is not None:
+            return self.folder
+        if urlsplit(self.server_url).hostname not in ("127.0.0.1", "localhost", "::1", None):
+            return None
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            data = await connection.fetchval("SHOW data_directory")
+        except asyncpg.PostgresError:  # not allowed to read it (no pg_read_all_settings)
+            return None
+        finally:
+            await connection.close()
+        parent = Path(data).parent
+        return parent if parent.is_dir() and os.access(parent, os.W_OK) else None
+
     async def drop(self) -> None:
         """Drop the database we created on a given server."""
         if self.given_url is None or not self.dsn:

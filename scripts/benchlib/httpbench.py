@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from . import profile as profiling
 from .api import Floor
+from .diskprobe import DiskProbe, Flushes, flush_note
 from .plan import Plan
 from .seed import Fixture
 from .server import RssSampler, Server, cpu_seconds, status_kb
@@ -51,6 +52,7 @@ class HttpResult:
     ratio: float
     target: float | None
     warmup_non2xx: int
+    flushes: Flushes | None  # the disk's flushes during the run (None: not probed)
 
 
 @dataclass
@@ -190,6 +192,7 @@ async def run(
     *,
     client: str,
     profile_seconds: int,
+    probe: DiskProbe | None = None,
 ) -> HttpReport:
     report = HttpReport(client=client)
     workloads = http_workloads(fixture, floor)
@@ -205,6 +208,7 @@ async def run(
                 warm = await asyncio.to_thread(
                     _load, client, server.port, workload.requests, connections, plan.http_warmup
                 )
+                started = DiskProbe.now()
                 with RssSampler(pids) as sampler:
                     load = await asyncio.to_thread(
                         _load,
@@ -226,6 +230,7 @@ async def run(
                     ratio=load.throughput / floor_run.throughput if floor_run.throughput else 0,
                     target=workload.target,
                     warmup_non2xx=warm.non2xx + warm.socket_errors,
+                    flushes=None if probe is None else probe.window(started),
                 )
                 report.results.append(result)
                 bad = load.non2xx + load.socket_errors + result.warmup_non2xx
@@ -235,10 +240,11 @@ async def run(
                         f"{load.socket_errors} socket errors, {result.warmup_non2xx} in the "
                         f"warm-up {load.detail or warm.detail}"
                     )
+                flushes = "" if result.flushes is None else flush_note(result.flushes.to_json())
                 print(
                     f"  http {workers}w {workload.key}: {load.throughput:,.0f} req/s "
                     f"(floor {floor_run.throughput:,.0f}/s, x{result.ratio:.2f}), "
-                    f"p99 {load.p99_ms:.1f} ms, non-2xx {load.non2xx}"
+                    f"p99 {load.p99_ms:.1f} ms{flushes}, non-2xx {load.non2xx}"
                 )
             report.memory.append(
                 WorkerMemory(
@@ -394,6 +400,7 @@ def to_json(report: HttpReport) -> dict[str, Any]:
                 "ratio": round(r.ratio, 3),
                 "target": r.target,
                 "warmup_non2xx": r.warmup_non2xx,
+                "disk_flushes": None if r.flushes is None else r.flushes.to_json(),
             }
             for r in report.results
         ],

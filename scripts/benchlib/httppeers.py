@@ -36,6 +36,7 @@ from chatstore.auth import new_id, new_token
 from chatstore.embedded import free_port
 
 from .database import with_database
+from .diskprobe import DiskProbe
 from .peerstores import text_of
 from .plan import Plan
 from .seed import Fixture
@@ -299,6 +300,7 @@ async def run(
     plan: Plan,
     logs: Path,
     client: str,
+    probe: DiskProbe | None = None,
 ) -> dict[str, Any]:
     peer = PeerServer(peer_url, logs / "peer-fastapi.log")
     chatstore = Server(dsn, 1, logs / "serve-peers.log")
@@ -320,6 +322,7 @@ async def run(
         for workload in plans["chatstore"]:
             title = plans["chatstore"][workload][0]
             loads: dict[str, list[LoadResult]] = {name: [] for name in sides}
+            spans: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
             # --quick: no warm-up and one run each (a smoke run, not numbers).
             for name in [] if plan.quick else sides:
                 warm = await asyncio.to_thread(
@@ -330,6 +333,7 @@ async def run(
             order = list(sides)
             for round_ in range(1 if plan.quick else 2):
                 for name in order if round_ % 2 == 0 else order[::-1]:
+                    started = DiskProbe.now()
                     loads[name].append(
                         await asyncio.to_thread(
                             _load,
@@ -340,8 +344,12 @@ async def run(
                             plan.http_peer_duration,
                         )
                     )
+                    spans[name].append((started, DiskProbe.now()))
             found = {name: _combine(loads[name]) for name in sides}
             for name, result in found.items():
+                result["disk_flushes"] = (
+                    None if probe is None else probe.during(spans[name]).to_json()
+                )
                 if result["non2xx"] or result["socket_errors"]:
                     doc["failures"].append(
                         f"HTTP peers {workload} on {name}: {result['non2xx']} non-2xx, "

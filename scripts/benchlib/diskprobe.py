@@ -1,0 +1,137 @@
+"""How long the database's disk takes to flush, while the HTTP runs run.
+
+Every acknowledged append waits for its commit's WAL flush (an fdatasync).
+When the disk holds one flush for 200 ms, the appends of all 16 connections
+wait those 200 ms, whatever the server above does. The GETs flush nothing
+and do not see it. A 10 s run at 2,500 requests/s has 250 requests in its
+slowest 1%, so about 16 such stalls put the POST p99 at their length.
+
+On this project's shared cloud machines such stalls come from the disk
+itself: flushes of up to a second were seen with the machine idle, and a
+CHECKPOINT forced in the middle of a POST run did not cause them
+(BENCHMARKS.md). The probe puts them in the same run as the latencies they
+explain. A thread writes 8 KiB to a file beside the database's data
+directory and fdatasyncs it every 50 ms, recording how long each flush
+took; each run's window then reports the flushes that overlapped it.
+
+The probe's own load (20 flushes of 8 KiB a second) is small beside the
+thousands of commits a second it watches.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EVERY_SECONDS = 0.05
+BLOCK = b"\0" * 8192
+SLOTS = 128  # the file cycles over this many blocks: 1 MiB, never growing
+SLOW_MS = 50.0  # a flush this long holds an append past the p99 target alone
+
+
+@dataclass(frozen=True, slots=True)
+class Flushes:
+    """The flushes that overlapped one window."""
+
+    count: int
+    p99_ms: float
+    max_ms: float
+    slow: int  # flushes of SLOW_MS or more
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "p99_ms": round(self.p99_ms, 1),
+            "max_ms": round(self.max_ms, 1),
+            "slow": self.slow,
+        }
+
+
+def summarize(latencies_ms: list[float]) -> Flushes:
+    if not latencies_ms:
+        return Flushes(0, 0.0, 0.0, 0)
+    ordered = sorted(latencies_ms)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return Flushes(len(ordered), p99, ordered[-1], sum(1 for x in ordered if x >= SLOW_MS))
+
+
+class DiskProbe:
+    """A background thread flushing a small file in ``folder`` (on the
+    database's filesystem). ``now()`` and ``window(since)`` bound a run."""
+
+    def __init__(self, folder: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix="chatstore-bench-flush-", dir=folder)
+        self._fd = fd
+        self._path = Path(name)
+        # (monotonic start, monotonic end) of every flush; appended by the
+        # thread only, read under the lock.
+        self._flushes: list[tuple[float, float]] = []
+        self._flushing: float | None = None  # the start of the flush under way
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def start(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        os.close(self._fd)
+        self._path.unlink(missing_ok=True)
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    def window(self, since: float) -> Flushes:
+        """The flushes that overlapped [since, now]."""
+        return self.during([(since, time.monotonic())])
+
+    def during(self, spans: list[tuple[float, float]]) -> Flushes:
+        """The flushes that overlapped any of the (start, end) spans, each once."""
+        with self._lock:
+            flushes = list(self._flushes)
+            flushing = self._flushing
+        now = time.monotonic()
+        found = [(b - a) * 1000 for a, b in flushes if any(b >= s and a <= e for s, e in spans)]
+        if flushing is not None and any(flushing <= e for _, e in spans):
+            # Still flushing now: at least this long so far.
+            found.append((now - flushing) * 1000)
+        return summarize(found)
+
+    def _run(self) -> None:
+        block = 0
+        while not self._stop.is_set():
+            os.pwrite(self._fd, BLOCK, block * len(BLOCK))
+            block = (block + 1) % SLOTS
+            started = time.monotonic()
+            with self._lock:
+                self._flushing = started
+            os.fdatasync(self._fd)  # releases the GIL: the bench's loop goes on
+            ended = time.monotonic()
+            with self._lock:
+                self._flushing = None
+                self._flushes.append((started, ended))
+            self._stop.wait(EVERY_SECONDS)
+
+
+def describe(flushes: dict[str, Any] | None) -> str:
+    """A saved window (``Flushes.to_json``) for the tables: its longest flush."""
+    if not flushes or not flushes.get("count"):
+        return "-"
+    slow = f", {flushes['slow']} >= {SLOW_MS:.0f}" if flushes["slow"] else ""
+    return f"{flushes['max_ms']:.0f}{slow}"
+
+
+def flush_note(flushes: dict[str, Any] | None) -> str:
+    """After a p99 in the targets: the disk's longest flush in the same runs."""
+    if not flushes or not flushes.get("count"):
+        return ""
+    return f" (disk flush max {flushes['max_ms']:.0f} ms)"
