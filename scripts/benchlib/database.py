@@ -47,6 +47,7 @@ SETTINGS = (
     "random_page_cost",
     "jit",
     "shared_preload_libraries",
+    "track_wal_io_timing",
 )
 
 
@@ -76,6 +77,10 @@ class BenchDatabase:
         cluster = Cluster.create(self.folder / "pgdata")
         self.cluster = cluster
         cluster.start()
+        # The WAL flushes' time in pg_stat_wal (diskprobe.py reads it per
+        # HTTP run): a clock read around each write and flush.
+        cluster.psql("ALTER SYSTEM SET track_wal_io_timing = on")
+        cluster.psql("SELECT pg_reload_conf()")
         # pg_stat_statements needs a preload, hence a restart. It tells where
         # the server's share of each operation's time goes.
         try:

@@ -6,13 +6,16 @@ wait those 200 ms, whatever the server above does. The GETs flush nothing
 and do not see it. A 10 s run at 2,500 requests/s has 250 requests in its
 slowest 1%, so about 16 such stalls put the POST p99 at their length.
 
-On this project's shared cloud machines such stalls come from the disk
-itself: flushes of up to a second were seen with the machine idle, and a
-CHECKPOINT forced in the middle of a POST run did not cause them
-(BENCHMARKS.md). The probe puts them in the same run as the latencies they
-explain. A thread writes 8 KiB to a file beside the database's data
-directory and fdatasyncs it every 50 ms, recording how long each flush
-took; each run's window then reports the flushes that overlapped it.
+The disks of this project's shared cloud machines stall on their own:
+flushes of up to a second were seen with the machine idle (BENCHMARKS.md).
+The probe puts the disk's flushes in the same run as the latencies they
+may explain. A thread writes 8 KiB to a file beside the database's data
+directory and fdatasyncs it every 50 ms, recording how long each write and
+flush took; each run's window then reports the flushes that overlapped it.
+PostgreSQL's own count and time of its WAL flushes in the same window
+(``pg_stat_wal`` with ``track_wal_io_timing``, which the bench's throwaway
+cluster turns on) say how much of the run the server spent flushing: the
+probe samples the disk, these are the flushes the commits waited for.
 
 The probe's own load (20 flushes of 8 KiB a second) is small beside the
 thousands of commits a second it watches.
@@ -27,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 EVERY_SECONDS = 0.05
 BLOCK = b"\0" * 8192
@@ -109,11 +114,13 @@ class DiskProbe:
     def _run(self) -> None:
         block = 0
         while not self._stop.is_set():
-            os.pwrite(self._fd, BLOCK, block * len(BLOCK))
-            block = (block + 1) % SLOTS
+            # The write is timed with the flush, as a commit's are: the kernel
+            # may hold a write back while too much of its cache is dirty.
             started = time.monotonic()
             with self._lock:
                 self._flushing = started
+            os.pwrite(self._fd, BLOCK, block * len(BLOCK))
+            block = (block + 1) % SLOTS
             os.fdatasync(self._fd)  # releases the GIL: the bench's loop goes on
             ended = time.monotonic()
             with self._lock:
@@ -130,8 +137,59 @@ def describe(flushes: dict[str, Any] | None) -> str:
     return f"{flushes['max_ms']:.0f}{slow}"
 
 
-def flush_note(flushes: dict[str, Any] | None) -> str:
-    """After a p99 in the targets: the disk's longest flush in the same runs."""
-    if not flushes or not flushes.get("count"):
-        return ""
-    return f" (disk flush max {flushes['max_ms']:.0f} ms)"
+def describe_wal(wal: dict[str, Any] | None) -> str:
+    """A saved ``WalSyncs.to_json`` for the tables: mean flush, share of the run."""
+    if not wal or not wal.get("count"):
+        return "-"
+    return f"{wal['mean_ms']:.2f} ({wal['share']:.0%})"
+
+
+def flush_note(flushes: dict[str, Any] | None, wal: dict[str, Any] | None = None) -> str:
+    """After a p99 in the targets: the disk's longest flush in the same runs,
+    and PostgreSQL's mean WAL flush."""
+    found = []
+    if flushes and flushes.get("count"):
+        found.append(f"disk flush max {flushes['max_ms']:.0f} ms")
+    if wal and wal.get("count"):
+        found.append(f"WAL flush mean {wal['mean_ms']:.2f} ms")
+    return f" ({'; '.join(found)})" if found else ""
+
+
+@dataclass(frozen=True, slots=True)
+class WalSyncs:
+    """pg_stat_wal's flush counters at one moment (cluster-wide), or their
+    difference over a window (``at``: the window's wall time, then)."""
+
+    count: int
+    ms: float
+    at: float  # monotonic seconds
+
+    def __sub__(self, before: WalSyncs) -> WalSyncs:
+        return WalSyncs(self.count - before.count, self.ms - before.ms, self.at - before.at)
+
+    def __add__(self, other: WalSyncs) -> WalSyncs:
+        return WalSyncs(self.count + other.count, self.ms + other.ms, self.at + other.at)
+
+    def to_json(self) -> dict[str, Any]:
+        """A window's flushes: how many, their mean, and the share of the
+        window's wall time they took."""
+        return {
+            "count": self.count,
+            "mean_ms": round(self.ms / self.count, 3) if self.count else 0.0,
+            "share": round(self.ms / (self.at * 1000), 3) if self.at > 0 else 0.0,
+        }
+
+
+async def wal_syncs(dsn: str) -> WalSyncs | None:
+    """None unless the server times its WAL flushes (track_wal_io_timing)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        if await connection.fetchval("SHOW track_wal_io_timing") != "on":
+            return None
+        row = await connection.fetchrow("SELECT wal_sync, wal_sync_time FROM pg_stat_wal")
+    except asyncpg.PostgresError:  # before PostgreSQL 14: no pg_stat_wal
+        return None
+    finally:
+        await connection.close()
+    assert row is not None
+    return WalSyncs(int(row["wal_sync"]), float(row["wal_sync_time"]), time.monotonic())

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from . import peerreport
-from .diskprobe import describe, flush_note
+from .diskprobe import describe, describe_wal, flush_note
 
 # The task's targets (measured and reported, never asserted).
 API_RATIO = 0.9
@@ -81,7 +81,8 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
         found.append(
             {
                 "target": f"HTTP {r['workload']} ({r['workers']}w): p99 < {HTTP_P99_MS:.0f} ms",
-                "value": f"{r['p99_ms']:.1f} ms{flush_note(r.get('disk_flushes'))}",
+                "value": f"{r['p99_ms']:.1f} ms"
+                + flush_note(r.get("disk_flushes"), r.get("wal_syncs")),
                 "met": r["p99_ms"] < HTTP_P99_MS,
             }
         )
@@ -214,6 +215,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     else f"{r['target']}x: {_mark(r['ratio'] >= r['target'])}",
                     _mark(r["p99_ms"] < HTTP_P99_MS),
                     describe(r.get("disk_flushes")),
+                    describe_wal(r.get("wal_syncs")),
                 ]
             )
         out.append(
@@ -230,6 +232,7 @@ def markdown(doc: dict[str, Any]) -> str:
                     "ratio target",
                     f"p99 < {HTTP_P99_MS:.0f} ms",
                     "disk flush max ms",
+                    "WAL flush mean ms (share of run)",
                 ],
                 rows,
             )
@@ -238,7 +241,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "\nfloor c16: the same statement from 16 tasks on the raw asyncpg pool, measured "
             "right before the HTTP run. Disk flush max: the longest fdatasync of a file on the "
             "database's disk during the run (scripts/benchlib/diskprobe.py, one every 50 ms), "
-            "and how many took 50 ms or more; every append's commit waits for one.\n"
+            "and how many took 50 ms or more; every append's commit waits for one. WAL flush: "
+            "PostgreSQL's own (pg_stat_wal), their mean and the share of the run they took.\n"
         )
 
     if http.get("memory") or http.get("export"):
