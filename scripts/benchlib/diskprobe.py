@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import asyncpg
@@ -67,7 +68,7 @@ def summarize(latencies_ms: list[float]) -> Flushes:
 
 class DiskProbe:
     """A background thread flushing a small file in ``folder`` (on the
-    database's filesystem). ``now()`` and ``window(since)`` bound a run."""
+    database's filesystem); ``during`` the runs' spans (``Watch``)."""
 
     def __init__(self, folder: Path) -> None:
         fd, name = tempfile.mkstemp(prefix="chatstore-bench-flush-", dir=folder)
@@ -90,14 +91,6 @@ class DiskProbe:
         self._thread.join(timeout=5)
         os.close(self._fd)
         self._path.unlink(missing_ok=True)
-
-    @staticmethod
-    def now() -> float:
-        return time.monotonic()
-
-    def window(self, since: float) -> Flushes:
-        """The flushes that overlapped [since, now]."""
-        return self.during([(since, time.monotonic())])
 
     def during(self, spans: list[tuple[float, float]]) -> Flushes:
         """The flushes that overlapped any of the (start, end) spans, each once."""
@@ -193,3 +186,48 @@ async def wal_syncs(dsn: str) -> WalSyncs | None:
         await connection.close()
     assert row is not None
     return WalSyncs(int(row["wal_sync"]), float(row["wal_sync_time"]), time.monotonic())
+
+
+class Watch:
+    """One run, watched: ``async with Watch(dsn) as watch:`` around it
+    records its span (for ``DiskProbe.during``) and PostgreSQL's WAL
+    flushes in it (None when the server does not time them)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._before: WalSyncs | None = None
+        self.span = (0.0, 0.0)
+        self.wal: WalSyncs | None = None
+
+    async def __aenter__(self) -> Watch:
+        self._before = await wal_syncs(self._dsn)
+        self.span = (time.monotonic(), 0.0)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.span = (self.span[0], time.monotonic())
+        if kind is not None:
+            return
+        after = await wal_syncs(self._dsn)
+        if self._before is not None and after is not None:
+            self.wal = after - self._before
+
+
+def flush_report(probe: DiskProbe | None, watches: list[Watch]) -> dict[str, Any]:
+    """The runs' flushes, as saved beside their latencies: the disk's
+    (``Flushes.to_json``, None when not probed) and PostgreSQL's WAL
+    flushes summed over the runs (``WalSyncs.to_json``, None when not
+    timed)."""
+    wal: WalSyncs | None = WalSyncs(0, 0.0, 0.0)
+    for watch in watches:
+        wal = None if wal is None or watch.wal is None else wal + watch.wal
+    disk = None if probe is None else probe.during([w.span for w in watches])
+    return {
+        "disk_flushes": None if disk is None else disk.to_json(),
+        "wal_syncs": None if wal is None else wal.to_json(),
+    }

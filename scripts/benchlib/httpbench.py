@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from . import profile as profiling
 from .api import Floor
-from .diskprobe import DiskProbe, Flushes, WalSyncs, flush_note, wal_syncs
+from .diskprobe import DiskProbe, Watch, flush_note, flush_report
 from .plan import Plan
 from .seed import Fixture
 from .server import RssSampler, Server, cpu_seconds, status_kb
@@ -52,8 +52,7 @@ class HttpResult:
     ratio: float
     target: float | None
     warmup_non2xx: int
-    flushes: Flushes | None  # the disk's flushes during the run (None: not probed)
-    wal: WalSyncs | None  # PostgreSQL's WAL flushes during the run (None: not timed)
+    flushes: dict[str, Any]  # the disk's and PostgreSQL's flushes in the run (flush_report)
 
 
 @dataclass
@@ -209,18 +208,16 @@ async def run(
                 warm = await asyncio.to_thread(
                     _load, client, server.port, workload.requests, connections, plan.http_warmup
                 )
-                started = DiskProbe.now()
-                wal_before = await wal_syncs(dsn)
-                with RssSampler(pids) as sampler:
-                    load = await asyncio.to_thread(
-                        _load,
-                        client,
-                        server.port,
-                        workload.requests,
-                        connections,
-                        plan.http_duration,
-                    )
-                wal_after = await wal_syncs(dsn)
+                async with Watch(dsn) as watch:
+                    with RssSampler(pids) as sampler:
+                        load = await asyncio.to_thread(
+                            _load,
+                            client,
+                            server.port,
+                            workload.requests,
+                            connections,
+                            plan.http_duration,
+                        )
                 for pid, kb in sampler.peak_kb.items():
                     sampled[pid] = max(sampled[pid], kb)
                 result = HttpResult(
@@ -233,8 +230,7 @@ async def run(
                     ratio=load.throughput / floor_run.throughput if floor_run.throughput else 0,
                     target=workload.target,
                     warmup_non2xx=warm.non2xx + warm.socket_errors,
-                    flushes=None if probe is None else probe.window(started),
-                    wal=None if wal_before is None or wal_after is None else wal_after - wal_before,
+                    flushes=flush_report(probe, [watch]),
                 )
                 report.results.append(result)
                 bad = load.non2xx + load.socket_errors + result.warmup_non2xx
@@ -244,10 +240,7 @@ async def run(
                         f"{load.socket_errors} socket errors, {result.warmup_non2xx} in the "
                         f"warm-up {load.detail or warm.detail}"
                     )
-                flushes = flush_note(
-                    None if result.flushes is None else result.flushes.to_json(),
-                    None if result.wal is None else result.wal.to_json(),
-                )
+                flushes = flush_note(result.flushes["disk_flushes"], result.flushes["wal_syncs"])
                 print(
                     f"  http {workers}w {workload.key}: {load.throughput:,.0f} req/s "
                     f"(floor {floor_run.throughput:,.0f}/s, x{result.ratio:.2f}), "
@@ -407,8 +400,7 @@ def to_json(report: HttpReport) -> dict[str, Any]:
                 "ratio": round(r.ratio, 3),
                 "target": r.target,
                 "warmup_non2xx": r.warmup_non2xx,
-                "disk_flushes": None if r.flushes is None else r.flushes.to_json(),
-                "wal_syncs": None if r.wal is None else r.wal.to_json(),
+                **r.flushes,
             }
             for r in report.results
         ],

@@ -36,7 +36,7 @@ from chatstore.auth import new_id, new_token
 from chatstore.embedded import free_port
 
 from .database import with_database
-from .diskprobe import DiskProbe, WalSyncs, wal_syncs
+from .diskprobe import DiskProbe, Watch, flush_report
 from .peerstores import text_of
 from .plan import Plan
 from .seed import Fixture
@@ -322,8 +322,7 @@ async def run(
         for workload in plans["chatstore"]:
             title = plans["chatstore"][workload][0]
             loads: dict[str, list[LoadResult]] = {name: [] for name in sides}
-            spans: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
-            wal: dict[str, WalSyncs | None] = {name: WalSyncs(0, 0.0, 0.0) for name in sides}
+            watches: dict[str, list[Watch]] = {name: [] for name in sides}
             # --quick: no warm-up and one run each (a smoke run, not numbers).
             for name in [] if plan.quick else sides:
                 warm = await asyncio.to_thread(
@@ -334,32 +333,21 @@ async def run(
             order = list(sides)
             for round_ in range(1 if plan.quick else 2):
                 for name in order if round_ % 2 == 0 else order[::-1]:
-                    started = DiskProbe.now()
-                    wal_before = await wal_syncs(dsn)
-                    loads[name].append(
-                        await asyncio.to_thread(
-                            _load,
-                            client,
-                            ports[name],
-                            plans[name][workload][1],
-                            plan,
-                            plan.http_peer_duration,
+                    async with Watch(dsn) as watch:
+                        loads[name].append(
+                            await asyncio.to_thread(
+                                _load,
+                                client,
+                                ports[name],
+                                plans[name][workload][1],
+                                plan,
+                                plan.http_peer_duration,
+                            )
                         )
-                    )
-                    spans[name].append((started, DiskProbe.now()))
-                    wal_after, so_far = await wal_syncs(dsn), wal[name]
-                    wal[name] = (
-                        None
-                        if wal_before is None or wal_after is None or so_far is None
-                        else so_far + (wal_after - wal_before)
-                    )
+                    watches[name].append(watch)
             found = {name: _combine(loads[name]) for name in sides}
             for name, result in found.items():
-                result["disk_flushes"] = (
-                    None if probe is None else probe.during(spans[name]).to_json()
-                )
-                side_wal = wal[name]
-                result["wal_syncs"] = None if side_wal is None else side_wal.to_json()
+                result.update(flush_report(probe, watches[name]))
                 if result["non2xx"] or result["socket_errors"]:
                     doc["failures"].append(
                         f"HTTP peers {workload} on {name}: {result['non2xx']} non-2xx, "
