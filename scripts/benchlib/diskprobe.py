@@ -15,7 +15,12 @@ flush took; each run's window then reports the flushes that overlapped it.
 PostgreSQL's own count and time of its WAL flushes in the same window
 (``pg_stat_wal`` with ``track_wal_io_timing``, which the bench's throwaway
 cluster turns on) say how much of the run the server spent flushing: the
-probe samples the disk, these are the flushes the commits waited for.
+probe samples the disk, these are the flushes the commits waited for. They
+are approximate: PostgreSQL 15's processes publish their counters at most
+once a second, and an idle one its last ones up to 10 s later, so a 5 s
+window misses up to a second of its own flushes and may hold the tail of
+the run before it (the other server's, when they alternate); a 1 s
+``--quick`` run shows little of its own.
 
 The probe's own load (20 flushes of 8 KiB a second) is small beside the
 thousands of commits a second it watches.

@@ -187,7 +187,8 @@ def http_markdown(http: dict[str, Any]) -> str:
         "the peer. Disk flush max: the longest fdatasync of a file on the database's disk "
         "during that server's runs (scripts/benchlib/diskprobe.py, one every 50 ms), and how "
         "many took 50 ms or more; every append's commit waits for one. WAL flush: PostgreSQL's own "
-        "(pg_stat_wal), their mean and the share of that server's runs they took.\n"
+        "(pg_stat_wal), their mean and the share of that server's runs they took; approximate, "
+        "since PostgreSQL publishes them up to a second late (10 s once idle).\n"
     )
     return "\n".join(out)
 

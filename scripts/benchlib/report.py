@@ -242,7 +242,8 @@ def markdown(doc: dict[str, Any]) -> str:
             "right before the HTTP run. Disk flush max: the longest fdatasync of a file on the "
             "database's disk during the run (scripts/benchlib/diskprobe.py, one every 50 ms), "
             "and how many took 50 ms or more; every append's commit waits for one. WAL flush: "
-            "PostgreSQL's own (pg_stat_wal), their mean and the share of the run they took.\n"
+            "PostgreSQL's own (pg_stat_wal), their mean and the share of the run they took; "
+            "approximate, since PostgreSQL publishes them up to a second late (10 s once idle).\n"
         )
 
     if http.get("memory") or http.get("export"):
