@@ -30,7 +30,7 @@ async def switch(db: Database, user_id: str, conversation_id: ConversationId, se
     """Show the branch of message ``seq``: its newest descendant (itself
     when it has none) becomes the active leaf, which is returned."""
     conversation = conversation_uuid(conversation_id, "message")
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         # The row lock first, as every writer takes it: the switch's
         # statement then sees every path change committed before it.
         locked = await db.scalar("lock_conversation", user_id=user_id, conversation_id=conversation)

@@ -222,7 +222,7 @@ class Turn:
                 )
                 return ChatExchange(user_message=self.user_message, reply=stored)
             await claim.stop_renewing()
-            async with self.db.transaction():
+            async with self.db.transaction(writes=(self.user_id, conversation)):
                 # The conversation's row lock first, as every writer takes it
                 # (sql/messages.sql), then the key's: a message or
                 # conversation delete takes them in that order too.

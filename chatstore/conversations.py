@@ -145,25 +145,30 @@ async def patch(
 ) -> Conversation:
     """Apply a validated PATCH body: only its fields_set change."""
     fields = change.model_fields_set
-    row = await db.one(
-        "update_conversation",
-        user_id=user_id,
-        id=conversation_uuid(conversation_id),
-        set_title="title" in fields,
-        title=change.title,
-        set_metadata="metadata" in fields,
-        metadata=change.metadata,
-        set_archived="archived" in fields,
-        archived=change.archived,
-    )
+    conversation = conversation_uuid(conversation_id)
+    # A transaction for its place in line: the statement waits for the
+    # row's lock behind the conversation's other writers, as they do
+    # (chatstore/writers.py).
+    async with db.transaction(writes=(user_id, conversation)):
+        row = await db.one(
+            "update_conversation",
+            user_id=user_id,
+            id=conversation,
+            set_title="title" in fields,
+            title=change.title,
+            set_metadata="metadata" in fields,
+            metadata=change.metadata,
+            set_archived="archived" in fields,
+            archived=change.archived,
+        )
     if row is None:
         raise NotFound("conversation")
     return Conversation.from_row(row)
 
 
 async def delete(db: Database, user_id: str, conversation_id: ConversationId) -> None:
-    deleted = await db.execrows(
-        "delete_conversation", user_id=user_id, id=conversation_uuid(conversation_id)
-    )
+    conversation = conversation_uuid(conversation_id)
+    async with db.transaction(writes=(user_id, conversation)):  # as patch's
+        deleted = await db.execrows("delete_conversation", user_id=user_id, id=conversation)
     if deleted == 0:
         raise NotFound("conversation")

@@ -50,6 +50,7 @@ from chatstore.pool import Pool, PoolConnection, PoolExecutor, create_pool
 from chatstore.queries import Executor, Queries, QueryKind
 from chatstore.replicas import Replica, Replicas
 from chatstore.resources import sql_dir
+from chatstore.writers import Writers
 
 T = TypeVar("T")
 
@@ -174,6 +175,9 @@ class Database:
             statements=settings.append_statements,
             search_config=settings.search_config,
         )
+        # Each conversation's writers of this process, in line for their
+        # turn without a connection (chatstore/writers.py).
+        self.writers = Writers()
 
     async def open(self) -> None:
         if self._pool is None:
@@ -345,10 +349,17 @@ class Database:
         return ConnectionRunner(self.queries, connection)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PoolConnection]:
+    async def transaction(
+        self, *, writes: tuple[str, uuid.UUID] | None = None
+    ) -> AsyncIterator[PoolConnection]:
         """The task's transaction: queries run through this Database inside
         the block (in this task) share its connection; a nested block
-        becomes a savepoint."""
+        becomes a savepoint.
+
+        ``writes``: (user_id, conversation) for a transaction that begins
+        by taking that conversation's row lock: it waits for its turn among
+        this process's writers of the conversation before it takes a
+        connection (chatstore/writers.py)."""
         current = _transaction_connection.get()
         if current is not None:
             async with current.transaction():
@@ -357,7 +368,7 @@ class Database:
         assert self._pool_executor is not None, "ChatStore is not open"
         actions: dict[Hashable, AfterCommit] = {}
         with translate_errors():
-            async with self._pool_executor.transaction() as connection:
+            async with self._begin(writes) as connection:
                 token = _transaction_connection.set(connection)
                 actions_token = _after_commit.set(actions)
                 try:
@@ -370,6 +381,21 @@ class Database:
         # nothing to announce).
         for action in actions.values():
             await _run_after_commit(action)
+
+    @asynccontextmanager
+    async def _begin(self, writes: tuple[str, uuid.UUID] | None) -> AsyncIterator[PoolConnection]:
+        assert self._pool_executor is not None, "ChatStore is not open"
+        if writes is None:
+            async with self._pool_executor.transaction() as connection:
+                yield connection
+            return
+        user_id, conversation = writes
+        patience = self.settings.acquire_timeout_seconds
+        async with (
+            self.writers.turn(user_id, conversation, patience) as left,
+            self._pool_executor.transaction(left) as connection,
+        ):
+            yield connection
 
     async def after_commit(self, key: Hashable, action: AfterCommit) -> None:
         """Run ``action`` once what this task has written is committed: at

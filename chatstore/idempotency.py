@@ -246,7 +246,8 @@ async def run_once(
     wait = _Wait()
     while True:
         try:
-            async with db.transaction():
+            writes = None if conversation_id is None else (user_id, conversation_id)
+            async with db.transaction(writes=writes):
                 if conversation_id is not None:
                     # Every writer takes the conversation's row first
                     # (sql/messages.sql). A claim that takes over an expired

@@ -365,7 +365,7 @@ async def add(
     async def append() -> list[Item]:
         if not any(_usable_id(c.item) for c in batch):
             return await store(None)  # no key to choose: one statement
-        async with db.transaction():
+        async with db.transaction(writes=(user_id, conversation)):
             # The keys are chosen and stored under the lock: no concurrent
             # append takes one in between.
             if not await lock(db, user_id, conversation):
@@ -484,7 +484,7 @@ async def delete(db: Database, user_id: str, conversation_id: ConversationId, it
     deleted alone: that would change the message (422; delete the message,
     or pop)."""
     conversation = conversation_uuid(conversation_id, "item")
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("item")
         seq, _ = await _locate(db, user_id, conversation, item_id)
@@ -520,7 +520,7 @@ async def pop(db: Database, user_id: str, conversation_id: ConversationId) -> It
     item is returned once. When the newest row stands for several items (an
     assistant message with tool calls), the others are put back as items."""
     conversation = conversation_uuid(conversation_id)
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("conversation")
         row = await db.one("newest_item_row", user_id=user_id, conversation_id=conversation)
@@ -546,7 +546,7 @@ async def pop(db: Database, user_id: str, conversation_id: ConversationId) -> It
 async def clear(db: Database, user_id: str, conversation_id: ConversationId) -> None:
     """Delete every item and message of the conversation; it stays."""
     conversation = conversation_uuid(conversation_id)
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("conversation")
         await db.scalar("clear_items", user_id=user_id, conversation_id=conversation)

@@ -147,7 +147,7 @@ async def append_rows(
     # before the append (sql/messages.sql, append_messages), so that no
     # path change (switch, regenerate, another append) commits in between.
     # A plain append that found the row held waits for it here.
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("conversation")
         refused = await _refusal(
@@ -319,7 +319,7 @@ async def page_json(
 
 async def delete(db: Database, user_id: str, conversation_id: ConversationId, seq: int) -> None:
     conversation = conversation_uuid(conversation_id, "message")
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("message")
         deleted = await db.execrows(
@@ -343,7 +343,7 @@ async def truncate(
     if from_seq < 1:
         raise ValidationError.at(["query", "from_seq"], "from_seq must be 1 or more")
     conversation = conversation_uuid(conversation_id)
-    async with db.transaction():
+    async with db.transaction(writes=(user_id, conversation)):
         if not await lock(db, user_id, conversation):
             raise NotFound("conversation")
         deleted: int = await db.scalar(

@@ -41,6 +41,12 @@ POOL_WAITERS = Gauge(
     ("pool",),
     registry=REGISTRY,
 )
+WRITERS_WAITING = Gauge(
+    "chatstore_writers_waiting",
+    "Writers waiting in this process for their conversation's turn (another"
+    " of its writers holds it), without a connection.",
+    registry=REGISTRY,
+)
 DATABASE_ERRORS = Counter(
     "chatstore_database_errors",
     "Database failures turned into 503s, by kind (the driver's exception class).",

@@ -160,11 +160,12 @@ class PoolExecutor:
         self._waiters = metrics.POOL_WAITERS.labels(name)
         metrics.POOLS.track(name, pool)
 
-    def connection(self) -> _Lease:
-        """A pooled connection for an ``async with`` block."""
-        return _Lease(self)
+    def connection(self, acquire_timeout: float | None = None) -> _Lease:
+        """A pooled connection for an ``async with`` block, after at most
+        ``acquire_timeout`` seconds (None: the pool's) of waiting for one."""
+        return _Lease(self, acquire_timeout)
 
-    async def _acquire(self) -> PoolConnection:
+    async def _acquire(self, patience: float | None = None) -> PoolConnection:
         try:
             if self._pool.get_idle_size():
                 # An idle connection is handed out at once (nothing runs
@@ -176,7 +177,9 @@ class PoolExecutor:
                 return await self._pool.acquire()
             self._waiters.inc()
             try:
-                return await self._pool.acquire(timeout=self._acquire_timeout)
+                return await self._pool.acquire(
+                    timeout=self._acquire_timeout if patience is None else patience
+                )
             finally:
                 self._waiters.dec()
         except TimeoutError:
@@ -216,11 +219,13 @@ class PoolExecutor:
         raise AssertionError("unreachable")
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PoolConnection]:
+    async def transaction(
+        self, acquire_timeout: float | None = None
+    ) -> AsyncIterator[PoolConnection]:
         """A pooled connection inside a transaction; a connection found dead
-        at BEGIN is replaced once."""
+        at BEGIN is replaced once. ``acquire_timeout``: as connection()'s."""
         for attempt in range(2):
-            async with self.connection() as connection:
+            async with self.connection(acquire_timeout) as connection:
                 transaction = connection.transaction()
                 try:
                     await transaction.start()
@@ -256,13 +261,14 @@ class _Lease:
     connection()). A class rather than an @asynccontextmanager generator:
     every query enters one, and the generator cost about 4 µs of CPU."""
 
-    __slots__ = ("_connection", "_executor")
+    __slots__ = ("_connection", "_executor", "_timeout")
 
-    def __init__(self, executor: PoolExecutor) -> None:
+    def __init__(self, executor: PoolExecutor, timeout: float | None = None) -> None:
         self._executor = executor
+        self._timeout = timeout
 
     async def __aenter__(self) -> PoolConnection:
-        self._connection = await self._executor._acquire()
+        self._connection = await self._executor._acquire(self._timeout)
         return self._connection
 
     async def __aexit__(

@@ -66,7 +66,7 @@ class TurnClaim(idempotency._Claim):
         on the claim."""
         if user_seq is not None:
             return await messages.get(self.db, self.user_id, conversation, user_seq)
-        async with self.db.transaction():
+        async with self.db.transaction(writes=(self.user_id, conversation)):
             # The conversation's row lock before the key's, as in every
             # writer (chat_turn.Turn._store says why); a missing one is
             # append's NotFound below.

@@ -8,12 +8,16 @@ breaks by failing one side (a 503 to its client). These tests pause a
 keyed writer just after it took the key's row, start each delete against
 the same messages, wait until the delete is seen blocked on a lock, then
 let the writer go: both must end cleanly.
+
+The deletes run in a store of their own, as another server process's would:
+one process's writers of a conversation wait for each other in the process
+(chatstore/writers.py) and would never meet in the database.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -26,6 +30,13 @@ from chatstore.store import ChatStore
 
 # Bounded waits, generous for a loaded machine: never a timing assertion.
 PATIENCE_SECONDS = 60.0
+
+
+@pytest.fixture
+async def elsewhere(store: ChatStore) -> AsyncIterator[ChatStore]:
+    """Another process's store on the same database."""
+    async with ChatStore(store.db.dsn, settings=store.settings) as opened:
+        yield opened
 
 
 class Echo:
@@ -73,7 +84,11 @@ class Pause:
 
 @pytest.mark.parametrize("delete", ["truncate", "message_delete", "conversation_delete"])
 async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
-    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch, delete: str
+    store: ChatStore,
+    elsewhere: ChatStore,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    delete: str,
 ) -> None:
     conversation = str((await store.create_conversation(user.user_id)).id)
     turn = await chat_turn.begin(
@@ -99,7 +114,7 @@ async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
     monkeypatch.setattr(turn_claim.TurnClaim, "hold", paused_hold)
     try:
         stored, deleted = await pause.race(
-            store, turn.finish(), deletes(store, user.user_id, conversation)[delete]
+            store, turn.finish(), deletes(elsewhere, user.user_id, conversation)[delete]
         )
     finally:
         await turn.close()
@@ -114,7 +129,11 @@ async def test_storing_a_keyed_chat_reply_takes_the_conversation_before_the_key(
 
 @pytest.mark.parametrize("delete", ["truncate", "message_delete", "conversation_delete"])
 async def test_an_idempotent_append_takes_the_conversation_before_the_key(
-    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch, delete: str
+    store: ChatStore,
+    elsewhere: ChatStore,
+    user: User,
+    monkeypatch: pytest.MonkeyPatch,
+    delete: str,
 ) -> None:
     # A key completed for seq 1, past its 24 hours but not purged yet: a
     # repeat of the key takes it over (locking its row) while its row still
@@ -141,7 +160,7 @@ async def test_an_idempotent_append_takes_the_conversation_before_the_key(
     appended, deleted = await pause.race(
         store,
         store.append_messages(user.user_id, conversation, [again], idempotency_key=key),
-        deletes(store, user.user_id, conversation)[delete],
+        deletes(elsewhere, user.user_id, conversation)[delete],
     )
     # The append came first, then the delete went through.
     assert not isinstance(appended, BaseException), repr(appended)
@@ -154,7 +173,7 @@ async def test_an_idempotent_append_takes_the_conversation_before_the_key(
 
 
 async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
-    store: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch
+    store: ChatStore, elsewhere: ChatStore, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The reply's transaction holds the conversation and is about to take
     # its key; the erasure must queue on the conversation, not take the key
@@ -180,7 +199,7 @@ async def test_erasing_a_users_data_takes_the_conversations_before_the_keys(
     monkeypatch.setattr(turn_claim.TurnClaim, "hold", hold_after_a_pause)
     try:
         stored, erased = await pause.race(
-            store, turn.finish(), lambda: store.erase_user_data(user.user_id)
+            store, turn.finish(), lambda: elsewhere.erase_user_data(user.user_id)
         )
     finally:
         await turn.close()

@@ -105,6 +105,8 @@ async def test_metrics_show_the_pool_connections_and_need_no_credentials(
     }, pool
     assert sum(v for k, v in pool.items() if ("pool", "main") in k) >= 1
     assert (("pool", "main"),) in samples(text, "chatstore_pool_waiters")
+    # Nobody waits in a conversation's line between requests.
+    assert samples(text, "chatstore_writers_waiting") == {(): 0.0}
 
 
 async def test_request_log_line_has_method_route_status_duration_and_the_echoed_request_id(
