@@ -53,6 +53,9 @@ class Flushes:
     p99_ms: float
     max_ms: float
     slow: int  # flushes of SLOW_MS or more
+    # Every flush, in the order they ran: saved so that a miss can be
+    # taken apart afterwards (how many were slow, when), not only summed up.
+    each_ms: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,15 +63,18 @@ class Flushes:
             "p99_ms": round(self.p99_ms, 1),
             "max_ms": round(self.max_ms, 1),
             "slow": self.slow,
+            "each_ms": [round(x, 2) for x in self.each_ms],
         }
 
 
 def summarize(latencies_ms: list[float]) -> Flushes:
+    """``latencies_ms`` in the order the flushes ran."""
     if not latencies_ms:
         return Flushes(0, 0.0, 0.0, 0)
     ordered = sorted(latencies_ms)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return Flushes(len(ordered), p99, ordered[-1], sum(1 for x in ordered if x >= SLOW_MS))
+    slow = sum(1 for x in ordered if x >= SLOW_MS)
+    return Flushes(len(ordered), p99, ordered[-1], slow, tuple(latencies_ms))
 
 
 class DiskProbe:
