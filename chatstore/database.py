@@ -30,6 +30,7 @@ primary) and what a write records are decided in one place, here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -389,13 +390,23 @@ class Database:
             async with self._pool_executor.transaction() as connection:
                 yield connection
             return
+        # A writer waits in all (in line, for the pool, for the row) no
+        # longer than it could without the line: the acquire timeout and
+        # the statement timeout (none without one).
         user_id, conversation = writes
-        patience = self.settings.acquire_timeout_seconds
-        async with (
-            self.writers.turn(user_id, conversation, patience) as left,
-            self._pool_executor.transaction(left) as connection,
-        ):
-            yield connection
+        acquire = self.settings.acquire_timeout_seconds
+        statement = self.settings.statement_timeout_ms / 1000
+        patience = acquire + statement if statement else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (patience or 0.0)
+        async with self.writers.turn(user_id, conversation, patience) as waited:
+            if waited and patience is not None:
+                acquire = min(acquire, max(deadline - loop.time(), 0.0))
+            async with self._pool_executor.transaction(acquire) as connection:
+                if waited and patience is not None:
+                    left_ms = max(int((deadline - loop.time()) * 1000), 1)
+                    await self.on(connection).scalar("limit_lock_wait", lock_timeout=f"{left_ms}ms")
+                yield connection
 
     async def after_commit(self, key: Hashable, action: AfterCommit) -> None:
         """Run ``action`` once what this task has written is committed: at

@@ -29,6 +29,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,  # 57P02: a backend crashed, all reset
     asyncpg.TooManyConnectionsError,  # 53300
     asyncpg.QueryCanceledError,  # 57014: statement_timeout or a cancel
+    # 55P03: lock_timeout, chatstore's after a wait in line
+    # (chatstore/writers.py) or one an operator set on the role
+    asyncpg.LockNotAvailableError,
     asyncpg.DeadlockDetectedError,  # 40P01: retryable by the caller
     asyncpg.SerializationError,  # 40001: retryable by the caller
     asyncpg.ConnectionDoesNotExistError,

@@ -16,11 +16,13 @@ A line is the owner's and the conversation's together: a caller naming
 somebody else's conversation waits in a line of its own (and is then told
 404 by the database), never in the owner's.
 
-The wait in line is a wait for the conversation's connection, and counts
-against the acquire timeout with the wait for the pool that follows it: a
-writer still in line when it runs out gets TimeoutError, as one waiting
-for the pool does (a 503), so a stalled conversation's writers end as
-before, after at most the acquire timeout and the statement timeout.
+A writer waits in line for as long as it could have waited for the row in
+the database: ``patience``, the acquire timeout and the statement timeout
+together (chatstore/database.py). A writer still in line when that runs
+out gets TimeoutError, as one waiting for the pool does (a 503); one that
+waited gets only what is left for its pool wait and its lock wait, so a
+stalled conversation's writers end as they did before the line: after at
+most the acquire timeout and the statement timeout.
 """
 
 from __future__ import annotations
@@ -53,20 +55,19 @@ class Writers:
 
     @asynccontextmanager
     async def turn(
-        self, user_id: str, conversation: uuid.UUID, patience: float
-    ) -> AsyncIterator[float]:
+        self, user_id: str, conversation: uuid.UUID, patience: float | None
+    ) -> AsyncIterator[bool]:
         """The block runs as this process's only writer of the conversation,
-        after at most ``patience`` seconds in line (TimeoutError after
-        that); it is given what is left of ``patience``."""
+        after at most ``patience`` seconds in line (None: no bound;
+        TimeoutError after that); it is told whether it waited."""
         key = (user_id, conversation)
         line = self._lines.get(key)
         if line is None:
             line = self._lines[key] = _Line()
         line.users += 1
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        waited = line.users > 1
         try:
-            if line.users == 1:
+            if not waited:
                 await line.lock.acquire()  # at once: nobody else is in line
             else:
                 self.waiting += 1
@@ -78,7 +79,7 @@ class Writers:
                     self.waiting -= 1
                     metrics.WRITERS_WAITING.dec()
             try:
-                yield max(patience - (loop.time() - started), 0.0)
+                yield waited
             finally:
                 line.lock.release()
         finally:

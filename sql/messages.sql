@@ -471,6 +471,15 @@ WHERE c.id = :conversation_id
     AND c.user_id = :user_id
 ORDER BY m.seq DESC;
 
+-- name: limit_lock_wait :scalar
+-- For a writer that waited in line for its conversation in the process
+-- (chatstore/writers.py): its wait for the row lock gets only what is left
+-- of the time a writer may wait in all (acquire timeout + statement
+-- timeout), so that the line adds nothing to that bound. This transaction
+-- only (set_config's is_local, as SET LOCAL; a startup parameter could not
+-- pass PgBouncer in transaction mode).
+SELECT set_config('lock_timeout', :lock_timeout, TRUE) AS lock_timeout;
+
 -- name: lock_conversation :scalar
 -- First statement of a delete's transaction: takes the conversation row
 -- lock, as every writer does first. The delete that follows is a statement

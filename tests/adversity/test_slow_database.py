@@ -2,9 +2,12 @@
 
 A raw session holds the row lock of one conversation (``SELECT ... FOR
 UPDATE`` in an open transaction), so every append to it waits. With
-CHATSTORE_STATEMENT_TIMEOUT_MS=2000 PostgreSQL cancels each such statement
-after 2 s (57014 query_canceled), which the server answers as 503
-``unavailable`` with Retry-After: a clean error in bounded time, not a hang.
+CHATSTORE_STATEMENT_TIMEOUT_MS=2000 PostgreSQL cancels such a statement
+after 2 s (57014 query_canceled), or the lock wait of one that first waited
+in line in the server (chatstore/writers.py) when the rest of its
+acquire + statement timeouts runs out (55P03), which the server answers as
+503 ``unavailable`` with Retry-After: a clean error in bounded time, not a
+hang.
 Meanwhile the other users' appends go on, 2xx at low latency; once the lock
 is let go the stalled user's appends succeed again.
 

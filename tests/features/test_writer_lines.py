@@ -107,10 +107,18 @@ async def test_a_held_conversations_writers_take_one_connection(
     assert store.db.writers.waiting == 0
 
 
-async def test_a_writer_in_line_gives_up_after_the_acquire_timeout(
+async def test_a_writer_in_line_waits_no_longer_than_it_could_for_the_row(
     database: str, settings: Settings, new_user: MakeUser
 ) -> None:
-    impatient = dataclasses.replace(settings, acquire_timeout_seconds=0.5)
+    # Without the line a writer waited at most the acquire timeout (for a
+    # connection) and the statement timeout (for the row): 1 s + 3 s here.
+    # With it, the first writer waits for the row until its statement
+    # timeout (3 s); the second, in line behind it, then gets only what is
+    # left of its 4 s for the row (lock_timeout, 1 s); the third runs out in
+    # line, or just after it, as the second did. Each is a 503, none later.
+    impatient = dataclasses.replace(
+        settings, acquire_timeout_seconds=1.0, statement_timeout_ms=3000
+    )
     async with ChatStore(database, settings=impatient) as store:
         user = await new_user()
         stalled = (await store.create_conversation(user.user_id)).id
@@ -118,22 +126,24 @@ async def test_a_writer_in_line_gives_up_after_the_acquire_timeout(
         try:
             first = asyncio.create_task(store.append_message(user.user_id, stalled, said("first")))
             await until_a_session_waits_on_a_lock(store.pool, PATIENCE_SECONDS, "the first")
-            # Behind the first, which waits in the database for the row
-            # (up to the statement timeout): the line's wait is bounded by
-            # the acquire timeout, and ends as a wait for the pool does.
-            for text in ("second", "third"):
-                with pytest.raises(Unavailable):
-                    await asyncio.wait_for(
-                        store.append_message(user.user_id, stalled, said(text)),
-                        PATIENCE_SECONDS,
-                    )
-            assert not first.done()
+            behind = [
+                asyncio.create_task(store.append_message(user.user_id, stalled, said(text)))
+                for text in ("second", "third")
+            ]
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(first, *behind, return_exceptions=True), PATIENCE_SECONDS
+            )
         finally:
             await holder.close()
-        stored = await asyncio.wait_for(first, PATIENCE_SECONDS)
-        assert stored.seq == 1
+        refused = [outcome for outcome in outcomes if isinstance(outcome, Unavailable)]
+        assert len(refused) == 3, outcomes
+        causes = [type(outcome.__cause__) for outcome in refused]
+        assert causes[0] is asyncpg.QueryCanceledError  # the statement timeout
+        assert causes[1] is asyncpg.LockNotAvailableError  # what was left of its 4 s
+        assert causes[2] in (TimeoutError, asyncpg.LockNotAvailableError)
+        assert store.db.writers.waiting == 0
         page = await store.list_messages(user.user_id, stalled)
-        assert [m.content for m in page.data] == ["first"]
+        assert page.data == []
 
 
 async def test_a_stranger_naming_a_held_conversation_waits_in_no_line_of_the_owners(
