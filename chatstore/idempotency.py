@@ -244,9 +244,10 @@ async def run_once(
     row lock is taken before the key's."""
     claim = _Claim(db, user_id, key, request)
     wait = _Wait()
+    # Its place in the conversation's line (chatstore/writers.py).
+    writes = None if conversation_id is None else (user_id, conversation_id)
     while True:
         try:
-            writes = None if conversation_id is None else (user_id, conversation_id)
             async with db.transaction(writes=writes):
                 if conversation_id is not None:
                     # Every writer takes the conversation's row first
