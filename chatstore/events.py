@@ -196,7 +196,13 @@ class MessageEvents:
                 self._wake_all()
                 await self._lost.wait()
                 error: BaseException | None = None
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failure:
+            except Exception as failure:
+                # Whatever ended this attempt (a refused or lost connection,
+                # a server shutting down, asyncpg's InternalClientError for a
+                # connection that died between two of its calls), the next
+                # one may work: retried, never the end of listening (a dead
+                # keeper left every follower on its tick, and made stop()
+                # raise its error).
                 error = failure
             self._on_lost()
             if not failing:

@@ -616,3 +616,27 @@ async def test_a_listen_outage_logs_one_warning_and_one_info_not_a_line_per_retr
     assert [level for level, _ in lines] == [logging.WARNING, logging.INFO], lines
     after = metrics.REGISTRY.get_sample_value("chatstore_listen_reconnects_total") or 0
     assert after == reconnects + 1
+
+
+async def test_a_listen_failure_of_any_kind_is_retried_and_stop_stays_clean(
+    store: ChatStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failure outside the connection errors (here asyncpg's ValueError for
+    # a port that is not a number; in CI once, InternalClientError for a
+    # connection that died between connect and LISTEN) once ended the
+    # keeper: nothing listened again, and stop() raised its error.
+    monkeypatch.setattr(events, "RECONNECT_SECONDS", 0.05)
+    caplog.set_level(logging.INFO, logger="chatstore.events")
+    settings = dataclasses.replace(
+        store.settings, direct_database_url="postgresql://chatstore@127.0.0.1:notaport/x"
+    )
+    hub = events.MessageEvents(ChatStore(store.db.dsn, settings=settings))
+    await hub.start()
+    try:
+        await until(lambda: any("LISTEN connection" in r.getMessage() for r in caplog.records))
+        await asyncio.sleep(0.3)  # several more attempts
+        assert not hub.listening
+        failures = [r for r in caplog.records if r.name == "chatstore.events"]
+        assert len(failures) == 1 and "ValueError" in failures[0].getMessage(), failures
+    finally:
+        await hub.stop()  # raises nothing: the keeper was still retrying
