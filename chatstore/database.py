@@ -400,10 +400,12 @@ class Database:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (patience or 0.0)
         async with self.writers.turn(user_id, conversation, patience) as waited:
-            if waited and patience is not None:
+            # One that waited in line gets only what is left of its patience.
+            limited = waited and patience is not None
+            if limited:
                 acquire = min(acquire, max(deadline - loop.time(), 0.0))
             async with self._pool_executor.transaction(acquire) as connection:
-                if waited and patience is not None:
+                if limited:
                     left_ms = max(int((deadline - loop.time()) * 1000), 1)
                     await self.on(connection).scalar("limit_lock_wait", lock_timeout=f"{left_ms}ms")
                 yield connection
